@@ -1,0 +1,69 @@
+"""The ``pixsim-host`` command line: commands only, the work lives in the modules they call.
+
+Command modules import Typer and the standard library at the top and everything heavy
+(pydantic, Jinja2, the Docker SDK, httpx) inside the command, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from pixsim_host import __version__
+from pixsim_host.cli import config_cmd, host_cmds, lifecycle
+from pixsim_host.errors import HostError
+
+app = typer.Typer(
+    name="pixsim-host",
+    help="Run your own PixSim7 host: one backend with its own PostgreSQL, Redis and plugins.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"pixsim-host {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", "-V", callback=_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """Run your own PixSim7 host: one backend with its own PostgreSQL, Redis and plugins."""
+
+
+host_cmds.register(app)
+lifecycle.register(app)
+app.add_typer(config_cmd.app, name="config")
+
+
+def run() -> None:
+    """Entry point: the one place a HostError becomes ``Error: ...`` and an exit code."""
+    try:
+        app(standalone_mode=False)
+    except HostError as exc:
+        from pixsim_host.cli.output import print_error
+
+        print_error(exc)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.stderr.write("Aborted.\n")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.stderr.write("Interrupted.\n")
+        sys.exit(130)
+    except Exception as exc:  # click's usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

@@ -1,0 +1,132 @@
+"""``init``, ``render`` and ``info``: creating a host and describing it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from pixsim_host.cli.common import DirOption, JsonOption, YesOption, open_host, stdin_is_tty
+from pixsim_host.cli.output import info, print_json, warn
+
+Opt = Optional  # noqa: UP045 - Typer reads these annotations at runtime
+
+
+def init(
+    directory: Annotated[
+        Path, typer.Argument(help="Where to create the host (created if missing).")
+    ] = Path("."),
+    name: Annotated[Opt[str], typer.Option(help="Host name; its slug names the Docker project.")] = None,
+    model: Annotated[
+        Opt[str], typer.Option(help="Hosting model: self, friend or shared.", show_default=False)
+    ] = None,
+    port: Annotated[Opt[int], typer.Option(help="Backend port (default: the first free from 8000).")] = None,
+    bind: Annotated[
+        Opt[str], typer.Option(help="Address the backend listens on (127.0.0.1 for 'self').")
+    ] = None,
+    public_url: Annotated[
+        Opt[str], typer.Option(help="URL clients use when it differs (TLS proxy, DNS name).")
+    ] = None,
+    description: Annotated[Opt[str], typer.Option(help="Shown to clients in server info.")] = None,
+    backend_image: Annotated[
+        Opt[str], typer.Option(help="Backend image (default: the bundled reference backend).")
+    ] = None,
+    postgres_image: Annotated[Opt[str], typer.Option(help="PostgreSQL image.")] = None,
+    redis_image: Annotated[Opt[str], typer.Option(help="Redis image.")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Re-render an existing host; host_id and secrets are kept.")
+    ] = False,
+    yes: YesOption = False,
+) -> None:
+    """Create a new host: host_id, secrets, config and rendered files."""
+    from pixsim_host.config import HOSTING_MODELS, slugify
+    from pixsim_host.create import InitOptions, init_host
+
+    options = InitOptions(
+        name=name, model=model, port=port, bind=bind, public_url=public_url,
+        description=description, backend_image=backend_image,
+        postgres_image=postgres_image, redis_image=redis_image,
+    )
+    root = directory.expanduser().resolve()
+    fresh = not (root / "pixsim-host.yaml").exists()
+    if fresh and not yes and stdin_is_tty():
+        if options.name is None:
+            options.name = typer.prompt("Host name", default=slugify(root.name) or "my-host")
+        if options.model is None:
+            options.model = typer.prompt(
+                "Hosting model (self: just you; friend: a few friends; shared: a public server)",
+                default="self",
+                type=typer.Choice(list(HOSTING_MODELS)),
+            )
+        if options.model != "self" and options.bind is None:
+            options.bind = typer.prompt("Listen address (0.0.0.0: every interface)", default="0.0.0.0")
+    if fresh and options.name is None:
+        options.name = slugify(root.name) or "my-host"
+
+    result = init_host(root, options, force=force)
+    for message in result.warnings:
+        warn(message)
+    config = result.config
+    verb = "Created" if result.created else "Re-rendered"
+    info(f"{verb} host {config.name!r} in {result.host.root}")
+    info(f"  host_id   {config.host_id}")
+    info(f"  model     {config.model}")
+    info(f"  backend   {config.client_url}")
+    info(f"  config    {result.host.config_file.name}   secrets {result.host.secrets_file.name} (0600)")
+    info(f"  rendered  {', '.join(result.written) if result.written else 'nothing changed'}")
+    if result.created:
+        info(f"Next: pixsim-host up --dir {result.host.root}")
+
+
+def render(
+    directory: DirOption = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="Only compare; exit 1 with a diff if a file differs.")
+    ] = False,
+) -> None:
+    """Re-render every generated file from the config."""
+    from pixsim_host.errors import HostError
+    from pixsim_host.render import diff_rendered, render_host, write_rendered
+
+    host, config = open_host(directory)
+    rendered = render_host(host, config)
+    if check:
+        diffs = diff_rendered(host, rendered)
+        if diffs:
+            raise HostError(
+                f"{', '.join(diffs)} differ from what pixsim-host.yaml renders; move your edits "
+                "into pixsim-host.yaml or a template override, then run `pixsim-host render`",
+                details="".join(diffs.values()),
+            )
+        info("All generated files are up to date.")
+        return
+    written = write_rendered(host, rendered)
+    info(f"Rendered {', '.join(written)}." if written else "All generated files were up to date.")
+
+
+def host_info(directory: DirOption = None, as_json: JsonOption = False) -> None:
+    """Show the host's identity and how clients reach it."""
+    host, config = open_host(directory)
+    data = {
+        "host_id": config.host_id,
+        "name": config.name,
+        "description": config.description,
+        "model": config.model,
+        "project": config.project,
+        "directory": str(host.root),
+        "backend_url": config.client_url,
+        "local_url": config.local_url,
+        "frontend": f"VITE_BACKEND_URL={config.client_url}",
+    }
+    if as_json:
+        print_json(data)
+        return
+    for key, value in data.items():
+        info(f"{key:12} {value}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(init)
+    app.command()(render)
+    app.command("info")(host_info)

@@ -1,0 +1,384 @@
+"""The host configuration: schema, load, save, dotted-key access.
+
+``pixsim-host.yaml`` holds everything about a host except its secrets. pydantic
+gives one validated, typed model with per-field errors; we translate those errors
+into ``key: rule`` lines because a user edits YAML, not Python.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+import uuid
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from pixsim_host import __version__
+from pixsim_host.errors import ConfigError, HostError
+from pixsim_host.fsutil import atomic_write
+
+CONFIG_VERSION = 1
+REFERENCE_BACKEND_IMAGE = f"pixsim-host/reference-backend:{__version__}"
+DEFAULT_POSTGRES_IMAGE = "pgvector/pgvector:pg16"
+DEFAULT_REDIS_IMAGE = "redis:7-alpine"
+DEFAULT_BACKEND_PORT = 8000
+LOCAL_CLIENT_ORIGINS = ["http://localhost:5173", "http://127.0.0.1:5173"]
+
+HostingModel = Literal["self", "friend", "shared"]
+HOSTING_MODELS: tuple[str, ...] = ("self", "friend", "shared")
+
+_PLUGIN_ID = re.compile(r"^[a-z][a-z0-9_-]*$")
+_RESERVED_PLUGIN_NAMES = frozenset({"plugin", "plugins", "core", "system", "internal", "test", "tests"})
+_IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._\-/:@]*$", re.IGNORECASE)
+_SQL_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def slugify(name: str) -> str:
+    """The Docker-safe form of a host name: lowercase ASCII, digits and dashes."""
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    return slug[:40].strip("-")
+
+
+def _host_name(value: str) -> str:
+    if not 1 <= len(value) <= 64:
+        raise ValueError("must be 1 to 64 characters long")
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters or line breaks")
+    if value != value.strip():
+        raise ValueError("must not start or end with spaces")
+    if not slugify(value):
+        raise ValueError("must contain at least one ASCII letter or digit")
+    return value
+
+
+def _port(value: int) -> int:
+    if not 1 <= value <= 65535:
+        raise ValueError("must be between 1 and 65535")
+    return value
+
+
+def _image(value: str) -> str:
+    if not _IMAGE_REF.match(value) or len(value) > 255:
+        raise ValueError("must be an image reference such as 'redis:7-alpine'")
+    return value
+
+
+def _sql_name(value: str) -> str:
+    if not _SQL_NAME.match(value):
+        raise ValueError("must be lowercase letters, digits and underscores, not starting with a digit")
+    return value
+
+
+def plugin_id_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a plugin id (PixSim7's folder rule), or None."""
+    if not _PLUGIN_ID.match(value):
+        return "must match ^[a-z][a-z0-9_-]*$ (PixSim7's plugin folder rule)"
+    if value in _RESERVED_PLUGIN_NAMES:
+        return "is a reserved name (plugin, plugins, core, system, internal, test, tests)"
+    return None
+
+
+def _plugin_ids(values: list[str]) -> list[str]:
+    for value in values:
+        problem = plugin_id_problem(value)
+        if problem:
+            raise ValueError(f"{value!r} {problem}")
+    if len(set(values)) != len(values):
+        raise ValueError("lists a plugin twice")
+    return values
+
+
+def _free_text(value: str) -> str:
+    if len(value) > 500:
+        raise ValueError("must be at most 500 characters")
+    if re.search(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _url(value: str) -> str:
+    if not re.match(r"^https?://[^\s/?#]+(/[^\s]*)?$", value) or _CONTROL.search(value):
+        raise ValueError("must be an http:// or https:// URL")
+    return value.rstrip("/")
+
+
+def _origin(value: str) -> str:
+    if value != "*":
+        _url(value)
+    return value
+
+
+HostName = Annotated[str, AfterValidator(_host_name)]
+Port = Annotated[int, AfterValidator(_port)]
+Image = Annotated[str, AfterValidator(_image)]
+SqlName = Annotated[str, AfterValidator(_sql_name)]
+PluginIds = Annotated[list[str], AfterValidator(_plugin_ids)]
+FreeText = Annotated[str, AfterValidator(_free_text)]
+Url = Annotated[str, AfterValidator(_url)]
+Origin = Annotated[str, AfterValidator(_origin)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class BackendConfig(_Section):
+    image: Image = REFERENCE_BACKEND_IMAGE
+    port: Port = DEFAULT_BACKEND_PORT
+    bind: str = "127.0.0.1"
+    public_url: Url | None = None
+    cors_origins: list[Origin] = Field(default_factory=lambda: list(LOCAL_CLIENT_ORIGINS))
+    command: list[str] | None = None
+
+    @field_validator("bind")
+    @classmethod
+    def _bind_is_an_address(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError("must be an IP address such as 127.0.0.1 or 0.0.0.0") from None
+        return value
+
+
+class DatabaseConfig(_Section):
+    image: Image = DEFAULT_POSTGRES_IMAGE
+    user: SqlName = "pixsim"
+    name: SqlName = "pixsim"
+
+
+class RedisConfig(_Section):
+    image: Image = DEFAULT_REDIS_IMAGE
+
+
+class PluginsConfig(_Section):
+    # Empty means "the backend's defaults": every plugin whose manifest says enabled.
+    enabled: PluginIds = Field(default_factory=list)
+    disabled: PluginIds = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _no_overlap(self) -> PluginsConfig:
+        both = sorted(set(self.enabled) & set(self.disabled))
+        if both:
+            raise ValueError(f"{', '.join(both)} cannot be both enabled and disabled")
+        return self
+
+
+class HostConfig(_Section):
+    version: int = CONFIG_VERSION
+    host_id: str
+    name: HostName
+    description: FreeText = ""
+    model: HostingModel = "self"
+    runtime: Literal["docker"] = "docker"
+    backend: BackendConfig = Field(default_factory=BackendConfig)
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    redis: RedisConfig = Field(default_factory=RedisConfig)
+    plugins: PluginsConfig = Field(default_factory=PluginsConfig)
+
+    @field_validator("version")
+    @classmethod
+    def _known_version(cls, value: int) -> int:
+        if value != CONFIG_VERSION:
+            raise ValueError(
+                f"is {value}, but this pixsim-host ({__version__}) reads version {CONFIG_VERSION}; "
+                "use the pixsim-host release that wrote it"
+            )
+        return value
+
+    @field_validator("host_id")
+    @classmethod
+    def _uuid4(cls, value: str) -> str:
+        try:
+            parsed = uuid.UUID(value)
+        except ValueError:
+            raise ValueError("must be a UUID (it is generated by `pixsim-host init`)") from None
+        if str(parsed) != value or parsed.version != 4:
+            raise ValueError("must be a lowercase UUID4 as written by `pixsim-host init`")
+        return value
+
+    @model_validator(mode="after")
+    def _self_hosts_stay_local(self) -> HostConfig:
+        if self.model == "self" and not ipaddress.ip_address(self.backend.bind).is_loopback:
+            raise ValueError(
+                "backend.bind must be a loopback address for model 'self'; "
+                "use model 'friend' or 'shared' to accept other machines"
+            )
+        return self
+
+    @property
+    def slug(self) -> str:
+        return slugify(self.name)
+
+    @property
+    def project(self) -> str:
+        """The Docker Compose project name: labels every container, volume and network."""
+        return f"pixsim-{self.slug}"
+
+    @property
+    def local_url(self) -> str:
+        """Where this machine reaches the backend."""
+        bind = self.backend.bind
+        if ipaddress.ip_address(bind).is_unspecified:
+            bind = "127.0.0.1" if ipaddress.ip_address(bind).version == 4 else "::1"
+        host = f"[{bind}]" if ":" in bind else bind
+        return f"http://{host}:{self.backend.port}"
+
+    @property
+    def client_url(self) -> str:
+        """The URL a PixSim7 client should use (``VITE_BACKEND_URL``)."""
+        return self.backend.public_url or self.local_url
+
+
+# Keys a user may never change: they are the host's identity and file format.
+IMMUTABLE_KEYS = frozenset({"host_id", "version"})
+
+
+def new_host_config(**values: Any) -> HostConfig:
+    """A fresh config with a newly generated host_id (the only place one is made)."""
+    return parse_config({"host_id": str(uuid.uuid4()), **values}, source="the new host config")
+
+
+def parse_config(data: Any, *, source: str) -> HostConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(source, ["the file must be a YAML mapping of keys to values"])
+    try:
+        return HostConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, _problems(exc)) from None
+
+
+def load_config(path: Path) -> HostConfig:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise HostError(f"{path} does not exist; create a host with `pixsim-host init`") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise HostError(f"cannot read {path}: {exc}; check the file and its permissions") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise HostError(
+            f"{path.name}{where}: YAML syntax error: {problem}; fix the file and retry", exit_code=2
+        ) from None
+    except yaml.YAMLError as exc:
+        raise HostError(f"{path.name}: YAML error: {exc}; fix the file and retry", exit_code=2) from None
+    return parse_config(data, source=path.name)
+
+
+def dump_config(config: HostConfig) -> str:
+    data = config.model_dump(mode="json")
+    header = (
+        "# pixsim-host host configuration. Secrets are not here: they live in .env.\n"
+        "# Edit freely, then run `pixsim-host render` (or use `pixsim-host config set`).\n"
+    )
+    return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=1000)
+
+
+def save_config(config: HostConfig, path: Path) -> None:
+    atomic_write(path, dump_config(config), mode=0o644)
+
+
+def get_key(config: HostConfig, key: str) -> Any:
+    node: Any = config.model_dump(mode="json")
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise HostError(f"unknown key {key!r}{_suggest(key)}; see `pixsim-host config show`")
+        node = node[part]
+    return node
+
+
+def set_key(config: HostConfig, key: str, raw: str) -> HostConfig:
+    """A new config with ``key`` set from the command-line text ``raw``, validated."""
+    if key in IMMUTABLE_KEYS:
+        raise HostError(f"{key} cannot be changed: it is the host's identity or file format")
+    get_key(config, key)  # unknown keys fail with a suggestion
+    data = config.model_dump(mode="json")
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node[part]
+    current = node[parts[-1]]
+    node[parts[-1]] = _parse_cli_value(raw, current)
+    return parse_config(data, source="the new value")
+
+
+def _parse_cli_value(raw: str, current: Any) -> Any:
+    """Turn command-line text into the type the key holds (YAML for lists and null)."""
+    if isinstance(current, list) or raw.startswith("["):
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise HostError(f"cannot parse {raw!r} as a list; write it like [a, b]") from None
+        return value
+    if raw in ("null", "~", ""):
+        return None if current is None or raw != "" else raw
+    if isinstance(current, bool):
+        return raw
+    if isinstance(current, int):
+        try:
+            return int(raw)
+        except ValueError:
+            return raw
+    return raw
+
+
+def all_keys(model: type[BaseModel] = HostConfig, prefix: str = "") -> list[str]:
+    keys: list[str] = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys.extend(all_keys(annotation, f"{prefix}{name}."))
+        else:
+            keys.append(prefix + name)
+    return keys
+
+
+def _suggest(key: str) -> str:
+    close = difflib.get_close_matches(key, all_keys(), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _problems(exc: ValidationError) -> list[str]:
+    problems = []
+    for error in exc.errors():
+        loc = ".".join(str(part) for part in error["loc"])
+        kind = error["type"]
+        if kind == "extra_forbidden":
+            parent = ".".join(str(part) for part in error["loc"][:-1])
+            siblings = [k.rsplit(".", 1)[-1] for k in all_keys() if k.startswith(parent)]
+            close = difflib.get_close_matches(str(error["loc"][-1]), siblings, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            problems.append(f"{loc}: unknown key{hint}")
+        elif kind == "missing":
+            problems.append(f"{loc}: is required")
+        elif kind == "literal_error":
+            expected = error.get("ctx", {}).get("expected", "")
+            problems.append(f"{loc}: must be one of {expected}")
+        elif kind in ("int_type", "int_parsing", "int_from_float"):
+            problems.append(f"{loc}: must be a whole number")
+        elif kind in ("string_type",):
+            problems.append(f"{loc}: must be text (quote it in YAML)")
+        elif kind in ("list_type",):
+            problems.append(f"{loc}: must be a list, like [a, b]")
+        elif kind in ("model_type", "dict_type"):
+            problems.append(f"{loc}: must be a mapping of keys to values")
+        else:
+            message = str(error["msg"]).removeprefix("Value error, ")
+            problems.append(f"{loc}: {message}" if loc else message)
+    return problems

@@ -1,0 +1,32 @@
+"""The one error type every command raises for a user-facing failure.
+
+The CLI catches it once, prints ``Error: <message>`` on one line and exits with
+``exit_code``; anything else reaching the top is a bug and is reported as one.
+"""
+
+from __future__ import annotations
+
+
+class HostError(Exception):
+    """A failure the user can act on: ``message`` says what is wrong and what to do."""
+
+    def __init__(self, message: str, *, exit_code: int = 1, details: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+        # Extra context (log tails, diffs) printed after the one-line error.
+        self.details = details
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(HostError):
+    """The host configuration is invalid; ``problems`` holds one line per problem."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        noun = "problem" if len(problems) == 1 else "problems"
+        head = f"{source} has {len(problems)} {noun}: " + "; ".join(problems)
+        super().__init__(head + ". Fix the file (or use `pixsim-host config set`) and retry.",
+                         exit_code=2)
+        self.problems = problems

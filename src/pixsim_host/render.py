@@ -1,0 +1,180 @@
+"""Render a host's generated files from its config.
+
+Rendering never sees a secret value: templates get ``${NAME:?...}`` references that
+Compose (or our runtime) resolves from ``.env`` at run time. Every value reaches
+YAML through a quoting filter, so no name or description can change a file's
+structure, and output is byte-for-byte deterministic for the same config.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pixsim_host.config import HostConfig
+from pixsim_host.envfile import SECRET_KEYS
+from pixsim_host.errors import HostError
+from pixsim_host.fsutil import atomic_write
+from pixsim_host.hostdir import COMPOSE_FILE, FRONTEND_FILE, HostDir
+
+# Generated file -> template name. The template may be overridden per host.
+GENERATED: dict[str, str] = {
+    COMPOSE_FILE: "compose.yaml.j2",
+    FRONTEND_FILE: "frontend.env.j2",
+}
+
+
+def packaged_templates() -> Path:
+    """The templates shipped with pixsim-host (inside the wheel, or the checkout's)."""
+    shipped = resources.files("pixsim_host") / "templates"
+    if shipped.is_dir():
+        return Path(str(shipped))
+    checkout = Path(__file__).resolve().parents[2] / "templates"
+    if checkout.is_dir():
+        return checkout
+    raise HostError("pixsim-host's templates are missing from its installation; reinstall it")
+
+
+def yaml_quote(value: Any) -> str:
+    """A YAML scalar (double-quoted for text) that loads back as exactly ``value``."""
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, int | float):
+        return json.dumps(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(yaml_quote(item) for item in value) + "]"
+    text = str(value)
+    dumped = yaml.dump(text, Dumper=yaml.SafeDumper, default_style='"', width=2**31 - 1,
+                       allow_unicode=True)
+    return dumped.rstrip("\n").removesuffix("\n...")
+
+
+def compose_quote(value: Any) -> str:
+    """Quote for a Compose file: ``$`` is escaped too, so values are never interpolated."""
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(compose_quote(item) for item in value) + "]"
+    if isinstance(value, str):
+        value = value.replace("$", "$$")
+    return yaml_quote(value)
+
+
+def dotenv_quote(value: Any) -> str:
+    """A dotenv value Vite and Compose read back unchanged (single quotes: no expansion)."""
+    text = str(value)
+    if "'" in text or "\n" in text:
+        raise HostError(f"{text!r} cannot be written to a .env file; remove quotes and line breaks")
+    return f"'{text}'"
+
+
+def _comment_text(value: Any) -> str:
+    return " ".join(str(value).split())
+
+
+def secret_ref(name: str) -> str:
+    return "${" + name + ":?is not set; pixsim-host reads it from this host's .env}"
+
+
+@dataclass(frozen=True)
+class Rendered:
+    files: dict[str, str]
+
+
+def template_context(config: HostConfig) -> dict[str, Any]:
+    secret = {key: secret_ref(key) for key in SECRET_KEYS}
+    return {
+        "host": config,
+        "secret": secret,
+        # User-controlled parts are validated SQL names; only the secret is interpolated.
+        "database_url": (
+            f"postgresql://{config.database.user}:{secret['POSTGRES_PASSWORD']}"
+            f"@db:5432/{config.database.name}"
+        ),
+        "redis_url": f"redis://:{secret['REDIS_PASSWORD']}@redis:6379/0",
+        "plugin_allowlist": list(config.plugins.enabled),
+        "plugin_denylist": list(config.plugins.disabled),
+    }
+
+
+def render_host(host: HostDir, config: HostConfig) -> Rendered:
+    """Every generated file's content, in memory; nothing is written."""
+    import jinja2
+
+    loaders: list[jinja2.BaseLoader] = []
+    if host.templates_dir.is_dir():
+        loaders.append(jinja2.FileSystemLoader(str(host.templates_dir)))
+    loaders.append(jinja2.FileSystemLoader(str(packaged_templates())))
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(
+        yaml=yaml_quote,
+        compose=compose_quote,
+        dotenv=dotenv_quote,
+        dotenv_comment=_comment_text,
+        tojson=lambda value: json.dumps(value, ensure_ascii=False, separators=(",", ":")),
+    )
+    context = template_context(config)
+    files: dict[str, str] = {}
+    for output, template_name in GENERATED.items():
+        try:
+            files[output] = env.get_template(template_name).render(context)
+        except jinja2.TemplateError as exc:
+            where = getattr(exc, "lineno", None)
+            line = f" line {where}" if where else ""
+            raise HostError(
+                f"template {template_name}{line} failed to render: {exc.message or exc}; "
+                f"fix or remove the override in {host.templates_dir}"
+            ) from None
+    _check_compose(files[COMPOSE_FILE])
+    return Rendered(files)
+
+
+def _check_compose(text: str) -> None:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise HostError(
+            f"the rendered {COMPOSE_FILE} is not valid YAML ({exc}); "
+            "check your template overrides"
+        ) from None
+    if not isinstance(data, dict) or not isinstance(data.get("services"), dict):
+        raise HostError(f"the rendered {COMPOSE_FILE} has no services; check your template overrides")
+
+
+def write_rendered(host: HostDir, rendered: Rendered) -> list[str]:
+    """Write the files that changed; return their names."""
+    changed = []
+    for name, content in rendered.files.items():
+        path = host.root / name
+        if path.is_file() and path.read_text(encoding="utf-8") == content:
+            continue
+        atomic_write(path, content, mode=0o644)
+        changed.append(name)
+    return changed
+
+
+def diff_rendered(host: HostDir, rendered: Rendered) -> dict[str, str]:
+    """Per file that differs on disk from what would be rendered, a unified diff."""
+    diffs: dict[str, str] = {}
+    for name, content in rendered.files.items():
+        path = host.root / name
+        current = path.read_text(encoding="utf-8") if path.is_file() else ""
+        if current != content:
+            diffs[name] = "".join(
+                difflib.unified_diff(
+                    current.splitlines(keepends=True),
+                    content.splitlines(keepends=True),
+                    fromfile=f"{name} (on disk)",
+                    tofile=f"{name} (rendered)",
+                )
+            ) or f"{name} is missing\n"
+    return diffs
