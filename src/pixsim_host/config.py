@@ -180,6 +180,9 @@ class HostConfig(_Section):
     version: int = CONFIG_VERSION
     host_id: str
     name: HostName
+    # Derived from the name at init and then fixed: it names the Docker project, its
+    # containers and its volumes, so renaming a host must never orphan its data.
+    project: str = ""
     description: FreeText = ""
     model: HostingModel = "self"
     runtime: Literal["docker"] = "docker"
@@ -209,6 +212,19 @@ class HostConfig(_Section):
             raise ValueError("must be a lowercase UUID4 as written by `pixsim-host init`")
         return value
 
+    @field_validator("project")
+    @classmethod
+    def _project_name(cls, value: str) -> str:
+        if value and not re.match(r"^pixsim-[a-z0-9][a-z0-9-]{0,39}$", value):
+            raise ValueError("must look like pixsim-<slug> (it is set by `pixsim-host init`)")
+        return value
+
+    @model_validator(mode="after")
+    def _default_project(self) -> HostConfig:
+        if not self.project:
+            self.__dict__["project"] = f"pixsim-{slugify(self.name)}"
+        return self
+
     @model_validator(mode="after")
     def _self_hosts_stay_local(self) -> HostConfig:
         if self.model == "self" and not ipaddress.ip_address(self.backend.bind).is_loopback:
@@ -221,11 +237,6 @@ class HostConfig(_Section):
     @property
     def slug(self) -> str:
         return slugify(self.name)
-
-    @property
-    def project(self) -> str:
-        """The Docker Compose project name: labels every container, volume and network."""
-        return f"pixsim-{self.slug}"
 
     @property
     def local_url(self) -> str:
@@ -243,7 +254,7 @@ class HostConfig(_Section):
 
 
 # Keys a user may never change: they are the host's identity and file format.
-IMMUTABLE_KEYS = frozenset({"host_id", "version"})
+IMMUTABLE_KEYS = frozenset({"host_id", "version", "project"})
 
 
 def new_host_config(**values: Any) -> HostConfig:
