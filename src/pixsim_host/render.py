@@ -9,6 +9,7 @@ structure, and output is byte-for-byte deterministic for the same config.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 from dataclasses import dataclass
 from importlib import resources
@@ -150,8 +151,28 @@ def _check_compose(text: str) -> None:
         raise HostError(f"the rendered {COMPOSE_FILE} has no services; check your template overrides")
 
 
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _record_file(host: HostDir) -> Path:
+    return host.state_dir / "rendered.json"
+
+
+def _recorded(host: HostDir) -> dict[str, str]:
+    try:
+        data = json.loads(_record_file(host).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
 def write_rendered(host: HostDir, rendered: Rendered) -> list[str]:
-    """Write the files that changed; return their names."""
+    """Write the files that changed; return their names.
+
+    The digest of what was written is recorded, so later commands can tell a file that
+    is merely stale (re-render it) from one a user edited by hand (respect it).
+    """
     changed = []
     for name, content in rendered.files.items():
         path = host.root / name
@@ -159,7 +180,35 @@ def write_rendered(host: HostDir, rendered: Rendered) -> list[str]:
             continue
         atomic_write(path, content, mode=0o644)
         changed.append(name)
+    previous = _recorded(host)
+    record = {**previous, **{name: _digest(content) for name, content in rendered.files.items()}}
+    if record != previous:
+        atomic_write(_record_file(host), json.dumps(record, indent=2, sort_keys=True) + "\n")
     return changed
+
+
+def refresh_rendered(host: HostDir, config: HostConfig) -> tuple[list[str], list[str]]:
+    """Bring generated files up to date before a command uses them.
+
+    Returns (re-rendered, edited by hand). A hand-edited file is left as it is, since
+    what the user sees in compose.yaml is what runs.
+    """
+    rendered = render_host(host, config)
+    recorded = _recorded(host)
+    stale: dict[str, str] = {}
+    edited: list[str] = []
+    for name, content in rendered.files.items():
+        path = host.root / name
+        current = path.read_text(encoding="utf-8") if path.is_file() else None
+        if current == content:
+            continue
+        if current is None or recorded.get(name) == _digest(current):
+            stale[name] = content
+        else:
+            edited.append(name)
+    if stale:
+        write_rendered(host, Rendered(stale))
+    return sorted(stale), edited
 
 
 def diff_rendered(host: HostDir, rendered: Rendered) -> dict[str, str]:

@@ -1,0 +1,1 @@
+"""How a rendered host runs. Docker first; every runtime applies the same compose.yaml."""

@@ -1,0 +1,614 @@
+"""Apply a :class:`ProjectSpec` to a Docker Engine, the way Compose would.
+
+Everything is labelled like Compose labels it (so ``docker compose ps`` sees the host)
+plus ``org.pixsim-host.*`` labels carrying the host_id and a hash of each service's
+effective config. The hash is what makes ``up`` idempotent: an unchanged service keeps
+its container, a changed one is recreated, volumes are never recreated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pixsim_host.errors import HostError
+from pixsim_host.runtime.compose import ProjectSpec, ServiceSpec
+from pixsim_host.runtime.engine import Engine
+
+PROJECT_LABEL = "com.docker.compose.project"
+SERVICE_LABEL = "com.docker.compose.service"
+HOST_ID_LABEL = "org.pixsim-host.host-id"
+HASH_LABEL = "org.pixsim-host.config-hash"
+NS = 1_000_000_000
+
+Progress = Callable[[str, str], None]  # (service, message)
+
+
+class ServiceFailure(HostError):
+    """A service that did not come up; carries its name and its last log lines."""
+
+    def __init__(self, service: str, reason: str, logs: str = "") -> None:
+        details = f"Last log lines of {service}:\n{logs}" if logs.strip() else None
+        super().__init__(
+            f"service {service!r} {reason}; containers are left for inspection "
+            f"(`pixsim-host logs {service}`, `pixsim-host status`)",
+            details=details,
+        )
+        self.service = service
+
+
+@dataclass
+class ContainerState:
+    service: str
+    id: str
+    name: str
+    status: str  # created, running, restarting, exited, dead, paused
+    health: str | None
+    started_at: str | None
+    exit_code: int | None
+    restart_count: int
+    ports: list[str] = field(default_factory=list)
+    config_hash: str = ""
+
+
+@dataclass
+class ApplyResult:
+    actions: dict[str, str]  # service -> created | recreated | started | unchanged
+    containers: dict[str, ContainerState]
+    watcher: EventWatcher  # still open: the caller keeps watching while it verifies
+
+
+def container_name(project: str, service: str) -> str:
+    return f"{project}-{service}-1"
+
+
+def network_name(project: str) -> str:
+    return f"{project}_default"
+
+
+def volume_name(project: str, key: str) -> str:
+    return f"{project}_{key}"
+
+
+def reference_build_context() -> Path:
+    return Path(str(resources.files("pixsim_reference_backend")))
+
+
+class DockerRuntime:
+    """Runs one host's project on one engine; touches only that host's resources."""
+
+    def __init__(self, engine: Engine, project: ProjectSpec, host_id: str,
+                 secrets: dict[str, str], buildable_images: frozenset[str] = frozenset()) -> None:
+        self.engine = engine
+        self.api = engine.api
+        self.project = project
+        self.host_id = host_id
+        self.secrets = secrets
+        self.buildable_images = buildable_images
+
+    # ---- inspection -------------------------------------------------------------
+
+    def _owned_filters(self) -> dict[str, Any]:
+        return {"label": [f"{PROJECT_LABEL}={self.project.name}"]}
+
+    def containers(self) -> dict[str, ContainerState]:
+        """This host's containers by service (all states)."""
+        found: dict[str, ContainerState] = {}
+        for summary in self.api.containers(all=True, filters=self._owned_filters()):
+            labels = summary.get("Labels") or {}
+            owner = labels.get(HOST_ID_LABEL)
+            if owner and owner != self.host_id:
+                raise HostError(
+                    f"Docker project {self.project.name!r} belongs to another host "
+                    f"({labels.get('org.pixsim-host.host-name', '?')}, host_id {owner}); "
+                    "two hosts cannot share a project name: init this host in another directory "
+                    "with another --name"
+                )
+            service = labels.get(SERVICE_LABEL)
+            if not service:
+                continue
+            found[service] = self._state(summary["Id"], service)
+        return found
+
+    def _state(self, container_id: str, service: str) -> ContainerState:
+        data = self.api.inspect_container(container_id)
+        state = data.get("State") or {}
+        health = (state.get("Health") or {}).get("Status")
+        ports = []
+        for port, bindings in sorted(((data.get("NetworkSettings") or {}).get("Ports") or {}).items()):
+            for binding in bindings or []:
+                ports.append(f"{binding.get('HostIp')}:{binding.get('HostPort')}->{port}")
+        return ContainerState(
+            service=service,
+            id=data["Id"],
+            name=data["Name"].lstrip("/"),
+            status=str(state.get("Status", "unknown")),
+            health=health,
+            started_at=state.get("StartedAt") if state.get("Running") else None,
+            exit_code=state.get("ExitCode"),
+            restart_count=int(data.get("RestartCount") or 0),
+            ports=ports,
+            config_hash=(data.get("Config") or {}).get("Labels", {}).get(HASH_LABEL, ""),
+        )
+
+    # ---- images -----------------------------------------------------------------
+
+    def image_id(self, image: str) -> str | None:
+        from docker.errors import ImageNotFound, NotFound
+
+        try:
+            return str(self.api.inspect_image(image)["Id"])
+        except (ImageNotFound, NotFound):
+            return None
+
+    def ensure_images(self, policy: str, progress: Progress) -> dict[str, str]:
+        """Image ids by service, pulling or building what the policy allows."""
+        ids: dict[str, str] = {}
+        for service in self.project.services.values():
+            image = service.image
+            current = self.image_id(image)
+            if image in self.buildable_images:
+                if current is None:
+                    progress(service.name, f"building {image}")
+                    self._build_reference(image)
+            elif policy == "always" or (current is None and policy == "missing"):
+                progress(service.name, f"pulling {image}")
+                self._pull(image)
+            elif current is None:
+                raise HostError(
+                    f"image {image} (service {service.name}) is not present and --pull never "
+                    "forbids pulling it; load or build it, or run with --pull missing"
+                )
+            image_id = self.image_id(image)
+            if image_id is None:
+                raise HostError(f"image {image} is still missing after pulling; check its name")
+            ids[service.name] = image_id
+        return ids
+
+    def _pull(self, image: str) -> None:
+        from docker.errors import APIError
+
+        repository, tag = _split_image(image)
+        try:
+            for event in self.api.pull(repository, tag=tag, stream=True, decode=True):
+                if "error" in event:
+                    raise HostError(_pull_error(image, str(event["error"])))
+        except APIError as exc:
+            raise HostError(_pull_error(image, str(exc.explanation or exc))) from None
+
+    def _build_reference(self, image: str) -> None:
+        from docker.errors import APIError, BuildError
+
+        context = reference_build_context()
+        if not (context / "Dockerfile").is_file():
+            raise HostError(
+                f"cannot build {image}: the reference backend's Dockerfile is missing from this "
+                "installation; reinstall pixsim-host or set backend.image to your own image"
+            )
+        tail: list[str] = []
+        try:
+            for event in self.api.build(path=str(context), tag=image, rm=True, forcerm=True,
+                                        decode=True, labels={"org.pixsim-host.reference": "1"}):
+                if "stream" in event:
+                    tail = (tail + str(event["stream"]).splitlines())[-15:]
+                if "error" in event:
+                    raise HostError(
+                        f"building {image} failed: {str(event['error']).strip()}; its base image "
+                        "python:3.11-slim must be present or pullable",
+                        details="\n".join(tail),
+                    )
+        except (APIError, BuildError) as exc:
+            raise HostError(f"building {image} failed: {exc}") from None
+
+    # ---- desired state ----------------------------------------------------------
+
+    def _create_body(self, service: ServiceSpec, image_id: str) -> dict[str, Any]:
+        project = self.project.name
+        labels = {
+            **service.labels,
+            PROJECT_LABEL: project,
+            SERVICE_LABEL: service.name,
+            "com.docker.compose.container-number": "1",
+            "com.docker.compose.oneoff": "False",
+            "com.docker.compose.project.working_dir": str(self.project.directory),
+            HOST_ID_LABEL: self.host_id,
+            "org.pixsim-host.image-id": image_id,
+        }
+        body: dict[str, Any] = {
+            "Image": service.image,
+            "Env": [f"{k}={v}" for k, v in sorted(service.environment.items())],
+            "Labels": labels,
+            "ExposedPorts": {f"{p.target}/{p.protocol}": {} for p in service.ports},
+            "StopTimeout": int(service.stop_grace_period),
+            "HostConfig": {
+                "RestartPolicy": {"Name": service.restart if service.restart != "no" else ""},
+                "NetworkMode": network_name(project),
+                "PortBindings": {
+                    f"{p.target}/{p.protocol}": [{"HostIp": p.host_ip, "HostPort": str(p.published)}]
+                    for p in service.ports
+                },
+                "Mounts": [
+                    {
+                        "Type": m.type,
+                        "Source": volume_name(project, m.source) if m.type == "volume" else m.source,
+                        "Target": m.target,
+                        "ReadOnly": m.read_only,
+                    }
+                    for m in service.mounts
+                ],
+            },
+            "NetworkingConfig": {
+                "EndpointsConfig": {network_name(project): {"Aliases": service.aliases}}
+            },
+        }
+        if service.command is not None:
+            body["Cmd"] = service.command
+        if service.healthcheck is not None:
+            check = service.healthcheck
+            health: dict[str, Any] = {"Test": check.test}
+            if check.test != ["NONE"]:
+                health.update(Interval=int(check.interval * NS), Timeout=int(check.timeout * NS),
+                              Retries=check.retries, StartPeriod=int(check.start_period * NS))
+                if self.engine.supports_start_interval:
+                    # Docker 25+: probe every second while starting, so health is not bound to
+                    # the interval. Older engines get active probing from wait_ready instead.
+                    health["StartInterval"] = int((check.start_interval or 1.0) * NS)
+            body["Healthcheck"] = health
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:32]
+        labels[HASH_LABEL] = digest
+        return body
+
+    # ---- apply ------------------------------------------------------------------
+
+    def ensure_network_and_volumes(self) -> None:
+        from docker.errors import NotFound
+
+        project = self.project.name
+        base = {PROJECT_LABEL: project, HOST_ID_LABEL: self.host_id}
+        name = network_name(project)
+        try:
+            existing = self.api.inspect_network(name)
+            self._check_owner(existing.get("Labels") or {}, f"network {name}")
+        except NotFound:
+            self.api.create_network(
+                name, driver="bridge", check_duplicate=True,
+                labels={**self.project.network_labels, **base,
+                        "com.docker.compose.network": "default"},
+            )
+        for key, labels in self.project.volumes.items():
+            vname = volume_name(project, key)
+            try:
+                existing = self.api.inspect_volume(vname)
+                self._check_owner(existing.get("Labels") or {}, f"volume {vname}")
+            except NotFound:
+                self.api.create_volume(
+                    vname, labels={**labels, **base, "com.docker.compose.volume": key}
+                )
+
+    def _check_owner(self, labels: dict[str, str], what: str) -> None:
+        owner = labels.get(HOST_ID_LABEL)
+        if owner and owner != self.host_id:
+            raise HostError(
+                f"{what} belongs to another host (host_id {owner}); this host cannot use it. "
+                "Give this host another name with `pixsim-host init` in a new directory"
+            )
+
+    def apply(self, image_ids: dict[str, str], progress: Progress, deadline: float,
+              verified_elsewhere: frozenset[str] = frozenset()) -> ApplyResult:
+        """Converge containers on the spec, level by level, waiting for health between levels.
+
+        Services in ``verified_elsewhere`` (the backend, checked over HTTP by the caller,
+        which is faster and stricter than its container healthcheck) are started, not waited
+        for. The returned watcher stays open so the caller still sees a crash; close it.
+        """
+        self.ensure_network_and_volumes()
+        current = self.containers()
+        actions: dict[str, str] = {}
+        watcher = EventWatcher(self.api, self.project.name)
+        try:
+            for level in self.project.levels():
+                with ThreadPoolExecutor(max_workers=len(level)) as pool:
+                    futures = {
+                        name: pool.submit(self._converge, self.project.services[name],
+                                          image_ids[name], current.get(name), progress)
+                        for name in level
+                    }
+                    for name, future in futures.items():
+                        actions[name], current[name] = future.result()
+                waiting = [name for name in level if name not in verified_elsewhere]
+                with ThreadPoolExecutor(max_workers=max(1, len(waiting))) as pool:
+                    for future in [pool.submit(self.wait_ready, name, current[name], deadline,
+                                               watcher, progress) for name in waiting]:
+                        future.result()
+        except BaseException:
+            watcher.close()
+            raise
+        return ApplyResult(actions, current, watcher)
+
+    def _converge(self, service: ServiceSpec, image_id: str, existing: ContainerState | None,
+                  progress: Progress) -> tuple[str, ContainerState]:
+        body = self._create_body(service, image_id)
+        wanted = body["Labels"][HASH_LABEL]
+        if existing is not None and existing.config_hash == wanted:
+            if existing.status == "running":
+                return "unchanged", existing
+            progress(service.name, "starting")
+            self._start(service, existing.id)
+            return "started", self._state(existing.id, service.name)
+        action = "created"
+        if existing is not None:
+            progress(service.name, "recreating (config changed)")
+            self.api.remove_container(existing.id, force=True, v=False)
+            action = "recreated"
+        else:
+            progress(service.name, "creating")
+        self._check_ports_free(service)
+        from docker.errors import APIError
+
+        try:
+            created = self.api.create_container_from_config(
+                body, name=container_name(self.project.name, service.name)
+            )
+        except APIError as exc:
+            if exc.status_code == 409:
+                raise HostError(
+                    f"a container named {container_name(self.project.name, service.name)} "
+                    "already exists and is not this host's; remove it (`docker rm -f NAME`) "
+                    "or give this host another name"
+                ) from None
+            raise HostError(f"cannot create {service.name}: {exc.explanation or exc}") from None
+        self._start(service, created["Id"])
+        return action, self._state(created["Id"], service.name)
+
+    def _start(self, service: ServiceSpec, container_id: str) -> None:
+        from docker.errors import APIError
+
+        try:
+            self.api.start(container_id)
+        except APIError as exc:
+            text = str(exc.explanation or exc)
+            if "port is already allocated" in text or "address already in use" in text:
+                port = service.ports[0] if service.ports else None
+                where = f"{port.host_ip}:{port.published}" if port else "its port"
+                raise HostError(
+                    f"{service.name} cannot listen on {where}: the port is already in use; "
+                    "choose another with `pixsim-host config set backend.port PORT`"
+                ) from None
+            raise HostError(f"cannot start {service.name}: {text}") from None
+
+    def _check_ports_free(self, service: ServiceSpec) -> None:
+        from pixsim_host.create import pick_port, port_is_free
+
+        for port in service.ports:
+            if port_is_free(port.host_ip, port.published):
+                continue
+            holder = self._port_holder(port.published)
+            suggestion = pick_port(port.host_ip, set(), start=port.published + 1)
+            raise HostError(
+                f"port {port.published} on {port.host_ip} is already in use by {holder}; "
+                f"free it, or move this host with `pixsim-host config set backend.port "
+                f"{suggestion}`"
+            )
+
+    def _port_holder(self, port: int) -> str:
+        for summary in self.api.containers():
+            for binding in summary.get("Ports") or []:
+                if binding.get("PublicPort") == port:
+                    labels = summary.get("Labels") or {}
+                    name = (summary.get("Names") or ["?"])[0].lstrip("/")
+                    host = labels.get("org.pixsim-host.host-name")
+                    return f"container {name}" + (f" of pixsim host {host!r}" if host else "")
+        return f"another program (see `ss -ltnp 'sport = :{port}'`)"
+
+    # ---- waiting ----------------------------------------------------------------
+
+    def wait_ready(self, service: str, state: ContainerState, deadline: float,
+                   watcher: EventWatcher, progress: Progress) -> None:
+        """Return when ``service`` is healthy; fail at once if its container dies."""
+        spec = self.project.services[service]
+        check = spec.healthcheck
+        progress(service, "waiting for health")
+        active = check is not None and check.test != ["NONE"]
+        while True:
+            watcher.raise_if_died(self, state.id, service)
+            current = self._state(state.id, service)
+            if current.status in ("exited", "dead") or current.restart_count > state.restart_count:
+                raise self.failure(service, f"exited with code {current.exit_code} while starting")
+            if current.status == "running":
+                if not active:
+                    progress(service, "running")
+                    return
+                if current.health == "healthy":
+                    progress(service, "healthy")
+                    return
+                if current.health == "unhealthy":
+                    raise self.failure(service, "is unhealthy (its healthcheck keeps failing)")
+                if not self.engine.supports_start_interval and check is not None \
+                        and self._probe(state.id, check.test, check.timeout):
+                    progress(service, "healthy")
+                    return
+            if time.monotonic() > deadline:
+                raise self.failure(service, "did not become healthy before the timeout (--timeout)")
+            time.sleep(0.2)
+
+    def _probe(self, container_id: str, test: list[str], timeout: float) -> bool:
+        """Run the healthcheck's command now, as the engine would."""
+        from docker.errors import APIError
+
+        command = ["sh", "-c", test[1]] if test[0] == "CMD-SHELL" else test[1:]
+        try:
+            exec_id = self.api.exec_create(container_id, command, stdout=True, stderr=True)["Id"]
+            self.api.exec_start(exec_id)
+            return self.api.exec_inspect(exec_id).get("ExitCode") == 0
+        except APIError:
+            return False
+
+    def failure(self, service: str, reason: str, tail: int = 30) -> ServiceFailure:
+        return ServiceFailure(service, reason, self.log_tail(service, tail))
+
+    def log_tail(self, service: str, tail: int = 30) -> str:
+        from pixsim_host.envfile import redact
+
+        try:
+            state = self.containers().get(service)
+            if state is None:
+                return ""
+            raw = self.api.logs(state.id, stdout=True, stderr=True, tail=tail)
+        except Exception:  # logs are a courtesy on an error path; never mask the real error
+            return ""
+        return redact(raw.decode("utf-8", "replace"), self.secrets.values())
+
+    # ---- other lifecycle --------------------------------------------------------
+
+    def stop_and_remove(self, progress: Progress) -> list[str]:
+        """Stop in reverse dependency order, remove containers and the network."""
+        from docker.errors import APIError, NotFound
+
+        current = self.containers()
+        removed: list[str] = []
+        try:
+            levels = self.project.levels()
+        except HostError:
+            levels = [sorted(current)]
+        known = {name for level in levels for name in level}
+        levels = [sorted(set(current) - known), *levels] if set(current) - known else levels
+        for level in reversed(levels):
+            targets = [current[name] for name in level if name in current]
+            with ThreadPoolExecutor(max_workers=max(1, len(targets))) as pool:
+                for state in targets:
+                    progress(state.service, "stopping")
+                list(pool.map(self._remove, targets))
+            removed.extend(state.name for state in targets)
+        try:
+            self.api.remove_network(network_name(self.project.name))
+        except NotFound:
+            pass
+        except APIError as exc:
+            raise HostError(f"cannot remove network {network_name(self.project.name)}: "
+                            f"{exc.explanation or exc}") from None
+        return removed
+
+    def _remove(self, state: ContainerState) -> None:
+        spec = self.project.services.get(state.service)
+        timeout = int(spec.stop_grace_period) if spec else 10
+        if state.status in ("running", "restarting", "paused"):
+            self.api.stop(state.id, timeout=timeout)
+        self.api.remove_container(state.id, v=False, force=True)
+
+    def volumes(self) -> list[str]:
+        found = self.api.volumes(filters={"label": f"{PROJECT_LABEL}={self.project.name}"})
+        names = []
+        for volume in found.get("Volumes") or []:
+            owner = (volume.get("Labels") or {}).get(HOST_ID_LABEL)
+            if owner in (None, self.host_id):
+                names.append(str(volume["Name"]))
+        return sorted(names)
+
+    def remove_volumes(self, names: list[str]) -> None:
+        for name in names:
+            self.api.remove_volume(name)
+
+    def restart(self, services: list[str], progress: Progress) -> None:
+        current = self.containers()
+        for name in services:
+            if name not in current:
+                raise HostError(f"service {name!r} has no container; run `pixsim-host up` first")
+            progress(name, "restarting")
+            spec = self.project.services.get(name)
+            self.api.restart(current[name].id, timeout=int(spec.stop_grace_period) if spec else 10)
+
+    def stream_logs(self, services: list[str], tail: int, follow: bool) -> Iterator[tuple[str, str]]:
+        """(service, line) pairs; several services are merged as lines arrive."""
+        from pixsim_host.envfile import redact
+
+        current = self.containers()
+        targets = [current[name] for name in services if name in current]
+        secrets = list(self.secrets.values())
+        lines: queue.Queue[tuple[str, str] | None] = queue.Queue()
+
+        def pump(state: ContainerState) -> None:
+            try:
+                stream = self.api.logs(state.id, stdout=True, stderr=True, stream=True,
+                                       follow=follow, tail=tail)
+                buffer = b""
+                for chunk in stream:
+                    buffer += chunk
+                    while b"\n" in buffer:
+                        line, buffer = buffer.split(b"\n", 1)
+                        lines.put((state.service, redact(line.decode("utf-8", "replace"), secrets)))
+                if buffer:
+                    lines.put((state.service, redact(buffer.decode("utf-8", "replace"), secrets)))
+            finally:
+                lines.put(None)
+
+        for state in targets:
+            threading.Thread(target=pump, args=(state,), daemon=True).start()
+        finished = 0
+        while finished < len(targets):
+            item = lines.get()
+            if item is None:
+                finished += 1
+                continue
+            yield item
+
+
+class EventWatcher:
+    """Engine events for one project, so a container that dies fails ``up`` at once."""
+
+    def __init__(self, api: Any, project: str) -> None:
+        self._died: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._stream = api.events(
+            since=int(time.time()) - 1,
+            filters={"type": "container", "label": [f"{PROJECT_LABEL}={project}"],
+                     "event": ["die", "oom"]},
+            decode=True,
+        )
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            for event in self._stream:
+                attributes = (event.get("Actor") or {}).get("Attributes") or {}
+                with self._lock:
+                    self._died[str(event.get("id"))] = int(attributes.get("exitCode", -1) or -1)
+        except Exception:  # the stream closes when the watcher does; nothing to report
+            return
+
+    def raise_if_died(self, runtime: DockerRuntime, container_id: str, service: str) -> None:
+        with self._lock:
+            code = self._died.get(container_id)
+        if code is not None:
+            raise runtime.failure(service, f"exited with code {code} while starting")
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # closing a finished stream is fine
+            self._stream.close()
+
+
+def _split_image(image: str) -> tuple[str, str]:
+    if "@" in image:
+        repository, digest = image.split("@", 1)
+        return repository, digest
+    last = image.rsplit("/", 1)[-1]
+    if ":" in last:
+        repository, tag = image.rsplit(":", 1)
+        return repository, tag
+    return image, "latest"
+
+
+def _pull_error(image: str, reason: str) -> str:
+    first = reason.strip().splitlines()[0] if reason.strip() else "unknown error"
+    return (f"cannot pull image {image}: {first}; check the image name and your network, or "
+            "load/build it locally and run with --pull never")

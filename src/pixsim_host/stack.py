@@ -1,0 +1,193 @@
+"""A host's stack as a whole: bring it up and prove it, take it down, report on it.
+
+Commands call these; the runtime does the engine work and ``health`` the HTTP probes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pixsim_host.config import REFERENCE_BACKEND_IMAGE, HostConfig
+from pixsim_host.errors import HostError
+from pixsim_host.hostdir import HostDir
+
+Progress = Callable[[str, str], None]
+PULL_POLICIES = ("missing", "always", "never")
+BACKEND = "backend"
+
+
+@dataclass
+class UpReport:
+    host_id: str
+    name: str
+    url: str
+    client_url: str
+    actions: dict[str, str]
+    services: dict[str, dict[str, Any]]
+    backend: dict[str, Any]
+    elapsed: float
+    notes: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "host_id": self.host_id,
+            "name": self.name,
+            "backend_url": self.url,
+            "frontend": f"VITE_BACKEND_URL={self.client_url}",
+            "actions": self.actions,
+            "services": self.services,
+            "backend": self.backend,
+            "elapsed_seconds": round(self.elapsed, 3),
+            "notes": self.notes,
+        }
+
+
+def open_runtime(host: HostDir, config: HostConfig, notes: list[str] | None = None) -> Any:
+    """The Docker runtime for this host, on its rendered compose.yaml and its secrets."""
+    from pixsim_host.envfile import read_secrets
+    from pixsim_host.render import refresh_rendered
+    from pixsim_host.runtime.compose import load_project
+    from pixsim_host.runtime.docker import DockerRuntime
+    from pixsim_host.runtime.engine import connect
+
+    secrets = read_secrets(host.secrets_file)
+    rendered, edited = refresh_rendered(host, config)
+    if notes is not None:
+        if rendered:
+            notes.append(f"re-rendered {', '.join(rendered)} from pixsim-host.yaml")
+        if edited:
+            notes.append(
+                f"{', '.join(edited)} differs from what pixsim-host.yaml renders (edited by hand?); "
+                "it is applied as it is: run `pixsim-host render` to discard the edits"
+            )
+    project = load_project(host.compose_file, secrets)
+    if project.name != config.project:
+        raise HostError(
+            f"compose.yaml names project {project.name!r} but this host is {config.project!r}; "
+            "run `pixsim-host render`"
+        )
+    return DockerRuntime(connect(), project, config.host_id, secrets,
+                         buildable_images=frozenset({REFERENCE_BACKEND_IMAGE}))
+
+
+def up(host: HostDir, config: HostConfig, *, pull: str = "missing", timeout: float = 120.0,
+       progress: Progress) -> UpReport:
+    from pixsim_host.health import ProbeError, wait_for_backend
+
+    if pull not in PULL_POLICIES:
+        raise HostError(f"--pull must be one of {', '.join(PULL_POLICIES)}, not {pull!r}")
+    started = time.monotonic()
+    deadline = started + timeout
+    notes: list[str] = []
+    runtime = open_runtime(host, config, notes)
+    for note in notes:
+        progress("host", note)
+    image_ids = runtime.ensure_images(pull, progress)
+    result = runtime.apply(image_ids, progress, deadline, verified_elsewhere=frozenset({BACKEND}))
+    try:
+        backend_state = result.containers[BACKEND]
+
+        def still_running() -> None:
+            result.watcher.raise_if_died(runtime, backend_state.id, BACKEND)
+            current = runtime._state(backend_state.id, BACKEND)
+            if current.status in ("exited", "dead") or current.restart_count > backend_state.restart_count:
+                raise runtime.failure(BACKEND, f"exited with code {current.exit_code} while starting")
+
+        try:
+            report = wait_for_backend(config.local_url, config.host_id, deadline, still_running, progress)
+        except ProbeError as exc:
+            raise runtime.failure(BACKEND, f"did not pass its checks before the timeout ({exc})") from None
+    finally:
+        result.watcher.close()
+    services = {
+        name: _service_json(state) for name, state in sorted(runtime.containers().items())
+    }
+    return UpReport(
+        host_id=config.host_id,
+        name=config.name,
+        url=config.local_url,
+        client_url=config.client_url,
+        actions=result.actions,
+        services=services,
+        backend={"health": report.health, "ready": report.ready, "version": report.version,
+                 "server": report.info},
+        elapsed=time.monotonic() - started,
+        notes=notes,
+    )
+
+
+def _service_json(state: Any) -> dict[str, Any]:
+    return {
+        "container": state.name,
+        "state": state.status,
+        "health": state.health,
+        "started_at": state.started_at,
+        "ports": state.ports,
+    }
+
+
+def down(host: HostDir, config: HostConfig, *, progress: Progress) -> list[str]:
+    runtime = open_runtime(host, config)
+    return list(runtime.stop_and_remove(progress))
+
+
+def host_volumes(host: HostDir, config: HostConfig) -> list[str]:
+    runtime = open_runtime(host, config)
+    return list(runtime.volumes())
+
+
+def remove_volumes(host: HostDir, config: HostConfig, names: list[str]) -> None:
+    runtime = open_runtime(host, config)
+    if runtime.containers():
+        raise HostError("the host still has containers; run `pixsim-host down` first")
+    runtime.remove_volumes(names)
+
+
+def status(host: HostDir, config: HostConfig) -> dict[str, Any]:
+    """Per service state and health, plus the backend's own view; ``healthy`` sums it up."""
+    from pixsim_host.health import probe_status
+
+    runtime = open_runtime(host, config)
+    containers = runtime.containers()
+    services: dict[str, dict[str, Any]] = {}
+    healthy = True
+    for name in sorted(runtime.project.services):
+        state = containers.get(name)
+        if state is None:
+            services[name] = {"state": "missing", "health": None}
+            healthy = False
+            continue
+        services[name] = _service_json(state)
+        services[name]["uptime_seconds"] = _uptime(state.started_at)
+        # The backend is judged by its HTTP checks below; its container healthcheck lags.
+        if state.status != "running" or (state.health not in (None, "healthy") and name != BACKEND):
+            healthy = False
+    backend: dict[str, Any] = {"url": config.local_url}
+    if containers.get(BACKEND) is not None and containers[BACKEND].status == "running":
+        report, why = probe_status(config.local_url, config.host_id)
+        backend["health"] = report.health if report else None
+        backend["verified"] = report is not None
+        if report is None:
+            backend["problem"] = why
+            healthy = False
+    else:
+        backend["verified"] = False
+        healthy = False
+    return {"host_id": config.host_id, "name": config.name, "healthy": healthy,
+            "services": services, "backend": backend}
+
+
+def _uptime(started_at: str | None) -> float | None:
+    if not started_at:
+        return None
+    from datetime import UTC, datetime
+
+    text = started_at.rstrip("Z").split(".")[0]
+    try:
+        started = datetime.fromisoformat(text).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return round((datetime.now(UTC) - started).total_seconds(), 1)
