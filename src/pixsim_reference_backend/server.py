@@ -1,0 +1,658 @@
+"""HTTP server and start-up sequence of the reference backend.
+
+Start-up follows upstream's order and finishes before the socket listens, so "connection
+refused" always means "still starting or crashed": settings, database (with a bounded
+wait), schema and host identity, plugins, Redis (optional), then listen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import socket
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from . import API_VERSION, __version__
+from .pg import Connection, PgAuthError, PgConnectionError, PgError, mask_url, parse_pg_url
+from .plugins import PluginDependencyError, PluginSet, load_plugins
+from .redis_client import Redis, RedisConnectionError, RedisError, parse_redis_url
+from .settings import Settings, SettingsError, load_settings
+
+EXIT_OK = 0
+EXIT_RUNTIME = 1  # database unreachable or rejected us, or an unexpected crash
+EXIT_SETTINGS = 2
+EXIT_IDENTITY = 3
+EXIT_PLUGINS = 4
+EXIT_LISTEN = 5
+
+MAX_BODY = 1024 * 1024
+KV_PREFIX = "pixsim:kv:"
+# SQLSTATEs that mean "the server exists but is not ready for us yet": keep waiting.
+RETRYABLE_SQLSTATES = {"57P03", "53300", "57P01"}
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS pixsim_host_identity (
+        singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+        host_id text NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now()
+    )""",
+    """CREATE TABLE IF NOT EXISTS worlds (
+        id bigserial PRIMARY KEY,
+        name text NOT NULL,
+        meta jsonb NOT NULL DEFAULT '{}',
+        created_at timestamptz DEFAULT now()
+    )""",
+)
+
+
+def log(message: str) -> None:
+    sys.stdout.write(f"{datetime.now(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')} {message}\n")
+    sys.stdout.flush()
+
+
+def fail(message: str) -> None:
+    sys.stderr.write(message.rstrip("\n") + "\n")
+    sys.stderr.flush()
+
+
+def describe_error(exc: BaseException) -> str:
+    # Class name only, as upstream reports it: never a message that could echo a URL.
+    if isinstance(exc, PgError) and exc.code:
+        return f"{type(exc).__name__} {exc.code}"
+    return type(exc).__name__
+
+
+class StopRequested(BaseException):
+    """Raised from the signal handler so any blocking start-up step is abandoned."""
+
+
+# --- connection holders ---------------------------------------------------------------
+
+
+class Database:
+    """Small pool of connections; a dead one is replaced on the next call."""
+
+    def __init__(self, url: str, timeout: float = 5.0, max_idle: int = 4) -> None:
+        self._url = parse_pg_url(url)
+        self._timeout = timeout
+        self._max_idle = max_idle
+        self._idle: list[Connection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def add(self, conn: Connection) -> None:
+        self._release(conn)
+
+    def _acquire(self) -> tuple[Connection, bool]:
+        with self._lock:
+            while self._idle:
+                conn = self._idle.pop()
+                if not conn.closed:
+                    return conn, True
+        return Connection(self._url, timeout=self._timeout), False
+
+    def _release(self, conn: Connection) -> None:
+        with self._lock:
+            if not conn.closed and not self._closed and len(self._idle) < self._max_idle:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[str | None, ...]]:
+        while True:
+            conn, reused = self._acquire()
+            try:
+                rows = conn.execute(sql, params)
+            except (PgConnectionError, PgError):
+                if conn.closed and reused:
+                    continue  # a stale pooled connection; retry on a fresh one
+                self._release(conn)
+                raise
+            self._release(conn)
+            return rows
+
+    def check(self) -> str:
+        try:
+            self.execute("SELECT 1")
+        except Exception as exc:  # every failure is reported, none is fatal here
+            return f"error: {describe_error(exc)}"
+        return "connected"
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+
+class RedisHolder:
+    """One shared Redis connection, reopened on demand after a failure."""
+
+    def __init__(self, url: str, timeout: float = 2.0) -> None:
+        self._url = parse_redis_url(url)
+        self._timeout = timeout
+        self._conn: Redis | None = None
+        self._lock = threading.Lock()
+
+    def _get(self) -> tuple[Redis, bool]:
+        with self._lock:
+            if self._conn is not None and not self._conn.closed:
+                return self._conn, True
+            self._conn = Redis(self._url, timeout=self._timeout)
+            return self._conn, False
+
+    def command(self, *args: Any) -> Any:
+        while True:
+            conn, reused = self._get()
+            try:
+                return conn.command(*args)
+            except RedisConnectionError:
+                if reused:
+                    continue
+                raise
+
+    def check(self) -> str:
+        try:
+            self.command("PING")
+        except (OSError, RedisConnectionError, RedisError):
+            return "disconnected"
+        return "connected"
+
+    def close(self) -> None:
+        conn = self._conn
+        if conn is not None:
+            conn._abort()  # no lock: a request thread may be blocked on it
+
+
+# --- application ----------------------------------------------------------------------
+
+
+class App:
+    def __init__(self, settings: Settings, db: Database, redis: RedisHolder,
+                 plugins: PluginSet) -> None:
+        self.settings = settings
+        self.db = db
+        self.redis = redis
+        self.plugins = plugins
+
+    # Each handler returns (status, body) or (status, body, extra_headers).
+
+    def root(self) -> tuple[int, Any]:
+        return 200, {"name": "PixSim7 reference backend", "version": __version__,
+                     "status": "running"}
+
+    def health(self) -> tuple[int, Any]:
+        database = self.db.check()
+        redis = self.redis.check()
+        status = "healthy" if database == "connected" else "degraded"
+        return 200, {"status": status, "database": database, "redis": redis, "providers": []}
+
+    def ready(self) -> tuple[int, Any]:
+        database = self.db.check()
+        redis = self.redis.check()
+        loaded = len(self.plugins.enabled)
+        if database != "connected":
+            return 503, {"status": "unavailable", "database": database, "redis": redis,
+                         "plugins_loaded": loaded}
+        degraded = redis != "connected" or bool(self.plugins.failed)
+        return 200, {"status": "degraded" if degraded else "ready", "database": database,
+                     "redis": redis, "plugins_loaded": loaded}
+
+    def version(self) -> tuple[int, Any]:
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        return 200, {"api_version": API_VERSION, "build_sha": self.settings.build_sha,
+                     "build_time": self.settings.build_time, "server_time": now}
+
+    def server_info(self) -> tuple[int, Any]:
+        s = self.settings
+        return 200, {"server_id": s.server_id, "server_name": s.server_name,
+                     "server_description": s.server_description, "version": __version__,
+                     "api_version": API_VERSION}
+
+    def plugin_list(self) -> tuple[int, Any]:
+        return 200, self.plugins.listing()
+
+    @staticmethod
+    def _world(row: tuple[str | None, ...]) -> dict[str, Any]:
+        return {"id": int(row[0] or 0), "name": row[1], "meta": json.loads(row[2] or "{}")}
+
+    def create_world(self, body: Any) -> tuple[int, Any]:
+        if not isinstance(body, dict):
+            return 422, {"detail": "body must be a JSON object"}
+        name = body.get("name")
+        if not isinstance(name, str) or not name.strip():
+            return 422, {"detail": "'name' must be a non-empty string"}
+        meta = body.get("meta", {})
+        if meta is None:
+            meta = {}
+        if not isinstance(meta, dict):
+            return 422, {"detail": "'meta' must be a JSON object"}
+        rows = self.db.execute(
+            "INSERT INTO worlds (name, meta) VALUES ($1, $2::jsonb) "
+            "RETURNING id, name, meta::text",
+            (name, json.dumps(meta)),
+        )
+        return 201, self._world(rows[0])
+
+    def list_worlds(self) -> tuple[int, Any]:
+        rows = self.db.execute("SELECT id, name, meta::text FROM worlds ORDER BY id")
+        return 200, {"worlds": [self._world(r) for r in rows]}
+
+    def get_world(self, raw_id: str) -> tuple[int, Any]:
+        if not raw_id.isdigit() or len(raw_id) > 18:
+            return 404, {"detail": "world not found"}
+        rows = self.db.execute("SELECT id, name, meta::text FROM worlds WHERE id = $1",
+                               (int(raw_id),))
+        if not rows:
+            return 404, {"detail": "world not found"}
+        return 200, self._world(rows[0])
+
+    def kv_get(self, key: str) -> tuple[int, Any]:
+        value = self.redis.command("GET", KV_PREFIX + key)
+        if value is None:
+            return 404, {"detail": "key not found"}
+        if isinstance(value, bytes):
+            return 500, {"detail": "stored value is not UTF-8 text"}
+        return 200, {"key": key, "value": value}
+
+    def kv_put(self, key: str, body: bytes) -> tuple[int, Any]:
+        try:
+            value = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return 400, {"detail": "body must be UTF-8 text"}
+        self.redis.command("SET", KV_PREFIX + key, value)
+        return 200, {"key": key, "value": value}
+
+    def plugin_route(self, plugin_id: str, subpath: str, info: dict[str, Any]) -> tuple[int, Any]:
+        fn = self.plugins.find_route(plugin_id, subpath)
+        if fn is None:
+            return 404, {"detail": "Not Found"}
+        try:
+            result = fn(info)
+            status, body = result
+            status = int(status)
+            json.dumps(body)
+            if not 100 <= status <= 599:
+                raise ValueError("status out of range")
+        except Exception as exc:  # a plugin bug is a 500, never a dead server
+            log(f"plugin {plugin_id} route {subpath} failed: {type(exc).__name__}")
+            return 500, {"detail": f"plugin route failed: {type(exc).__name__}"}
+        return status, body
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "pixsim-reference-backend/" + __version__
+    sys_version = ""
+    timeout = 60
+    app: App  # set on the subclass made by make_server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # one line per request is written by _dispatch instead
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_HEAD(self) -> None:
+        self._dispatch("HEAD")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
+
+    def do_OPTIONS(self) -> None:
+        self._dispatch("OPTIONS")
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _read_body(self) -> bytes:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            raise BadRequest(411, "chunked request bodies are not supported")
+        raw = self.headers.get("Content-Length")
+        if not raw:
+            return b""
+        try:
+            length = int(raw)
+        except ValueError as exc:
+            raise BadRequest(400, "invalid Content-Length") from exc
+        if length < 0:
+            raise BadRequest(400, "invalid Content-Length")
+        if length > MAX_BODY:
+            raise BadRequest(413, "request body too large")
+        return self.rfile.read(length)
+
+    def _json_body(self) -> Any:
+        data = self._read_body()
+        try:
+            return json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise BadRequest(400, "invalid JSON body") from exc
+
+    def _cors_headers(self) -> dict[str, str]:
+        origins = self.app.settings.cors_origins
+        origin = self.headers.get("Origin")
+        if not origins or not origin:
+            return {}
+        if "*" in origins:
+            return {"Access-Control-Allow-Origin": "*"}
+        if origin in origins:
+            return {"Access-Control-Allow-Origin": origin, "Vary": "Origin",
+                    "Access-Control-Allow-Credentials": "true"}
+        return {}
+
+    def _send(self, method: str, status: int, body: Any,
+              headers: dict[str, str] | None = None) -> None:
+        payload = b"" if status == 204 else json.dumps(body).encode("utf-8")
+        self.send_response(status)
+        all_headers = {**self._cors_headers(), **(headers or {})}
+        if status != 204:
+            self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        for key, value in all_headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+        if method != "HEAD" and payload:
+            self.wfile.write(payload)
+
+    # -- routing -----------------------------------------------------------------------
+
+    def _route(self, method: str, path: str, query: dict[str, list[str]]) -> tuple[Any, ...]:
+        app = self.app
+        get = method in ("GET", "HEAD")
+        fixed = {
+            "/": app.root,
+            "/health": app.health,
+            "/ready": app.ready,
+            "/api/v1/version": app.version,
+            "/api/v1/server/info": app.server_info,
+            "/api/v1/admin/plugins/list": app.plugin_list,
+        }
+        if path in fixed:
+            return fixed[path]() if get else _not_allowed("GET")
+        if path == "/api/v1/worlds":
+            if get:
+                return app.list_worlds()
+            if method == "POST":
+                return app.create_world(self._json_body())
+            return _not_allowed("GET, POST")
+        segments = path.split("/")
+        # ["", "api", "v1", <area>, ...]
+        if len(segments) >= 5 and segments[1:3] == ["api", "v1"]:
+            area = segments[3]
+            if area == "worlds" and len(segments) == 5:
+                return app.get_world(segments[4]) if get else _not_allowed("GET")
+            if area == "kv" and len(segments) >= 5:
+                key = unquote("/".join(segments[4:]))
+                if not key:
+                    return 404, {"detail": "Not Found"}
+                if get:
+                    return app.kv_get(key)
+                if method == "PUT":
+                    return app.kv_put(key, self._read_body())
+                return _not_allowed("GET, PUT")
+            if area == "plugins":
+                plugin_id = segments[4]
+                subpath = "/" + "/".join(segments[5:])
+                if not get:
+                    if app.plugins.find_route(plugin_id, subpath) is None:
+                        return 404, {"detail": "Not Found"}
+                    return _not_allowed("GET")
+                info = {
+                    "method": "GET",
+                    "path": path,
+                    "subpath": subpath,
+                    "plugin_id": plugin_id,
+                    "query": query,
+                    "headers": {k.lower(): v for k, v in self.headers.items()},
+                    "server_id": app.settings.server_id,
+                }
+                return app.plugin_route(plugin_id, subpath, info)
+        return 404, {"detail": "Not Found"}
+
+    def _dispatch(self, method: str) -> None:
+        started = time.monotonic()
+        parts = urlsplit(self.path)
+        path = parts.path or "/"
+        if len(path) > 1 and path.endswith("/"):
+            path = path.rstrip("/") or "/"
+        status = 500
+        try:
+            if method == "OPTIONS":
+                status = 204
+                self._send(method, 204, None, {
+                    "Allow": "GET, HEAD, POST, PUT, OPTIONS",
+                    "Access-Control-Allow-Methods": "GET, HEAD, POST, PUT, OPTIONS",
+                    "Access-Control-Allow-Headers":
+                        self.headers.get("Access-Control-Request-Headers") or "Content-Type",
+                    "Access-Control-Max-Age": "600",
+                })
+                return
+            try:
+                result = self._route(method, path, parse_qs(parts.query))
+            except BadRequest as exc:
+                result = (exc.status, {"detail": exc.detail})
+            except (OSError, PgConnectionError, RedisConnectionError) as exc:
+                result = (503, {"detail": f"backing service unavailable: {describe_error(exc)}"})
+            except (PgError, RedisError) as exc:
+                result = (500, {"detail": f"backing service error: {describe_error(exc)}"})
+            status = result[0]
+            self._send(method, *result)
+        except Exception as exc:
+            status = 500
+            log(f"internal error on {method} {path}: {type(exc).__name__}")
+            with contextlib.suppress(OSError):
+                self._send(method, 500, {"detail": "Internal Server Error"})
+        finally:
+            elapsed = (time.monotonic() - started) * 1000
+            log(f"{self.client_address[0]} {method} {path} {status} {elapsed:.1f}ms")
+
+
+def _not_allowed(allow: str) -> tuple[int, Any, dict[str, str]]:
+    return 405, {"detail": "Method Not Allowed"}, {"Allow": allow}
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+
+
+def make_server(app: App, host: str, port: int) -> Server:
+    handler = type("BoundHandler", (Handler,), {"app": app})
+    if ":" in host:
+        server_cls: type[Server] = type("Server6", (Server,),
+                                        {"address_family": socket.AF_INET6})
+        return server_cls((host, port), handler)
+    return Server((host, port), handler)
+
+
+# --- start-up -------------------------------------------------------------------------
+
+
+def connect_database(settings: Settings) -> Connection:
+    """Wait for the database like an orchestrated service must: bounded, then give up."""
+    url = parse_pg_url(settings.database_url)
+    where = f"{url.host}:{url.port}/{url.database}"
+    deadline = time.monotonic() + settings.database_wait_seconds
+    announced = False
+    while True:
+        try:
+            return Connection(url, timeout=5.0)
+        except PgError as exc:
+            if exc.code not in RETRYABLE_SQLSTATES:
+                raise DatabaseRejected(
+                    f"database at {where} refused the connection: {exc.code} {exc.message}"
+                ) from exc
+            last: BaseException = exc
+        except PgAuthError as exc:
+            raise DatabaseRejected(f"database at {where}: {exc}") from exc
+        except (OSError, PgConnectionError) as exc:
+            last = exc
+        if time.monotonic() >= deadline:
+            raise DatabaseRejected(
+                f"database at {where} unreachable after {settings.database_wait_seconds:g} s "
+                f"({describe_error(last)}: {_short(last)})"
+            )
+        if not announced:
+            log(f"waiting for database at {where} ({describe_error(last)})")
+            announced = True
+        time.sleep(0.5)
+
+
+def _short(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    if isinstance(exc, PgError):
+        return exc.message
+    return str(exc) or type(exc).__name__
+
+
+class DatabaseRejected(Exception):
+    pass
+
+
+def bootstrap_schema(conn: Connection, server_id: str) -> str:
+    """Create tables if missing and return the host id stored in this database."""
+    for statement in SCHEMA:
+        try:
+            conn.execute(statement)
+        except PgError as exc:
+            # Two backends racing on an empty database: the loser sees a duplicate.
+            if exc.code not in ("23505", "42P07"):
+                raise
+    conn.execute(
+        "INSERT INTO pixsim_host_identity (singleton, host_id) VALUES (true, $1) "
+        "ON CONFLICT (singleton) DO NOTHING",
+        (server_id,),
+    )
+    rows = conn.execute("SELECT host_id FROM pixsim_host_identity WHERE singleton")
+    return rows[0][0] or ""
+
+
+def run() -> int:
+    stopping = {"flag": False}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if stopping["flag"]:
+            return
+        stopping["flag"] = True
+        raise StopRequested()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    db: Database | None = None
+    redis: RedisHolder | None = None
+    server: Server | None = None
+    serving = False
+    try:
+        try:
+            settings = load_settings()
+        except SettingsError as exc:
+            for problem in exc.problems:
+                fail(f"settings error: {problem}")
+            return EXIT_SETTINGS
+
+        log(f"pixsim reference backend {__version__} starting: {settings.describe()}")
+
+        try:
+            first = connect_database(settings)
+        except DatabaseRejected as exc:
+            fail(f"cannot start: {exc}")
+            return EXIT_RUNTIME
+        db = Database(settings.database_url)
+        try:
+            stored = bootstrap_schema(first, settings.server_id)
+        except (PgError, PgConnectionError, OSError) as exc:
+            first.close()
+            fail(f"cannot start: database schema setup failed: {describe_error(exc)}: "
+                 f"{_short(exc)}")
+            return EXIT_RUNTIME
+        if stored != settings.server_id:
+            first.close()
+            fail(f"refusing to start: this database belongs to host {stored}, "
+                 f"but SERVER_ID is {settings.server_id}")
+            return EXIT_IDENTITY
+        db.add(first)
+        log(f"database ready; host identity {stored}")
+
+        try:
+            plugins = load_plugins(settings.feature_plugins_dir, settings.external_plugins_dir,
+                                   settings.plugin_allowlist, settings.plugin_denylist)
+        except PluginDependencyError as exc:
+            for problem in exc.problems:
+                fail(f"plugin error: {problem}")
+            fail("refusing to start: plugin dependencies are not satisfied "
+                 "(enable the dependency or remove the dependent plugin)")
+            return EXIT_PLUGINS
+        for warning in plugins.warnings:
+            fail(f"plugin warning: {warning}")
+        for plugin in plugins.failed:
+            fail(f"plugin warning: {plugin.id} ({plugin.source}) failed to load: {plugin.error}")
+        enabled = ", ".join(p.id for p in plugins.enabled) or "none"
+        log(f"plugins: {len(plugins.plugins)} found, enabled: {enabled}")
+
+        redis = RedisHolder(settings.redis_url)
+        state = redis.check()
+        if state != "connected":
+            log(f"redis at {mask_url(settings.redis_url)} unavailable; running degraded")
+        else:
+            log("redis connected")
+
+        app = App(settings, db, redis, plugins)
+        try:
+            server = make_server(app, settings.host, settings.port)
+        except OSError as exc:
+            fail(f"cannot listen on {settings.host}:{settings.port}: {_short(exc)}")
+            return EXIT_LISTEN
+
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
+                                  name="http", daemon=True)
+        thread.start()
+        serving = True
+        log(f"listening on http://{settings.host}:{settings.port}")
+        while thread.is_alive():
+            time.sleep(0.2)
+        fail("http server stopped unexpectedly")
+        return EXIT_RUNTIME
+    except StopRequested:
+        log("stop requested; shutting down")
+        return EXIT_OK
+    finally:
+        # Further signals during cleanup must not interrupt it half-way.
+        stopping["flag"] = True
+        if server is not None:
+            if serving:
+                server.shutdown()
+            server.server_close()
+        if redis is not None:
+            redis.close()
+        if db is not None:
+            db.close()
+
+
+def main() -> None:
+    sys.exit(run())
