@@ -20,6 +20,14 @@ DEFAULT_EXTERNAL_PLUGINS_DIR = "/srv/pixsim/external-plugins"
 DEFAULT_PIXSIM_HOME = "/data"
 MIN_SECRET_KEY_LENGTH = 16
 PIXSIM_HOME_SUBDIRS = ("media", "logs", "exports", "cache")
+# Upstream's default origins: the local dev frontends and admin panel.
+DEFAULT_CORS_ORIGINS = (
+    "http://localhost:5173",
+    "http://localhost:5174",
+    "http://localhost:5175",
+    "http://localhost:8001",
+    "http://localhost:8002",
+)
 
 _TRUE = {"1", "true", "t", "yes", "y", "on"}
 _FALSE = {"0", "false", "f", "no", "n", "off"}
@@ -42,7 +50,7 @@ class Settings:
     debug: bool = False
     plugin_allowlist: list[str] | None = None
     plugin_denylist: list[str] | None = None
-    cors_origins: list[str] = field(default_factory=list)
+    cors_origins: list[str] = field(default_factory=lambda: list(DEFAULT_CORS_ORIGINS))
     pixsim_home: Path = Path(DEFAULT_PIXSIM_HOME)
     feature_plugins_dir: Path = PACKAGE_PLUGINS_DIR
     external_plugins_dir: Path = Path(DEFAULT_EXTERNAL_PLUGINS_DIR)
@@ -152,7 +160,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if "plugin_denylist" in env:
         denylist = _parse_id_list("PLUGIN_DENYLIST", env["plugin_denylist"], problems)
 
-    cors = _parse_cors(env["cors_origins"], problems) if "cors_origins" in env else []
+    if "cors_origins" in env:
+        cors = _parse_cors(env["cors_origins"], problems)
+    else:
+        cors = list(DEFAULT_CORS_ORIGINS)
 
     port = 8000
     if "port" in env:

@@ -131,6 +131,7 @@ def test_settings_defaults(tmp_path: Path) -> None:
     assert s.feature_plugins_dir == PACKAGE_PLUGINS_DIR
     assert str(s.external_plugins_dir) == "/srv/pixsim/external-plugins"
     assert (tmp_path / "home" / "media").is_dir()
+    assert "http://localhost:5173" in s.cors_origins
     assert "x" * 32 not in repr(s)
 
 
