@@ -284,6 +284,12 @@ def load_config(path: Path) -> HostConfig:
         mark = exc.problem_mark or exc.context_mark
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = exc.problem or exc.context or "invalid YAML"
+        start = exc.context_mark
+        if exc.problem and exc.context and start and mark and start.line != mark.line:
+            # Where the parser gave up can be far from the mistake (an unclosed quote runs
+            # to the end of the file), so also name where the broken construct starts.
+            begins = f"line {start.line + 1}, column {start.column + 1}"
+            problem += f" ({exc.context} that starts at {begins})"
         raise HostError(
             f"{path.name}{where}: YAML syntax error: {problem}; fix the file and retry", exit_code=2
         ) from None
@@ -360,6 +366,18 @@ def all_keys(model: type[BaseModel] = HostConfig, prefix: str = "") -> list[str]
     return keys
 
 
+def _field_names(path: list[str]) -> list[str]:
+    """The keys allowed beside an unknown key at ``path``: only these make a good suggestion."""
+    model: type[BaseModel] = HostConfig
+    for part in path:
+        field = model.model_fields.get(part)
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
 def _suggest(key: str) -> str:
     close = difflib.get_close_matches(key, all_keys(), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
@@ -371,8 +389,7 @@ def _problems(exc: ValidationError) -> list[str]:
         loc = ".".join(str(part) for part in error["loc"])
         kind = error["type"]
         if kind == "extra_forbidden":
-            parent = ".".join(str(part) for part in error["loc"][:-1])
-            siblings = [k.rsplit(".", 1)[-1] for k in all_keys() if k.startswith(parent)]
+            siblings = _field_names([str(part) for part in error["loc"][:-1]])
             close = difflib.get_close_matches(str(error["loc"][-1]), siblings, n=1, cutoff=0.6)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             problems.append(f"{loc}: unknown key{hint}")

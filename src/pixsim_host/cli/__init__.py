@@ -46,7 +46,7 @@ app.add_typer(config_cmd.app, name="config")
 def run() -> None:
     """Entry point: the one place a HostError becomes ``Error: ...`` and an exit code."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except HostError as exc:
         from pixsim_host.cli.output import print_error
 
@@ -60,10 +60,14 @@ def run() -> None:
     except KeyboardInterrupt:
         sys.stderr.write("Interrupted.\n")
         sys.exit(130)
-    except Exception as exc:  # click's usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+    except Exception as exc:
+        # Usage errors (unknown option, missing argument) arrive here in non-standalone
+        # mode. Their class is click's, which newer Typer releases vendor instead of
+        # depending on click, so `import click` may fail: recognise them by behaviour.
+        show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(code, int):
+            show()
+            sys.exit(code)
         raise
+    # Outside standalone mode click returns the code of a typer.Exit instead of exiting.
+    sys.exit(code if isinstance(code, int) else 0)

@@ -94,10 +94,18 @@ def render(
     if check:
         diffs = diff_rendered(host, rendered)
         if diffs:
+            from pixsim_host.envfile import read_secrets, redact
+
+            # A hand edit may have pasted a secret into a generated file, and this diff
+            # goes to terminals and CI logs: mask every secret value in it.
+            try:
+                secret_values = list(read_secrets(host.secrets_file).values())
+            except HostError:
+                secret_values = []  # no usable .env here (a checkout in CI): nothing to mask
             raise HostError(
                 f"{', '.join(diffs)} differ from what pixsim-host.yaml renders; move your edits "
                 "into pixsim-host.yaml or a template override, then run `pixsim-host render`",
-                details="".join(diffs.values()),
+                details=redact("".join(diffs.values()), secret_values),
             )
         info("All generated files are up to date.")
         return

@@ -63,8 +63,7 @@ def up(
     info(f"  host_id  {report.host_id}")
     for name, service in report.services.items():
         action = report.actions.get(name, "")
-        health = service.get("health") or service.get("state")
-        info(f"  {name:8} {service['state']:8} {health or '':9} {action}")
+        info(f"  {name:8} {service['state']:8} {'healthy':9} {action}")
     info(f"  backend  {report.url}")
     info(f"  client   VITE_BACKEND_URL={report.client_url}")
 

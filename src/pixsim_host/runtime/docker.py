@@ -311,8 +311,9 @@ class DockerRuntime:
         which is faster and stricter than its container healthcheck) are started, not waited
         for. The returned watcher stays open so the caller still sees a crash; close it.
         """
-        self.ensure_network_and_volumes()
         current = self.containers()
+        self._preflight_ports(image_ids, current)
+        self.ensure_network_and_volumes()
         actions: dict[str, str] = {}
         watcher = EventWatcher(self.api, self.project.name)
         try:
@@ -352,7 +353,6 @@ class DockerRuntime:
             action = "recreated"
         else:
             progress(service.name, "creating")
-        self._check_ports_free(service)
         from docker.errors import APIError
 
         try:
@@ -386,19 +386,27 @@ class DockerRuntime:
                 ) from None
             raise HostError(f"cannot start {service.name}: {text}") from None
 
-    def _check_ports_free(self, service: ServiceSpec) -> None:
+    def _preflight_ports(self, image_ids: dict[str, str],
+                         current: dict[str, ContainerState]) -> None:
+        """Fail before anything is created if a port this host needs is taken by others."""
         from pixsim_host.create import pick_port, port_is_free
 
-        for port in service.ports:
-            if port_is_free(port.host_ip, port.published):
-                continue
-            holder = self._port_holder(port.published)
-            suggestion = pick_port(port.host_ip, set(), start=port.published + 1)
-            raise HostError(
-                f"port {port.published} on {port.host_ip} is already in use by {holder}; "
-                f"free it, or move this host with `pixsim-host config set backend.port "
-                f"{suggestion}`"
-            )
+        for service in self.project.services.values():
+            existing = current.get(service.name)
+            if existing is not None and existing.status in ("running", "restarting"):
+                held = {p.split("->")[0].rsplit(":", 1)[-1] for p in existing.ports}
+            else:
+                held = set()
+            for port in service.ports:
+                if str(port.published) in held or port_is_free(port.host_ip, port.published):
+                    continue
+                holder = self._port_holder(port.published)
+                suggestion = pick_port(port.host_ip, set(), start=port.published + 1)
+                raise HostError(
+                    f"port {port.published} on {port.host_ip} is already in use by {holder}; "
+                    f"free it, or move this host with `pixsim-host config set backend.port "
+                    f"{suggestion}`"
+                )
 
     def _port_holder(self, port: int) -> str:
         for summary in self.api.containers():
@@ -441,6 +449,14 @@ class DockerRuntime:
                 raise self.failure(service, "did not become healthy before the timeout (--timeout)")
             time.sleep(0.2)
 
+    def probe_health(self, state: ContainerState) -> str | None:
+        """The health the service would report if its check ran now."""
+        spec = self.project.services.get(state.service)
+        if spec is None or spec.healthcheck is None or spec.healthcheck.test == ["NONE"]:
+            return state.health
+        ok = self._probe(state.id, spec.healthcheck.test, spec.healthcheck.timeout)
+        return "healthy" if ok else "starting"
+
     def _probe(self, container_id: str, test: list[str], timeout: float) -> bool:
         """Run the healthcheck's command now, as the engine would."""
         from docker.errors import APIError
@@ -449,7 +465,7 @@ class DockerRuntime:
         try:
             exec_id = self.api.exec_create(container_id, command, stdout=True, stderr=True)["Id"]
             self.api.exec_start(exec_id)
-            return self.api.exec_inspect(exec_id).get("ExitCode") == 0
+            return bool(self.api.exec_inspect(exec_id).get("ExitCode") == 0)
         except APIError:
             return False
 
