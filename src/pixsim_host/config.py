@@ -112,6 +112,10 @@ def _free_text(value: str) -> str:
 def _url(value: str) -> str:
     if not re.match(r"^https?://[^\s/?#]+(/[^\s]*)?$", value) or _CONTROL.search(value):
         raise ValueError("must be an http:// or https:// URL")
+    if re.search(r"['\"`$\\]", value):
+        # The URL lands in frontend.env, where Vite's dotenv-expand reads '$' and '\' as
+        # expansion and escape even inside quotes; a URL never needs them unencoded.
+        raise ValueError("must not contain quotes, backticks, '$' or '\\' (percent-encode them)")
     return value.rstrip("/")
 
 

@@ -24,6 +24,7 @@ from pixsim_host.errors import HostError
 from pixsim_host.fsutil import atomic_write
 from pixsim_host.hostdir import COMPOSE_FILE, FRONTEND_FILE, HostDir
 
+INPUTS_KEY = "_inputs"
 # Generated file -> template name. The template may be overridden per host.
 GENERATED: dict[str, str] = {
     COMPOSE_FILE: "compose.yaml.j2",
@@ -180,19 +181,38 @@ def write_rendered(host: HostDir, rendered: Rendered) -> list[str]:
             continue
         atomic_write(path, content, mode=0o644)
         changed.append(name)
-    previous = _recorded(host)
-    record = {**previous, **{name: _digest(content) for name, content in rendered.files.items()}}
-    if record != previous:
-        atomic_write(_record_file(host), json.dumps(record, indent=2, sort_keys=True) + "\n")
+    _update_record(host, {name: _digest(content) for name, content in rendered.files.items()})
     return changed
+
+
+def _inputs_digest(host: HostDir) -> str:
+    """What rendering depends on: the config file, the templates, pixsim-host's version."""
+    from pixsim_host import __version__
+
+    digest = hashlib.sha256(__version__.encode())
+    digest.update(host.config_file.read_bytes())
+    for template in sorted(GENERATED.values()):
+        override = host.templates_dir / template
+        source = override if override.is_file() else packaged_templates() / template
+        digest.update(template.encode() + b"\0" + source.read_bytes())
+    return digest.hexdigest()
 
 
 def refresh_rendered(host: HostDir, config: HostConfig) -> tuple[list[str], list[str]]:
     """Bring generated files up to date before a command uses them.
 
     Returns (re-rendered, edited by hand). A hand-edited file is left as it is, since
-    what the user sees in compose.yaml is what runs.
+    what the user sees in compose.yaml is what runs. When nothing that rendering reads
+    has changed and the files are as last written, Jinja2 is not even imported.
     """
+    inputs = _inputs_digest(host)
+    recorded = _recorded(host)
+    if recorded.get(INPUTS_KEY) == inputs and all(
+        (host.root / name).is_file()
+        and recorded.get(name) == _digest((host.root / name).read_text(encoding="utf-8"))
+        for name in GENERATED
+    ):
+        return [], []
     rendered = render_host(host, config)
     recorded = _recorded(host)
     stale: dict[str, str] = {}
@@ -208,7 +228,16 @@ def refresh_rendered(host: HostDir, config: HostConfig) -> tuple[list[str], list
             edited.append(name)
     if stale:
         write_rendered(host, Rendered(stale))
+    if not edited:
+        _update_record(host, {INPUTS_KEY: inputs})
     return sorted(stale), edited
+
+
+def _update_record(host: HostDir, entries: dict[str, str]) -> None:
+    previous = _recorded(host)
+    record = {**previous, **entries}
+    if record != previous:
+        atomic_write(_record_file(host), json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 def diff_rendered(host: HostDir, rendered: Rendered) -> dict[str, str]:

@@ -300,6 +300,9 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "pixsim-reference-backend/" + __version__
     sys_version = ""
     timeout = 60
+    # Headers and body go out in separate writes; without TCP_NODELAY, Nagle plus the
+    # client's delayed ACK adds ~40 ms to every keep-alive response.
+    disable_nagle_algorithm = True
     app: App  # set on the subclass made by make_server
 
     def log_message(self, format: str, *args: Any) -> None:

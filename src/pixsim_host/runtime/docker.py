@@ -29,6 +29,7 @@ PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
 HOST_ID_LABEL = "org.pixsim-host.host-id"
 HASH_LABEL = "org.pixsim-host.config-hash"
+CONTEXT_LABEL = "org.pixsim-host.context-hash"
 NS = 1_000_000_000
 
 Progress = Callable[[str, str], None]  # (service, message)
@@ -82,6 +83,15 @@ def volume_name(project: str, key: str) -> str:
 
 def reference_build_context() -> Path:
     return Path(str(resources.files("pixsim_reference_backend")))
+
+
+def context_digest(context: Path) -> str:
+    """A digest of a build context's files, so an image is rebuilt when its source changes."""
+    digest = hashlib.sha256()
+    for path in sorted(context.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+            digest.update(str(path.relative_to(context)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:32]
 
 
 class DockerRuntime:
@@ -144,10 +154,14 @@ class DockerRuntime:
     # ---- images -----------------------------------------------------------------
 
     def image_id(self, image: str) -> str | None:
+        data = self._inspect_image(image)
+        return str(data["Id"]) if data else None
+
+    def _inspect_image(self, image: str) -> dict[str, Any] | None:
         from docker.errors import ImageNotFound, NotFound
 
         try:
-            return str(self.api.inspect_image(image)["Id"])
+            return dict(self.api.inspect_image(image))
         except (ImageNotFound, NotFound):
             return None
 
@@ -158,9 +172,11 @@ class DockerRuntime:
             image = service.image
             current = self.image_id(image)
             if image in self.buildable_images:
-                if current is None:
+                wanted = context_digest(reference_build_context())
+                labels = ((self._inspect_image(image) or {}).get("Config") or {}).get("Labels") or {}
+                if current is None or labels.get(CONTEXT_LABEL) != wanted:
                     progress(service.name, f"building {image}")
-                    self._build_reference(image)
+                    self._build_reference(image, wanted)
             elif policy == "always" or (current is None and policy == "missing"):
                 progress(service.name, f"pulling {image}")
                 self._pull(image)
@@ -186,7 +202,7 @@ class DockerRuntime:
         except APIError as exc:
             raise HostError(_pull_error(image, str(exc.explanation or exc))) from None
 
-    def _build_reference(self, image: str) -> None:
+    def _build_reference(self, image: str, digest: str) -> None:
         from docker.errors import APIError, BuildError
 
         context = reference_build_context()
@@ -198,7 +214,7 @@ class DockerRuntime:
         tail: list[str] = []
         try:
             for event in self.api.build(path=str(context), tag=image, rm=True, forcerm=True,
-                                        decode=True, labels={"org.pixsim-host.reference": "1"}):
+                                        decode=True, labels={CONTEXT_LABEL: digest}):
                 if "stream" in event:
                     tail = (tail + str(event["stream"]).splitlines())[-15:]
                 if "error" in event:
