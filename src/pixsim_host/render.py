@@ -98,7 +98,9 @@ def template_context(config: HostConfig) -> dict[str, Any]:
             f"@db:5432/{config.database.name}"
         ),
         "redis_url": f"redis://:{secret['REDIS_PASSWORD']}@redis:6379/0",
-        "plugin_allowlist": list(config.plugins.enabled),
+        # Never an allowlist: it would disable every unlisted plugin, dependencies of
+        # installed plugins included, and abort start-up (see plugins.py).
+        "plugin_allowlist": [],
         "plugin_denylist": list(config.plugins.disabled),
     }
 

@@ -29,6 +29,7 @@ class UpReport:
     services: dict[str, dict[str, Any]]
     backend: dict[str, Any]
     elapsed: float
+    plugins: list[str] = field(default_factory=list)  # enabled, as the backend reports
     notes: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
@@ -40,6 +41,7 @@ class UpReport:
             "actions": self.actions,
             "services": self.services,
             "backend": self.backend,
+            "plugins_enabled": self.plugins,
             "elapsed_seconds": round(self.elapsed, 3),
             "notes": self.notes,
         }
@@ -85,6 +87,7 @@ def up(host: HostDir, config: HostConfig, *, pull: str = "missing", timeout: flo
     runtime = open_runtime(host, config, notes)
     for note in notes:
         progress("host", note)
+    _check_plugin_lists(host, config)
     image_ids = runtime.ensure_images(pull, progress)
     result = runtime.apply(image_ids, progress, deadline, verified_elsewhere=frozenset({BACKEND}))
     try:
@@ -102,6 +105,7 @@ def up(host: HostDir, config: HostConfig, *, pull: str = "missing", timeout: flo
             raise runtime.failure(BACKEND, f"did not pass its checks before the timeout ({exc})") from None
     finally:
         result.watcher.close()
+    plugins = _verify_plugins(host, config, report.url)
     services = {}
     for name, state in sorted(runtime.containers().items()):
         services[name] = _service_json(state)
@@ -117,9 +121,46 @@ def up(host: HostDir, config: HostConfig, *, pull: str = "missing", timeout: flo
         services=services,
         backend={"health": report.health, "ready": report.ready, "version": report.version,
                  "server": report.info},
+        plugins=plugins,
         elapsed=time.monotonic() - started,
         notes=notes,
     )
+
+
+def _check_plugin_lists(host: HostDir, config: HostConfig) -> None:
+    """Refuse a plugin set that would abort the backend's start-up (hand-edited config)."""
+    from pixsim_host.plugins import load_catalog, trap_problems, with_installed
+
+    saved = load_catalog(host)
+    if saved is None:
+        return
+    problems = trap_problems(with_installed(saved, host), set(config.plugins.disabled))
+    if problems:
+        raise HostError(
+            f"plugins.disabled in pixsim-host.yaml would abort the backend's start-up "
+            f"({'; '.join(problems)}); enable them again with `pixsim-host plugins enable ID`"
+        )
+
+
+def _verify_plugins(host: HostDir, config: HostConfig, url: str) -> list[str]:
+    """Record what the backend loaded, and fail if it is not what the config asks for."""
+    from pixsim_host.plugins import fetch_catalog, registration_problems, save_catalog
+
+    catalog = fetch_catalog(url, list(config.plugins.disabled))
+    save_catalog(host, catalog)
+    problems = registration_problems(config, catalog)
+    if problems:
+        raise HostError(
+            f"the backend is up but its plugins are not this host's set: {'; '.join(problems)}; "
+            "fix or disable them (`pixsim-host plugins disable ID`, `pixsim-host plugins list`)"
+        )
+    return sorted(p.id for p in catalog.plugins.values() if p.enabled)
+
+
+def backend_running(host: HostDir, config: HostConfig) -> bool:
+    runtime = open_runtime(host, config)
+    state = runtime.containers().get(BACKEND)
+    return state is not None and state.status == "running"
 
 
 def _service_json(state: Any) -> dict[str, Any]:
@@ -198,3 +239,48 @@ def _uptime(started_at: str | None) -> float | None:
     except ValueError:
         return None
     return round((datetime.now(UTC) - started).total_seconds(), 1)
+
+
+def change_host(host: HostDir, old: HostConfig, new: HostConfig, *, progress: Progress,
+                timeout: float = 120.0, restart_backend: bool = False,
+                undo: Callable[[], None] | None = None) -> UpReport | None:
+    """Save ``new``, apply it to a running host and verify; on failure put ``old`` back.
+
+    ``restart_backend`` restarts the backend even when its config is unchanged (for
+    files it reads at start-up, such as installed plugins); ``undo`` reverts such files.
+    Returns None when the host is not running (the change waits for the next ``up``).
+    """
+    from pixsim_host.config import save_config
+    from pixsim_host.render import render_host, write_rendered
+
+    rendered = render_host(host, new)
+    running = backend_running(host, old)
+    save_config(new, host.config_file)
+    write_rendered(host, rendered)
+    if not running:
+        return None
+    try:
+        if restart_backend:
+            open_runtime(host, new).restart([BACKEND], progress)
+        return up(host, new, timeout=timeout, progress=progress)
+    except HostError as failure:
+        progress("host", "rolling back to the previous configuration")
+        save_config(old, host.config_file)
+        write_rendered(host, render_host(host, old))
+        if undo is not None:
+            undo()
+        try:
+            if restart_backend:
+                open_runtime(host, old).restart([BACKEND], progress)
+            up(host, old, timeout=timeout, progress=progress)
+        except HostError as again:
+            raise HostError(
+                f"{failure.message}; rolling back failed too ({again.message}); "
+                "see `pixsim-host status` and `pixsim-host logs backend`",
+                details=failure.details,
+            ) from None
+        raise HostError(
+            f"{failure.message}. The previous configuration was put back and the host is "
+            "healthy again",
+            details=failure.details,
+        ) from None

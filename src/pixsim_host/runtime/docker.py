@@ -600,6 +600,9 @@ class EventWatcher:
     def __init__(self, api: Any, project: str) -> None:
         self._died: dict[str, int] = {}
         self._lock = threading.Lock()
+        # `since` has a one-second resolution; events older than this watcher (such as
+        # the stop of a restart that just happened) are dropped by their timeNano.
+        self._start_ns = time.time_ns()
         self._stream = api.events(
             since=int(time.time()) - 1,
             filters={"type": "container", "label": [f"{PROJECT_LABEL}={project}"],
@@ -612,6 +615,8 @@ class EventWatcher:
     def _read(self) -> None:
         try:
             for event in self._stream:
+                if int(event.get("timeNano") or 0) < self._start_ns:
+                    continue
                 attributes = (event.get("Actor") or {}).get("Attributes") or {}
                 with self._lock:
                     self._died[str(event.get("id"))] = int(attributes.get("exitCode", -1) or -1)

@@ -1,0 +1,253 @@
+"""``plugins list | show | enable | disable | install | remove``: this host's plugin set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from pixsim_host.cli.common import DirOption, JsonOption, open_host
+from pixsim_host.cli.output import info, print_json, warn
+
+if TYPE_CHECKING:
+    from pixsim_host.config import HostConfig
+    from pixsim_host.hostdir import HostDir
+    from pixsim_host.plugins import Catalog
+
+app = typer.Typer(help="List, enable, disable, install and remove this host's plugins.",
+                  no_args_is_help=True)
+
+NoRestart = Annotated[
+    bool, typer.Option("--no-restart", help="Only record the choice; it applies at the next `up`.")
+]
+Timeout = Annotated[float, typer.Option(help="Seconds to wait for the backend after a restart.")]
+
+
+def _catalog(host: HostDir, config: HostConfig) -> Catalog:
+    """The live catalog when the backend runs, else the last one saved, saying so."""
+    from pixsim_host.errors import HostError
+    from pixsim_host.plugins import fetch_catalog, load_catalog, save_catalog, with_installed
+
+    try:
+        catalog = fetch_catalog(config.local_url, list(config.plugins.disabled))
+    except HostError:
+        saved = load_catalog(host)
+        if saved is None:
+            raise HostError(
+                "this host has never been up, so its plugin catalog is unknown; "
+                "run `pixsim-host up` once"
+            ) from None
+        import time
+
+        age = time.strftime("%Y-%m-%d %H:%M", time.localtime(saved.taken_at))
+        warn(f"the backend is not answering; showing the catalog saved at {age}")
+        return with_installed(saved, host)
+    save_catalog(host, catalog)
+    return with_installed(catalog, host)
+
+
+def _progress(service: str, message: str) -> None:
+    import sys
+
+    sys.stderr.write(f"{service}: {message}\n")
+
+
+@app.command("list")
+def list_(directory: DirOption = None, as_json: JsonOption = False) -> None:
+    """Every plugin the backend knows, whether this host enables it and whether it loaded."""
+    host, config = open_host(directory)
+    catalog = _catalog(host, config)
+    rows = []
+    for plugin in sorted(catalog.plugins.values(), key=lambda p: p.id):
+        configured = (
+            "enabled" if plugin.id in config.plugins.enabled
+            else "disabled" if plugin.id in config.plugins.disabled
+            else "default"
+        )
+        rows.append({
+            **plugin.as_json(),
+            "config": configured,
+            "loaded": plugin.enabled if catalog.live else None,
+        })
+    if as_json:
+        print_json({"live": catalog.live, "taken_at": catalog.taken_at, "plugins": rows})
+        return
+    info(f"{'ID':18} {'VERSION':8} {'KIND':8} {'CONFIG':9} {'LOADED':7} DEPENDS ON")
+    for row in rows:
+        loaded = "-" if row["loaded"] is None else ("yes" if row["loaded"] else "no")
+        if row["error"]:
+            loaded = "FAILED"
+        info(f"{row['id']:18} {row['version']:8} {row['kind'] or '-':8} {row['config']:9} "
+             f"{loaded:7} {', '.join(row['dependencies']) or '-'}")
+    if not catalog.live:
+        info("(the backend is down: LOADED is unknown; this is the last catalog seen)")
+
+
+@app.command("show")
+def show(plugin_id: Annotated[str, typer.Argument(metavar="ID")], directory: DirOption = None,
+         as_json: JsonOption = False) -> None:
+    """One plugin's details, including what depends on it."""
+    host, config = open_host(directory)
+    catalog = _catalog(host, config)
+    plugin = catalog.get(plugin_id)
+    data = {
+        **plugin.as_json(),
+        "required_by": sorted(catalog.dependents(plugin_id)),
+        "needs": sorted(catalog.requirements(plugin_id)),
+        "installed_in_host_dir": (host.plugins_dir / plugin_id).is_dir(),
+        "live": catalog.live,
+    }
+    if as_json:
+        print_json(data)
+        return
+    for key, value in data.items():
+        text = ", ".join(value) if isinstance(value, list) else value
+        info(f"{key:22} {text if text not in ('', None) else '-'}")
+
+
+@app.command("enable")
+def enable(
+    ids: Annotated[list[str], typer.Argument(metavar="ID...", help="Plugin ids.")],
+    directory: DirOption = None, no_restart: NoRestart = False, timeout: Timeout = 120.0,
+) -> None:
+    """Enable plugins (and what they depend on), restart the backend and verify."""
+    from pixsim_host.locking import host_lock
+    from pixsim_host.plugins import plan_enable
+
+    host, config = open_host(directory)
+    with host_lock(host):
+        catalog = _catalog(host, config)
+        change = plan_enable(config, catalog, ids)
+        if change.also:
+            info(f"Also enabling {', '.join(change.also)} (required by {', '.join(ids)}).")
+        _apply(host, config, change.enabled, change.disabled, no_restart, timeout)
+    info(f"Enabled {', '.join(ids)}.")
+
+
+@app.command("disable")
+def disable(
+    ids: Annotated[list[str], typer.Argument(metavar="ID...", help="Plugin ids.")],
+    directory: DirOption = None,
+    cascade: Annotated[bool, typer.Option("--cascade", help="Also disable what depends on them.")] = False,
+    no_restart: NoRestart = False, timeout: Timeout = 120.0,
+) -> None:
+    """Disable plugins, restart the backend and verify."""
+    from pixsim_host.locking import host_lock
+    from pixsim_host.plugins import plan_disable
+
+    host, config = open_host(directory)
+    with host_lock(host):
+        catalog = _catalog(host, config)
+        change = plan_disable(config, catalog, ids, cascade)
+        if change.also:
+            info(f"Also disabling {', '.join(change.also)} (they depend on {', '.join(ids)}).")
+        _apply(host, config, change.enabled, change.disabled, no_restart, timeout)
+    info(f"Disabled {', '.join(ids)}.")
+
+
+def _apply(host: HostDir, config: HostConfig, enabled: list[str], disabled: list[str],
+           no_restart: bool, timeout: float, *, restart_backend: bool = False,
+           undo: object = None) -> None:
+    from pixsim_host import stack
+    from pixsim_host.config import parse_config, save_config
+
+    data = config.model_dump(mode="json")
+    data["plugins"] = {"enabled": enabled, "disabled": disabled}
+    new = parse_config(data, source="the new plugin set")
+    if no_restart:
+        from pixsim_host.render import render_host, write_rendered
+
+        rendered = render_host(host, new)
+        save_config(new, host.config_file)
+        write_rendered(host, rendered)
+        info("Recorded; it applies at the next `pixsim-host up`.")
+        return
+    report = stack.change_host(host, config, new, progress=_progress, timeout=timeout,
+                               restart_backend=restart_backend,
+                               undo=undo if callable(undo) else None)
+    if report is None:
+        info("The host is not running; the change applies at the next `pixsim-host up`.")
+    else:
+        info(f"Backend restarted and verified; enabled plugins: {', '.join(report.plugins) or 'none'}.")
+
+
+@app.command("install")
+def install(
+    source: Annotated[Path, typer.Argument(help="A plugin folder, .tar.gz or .zip.")],
+    directory: DirOption = None, no_restart: NoRestart = False, timeout: Timeout = 120.0,
+) -> None:
+    """Install an external plugin package into this host and load it."""
+    import shutil
+
+    from pixsim_host.errors import HostError
+    from pixsim_host.locking import host_lock
+    from pixsim_host.plugins import install_package, trap_problems
+
+    host, config = open_host(directory)
+    with host_lock(host):
+        name = install_package(host, source)
+
+        def undo() -> None:
+            shutil.rmtree(host.plugins_dir / name, ignore_errors=True)
+
+        try:
+            catalog = _catalog(host, config)
+            needs = catalog.requirements(name)
+            missing = sorted(d for d in needs if d not in catalog.plugins)
+            if missing:
+                raise HostError(f"{name} needs {', '.join(missing)}, which this host does not have; "
+                                "install those first")
+            revived = sorted(needs & set(config.plugins.disabled))
+            disabled = sorted(set(config.plugins.disabled) - needs)
+            problems = trap_problems(catalog, set(disabled))
+            if problems:
+                raise HostError(f"installing {name} would abort the backend's start-up "
+                                f"({'; '.join(problems)}); nothing was installed")
+        except HostError:
+            undo()
+            raise
+        info(f"Installed {name} into {host.plugins_dir / name}.")
+        if revived:
+            info(f"Also enabling {', '.join(revived)} (required by {name}).")
+        enabled = sorted(set(config.plugins.enabled) | set(revived))
+        _apply(host, config, enabled, disabled, no_restart, timeout, restart_backend=True,
+               undo=undo)
+
+
+@app.command("remove")
+def remove(
+    plugin_id: Annotated[str, typer.Argument(metavar="ID")],
+    directory: DirOption = None, no_restart: NoRestart = False, timeout: Timeout = 120.0,
+) -> None:
+    """Disable and delete an installed external plugin."""
+    import shutil
+    import tempfile
+
+    from pixsim_host.errors import HostError
+    from pixsim_host.locking import host_lock
+    from pixsim_host.plugins import installed_ids, load_catalog
+
+    host, config = open_host(directory)
+    with host_lock(host):
+        if plugin_id not in installed_ids(host):
+            raise HostError(f"{plugin_id!r} is not installed in {host.plugins_dir}; only plugins "
+                            "added with `pixsim-host plugins install` can be removed")
+        catalog = load_catalog(host)
+        dependents = sorted(catalog.dependents(plugin_id)) if catalog else []
+        if dependents:
+            raise HostError(f"cannot remove {plugin_id}: {', '.join(dependents)} depend on it; "
+                            "remove or disable those first")
+        host.state_dir.mkdir(parents=True, exist_ok=True)
+        parked = Path(tempfile.mkdtemp(dir=host.state_dir, prefix="removed-")) / plugin_id
+        (host.plugins_dir / plugin_id).rename(parked)
+
+        def undo() -> None:
+            parked.rename(host.plugins_dir / plugin_id)
+
+        enabled = [p for p in config.plugins.enabled if p != plugin_id]
+        disabled = [p for p in config.plugins.disabled if p != plugin_id]
+        _apply(host, config, enabled, disabled, no_restart, timeout, restart_backend=True,
+               undo=undo)
+        shutil.rmtree(parked.parent, ignore_errors=True)
+    info(f"Removed {plugin_id}.")

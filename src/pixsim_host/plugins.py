@@ -1,0 +1,435 @@
+"""A host's plugin set: the catalog its backend reports, dependency resolution, installs.
+
+PixSim7 reads ``PLUGIN_ALLOWLIST``/``PLUGIN_DENYLIST`` once at start-up, imports every
+plugin it finds (disabled ones too), and aborts start-up when *any* of them depends on
+a plugin that is disabled or missing. So pixsim-host resolves the whole set before it
+writes anything: a list it renders can never take the host down. It only renders a
+denylist; an allowlist would disable every unlisted plugin, dependencies of installed
+plugins included, which is exactly the trap.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import shutil
+import stat
+import tarfile
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pixsim_host.config import HostConfig, plugin_id_problem
+from pixsim_host.errors import HostError
+from pixsim_host.fsutil import atomic_write
+from pixsim_host.hostdir import HostDir
+
+CATALOG_FILE = "plugins.json"
+MAX_PLUGIN_BYTES = 20 * 1024 * 1024
+MAX_PLUGIN_FILES = 2000
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    id: str
+    name: str
+    version: str
+    kind: str | None
+    dependencies: tuple[str, ...]
+    source: str  # builtin | external
+    enabled: bool  # as the backend reported it when the catalog was taken
+    default_enabled: bool  # what the plugin's manifest says without any list
+    error: str | None = None
+    description: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "name": self.name, "version": self.version, "kind": self.kind,
+            "dependencies": list(self.dependencies), "source": self.source,
+            "enabled": self.enabled, "default_enabled": self.default_enabled,
+            "error": self.error, "description": self.description,
+        }
+
+
+@dataclass
+class Catalog:
+    plugins: dict[str, PluginInfo]
+    taken_at: float
+    live: bool = False  # True when read from the running backend just now
+
+    def get(self, plugin_id: str) -> PluginInfo:
+        found = self.plugins.get(plugin_id)
+        if found is None:
+            close = difflib.get_close_matches(plugin_id, sorted(self.plugins), n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else (
+                "; see `pixsim-host plugins list`")
+            raise HostError(f"this host's backend has no plugin {plugin_id!r}{hint}")
+        return found
+
+    def dependents(self, plugin_id: str) -> set[str]:
+        """Every plugin that depends on ``plugin_id``, directly or not."""
+        found: set[str] = set()
+        frontier = {plugin_id}
+        while frontier:
+            frontier = {
+                p.id for p in self.plugins.values()
+                if set(p.dependencies) & frontier and p.id not in found
+            }
+            found |= frontier
+        return found
+
+    def requirements(self, plugin_id: str) -> set[str]:
+        """Every plugin ``plugin_id`` needs, directly or not."""
+        found: set[str] = set()
+        frontier = {plugin_id}
+        while frontier:
+            nxt: set[str] = set()
+            for pid in frontier:
+                info = self.plugins.get(pid)
+                nxt |= set(info.dependencies) if info else set()
+            frontier = nxt - found
+            found |= frontier
+        return found
+
+
+def catalog_from_list(answer: dict[str, Any], denylist: list[str], taken_at: float) -> Catalog:
+    """Build a catalog from ``/api/v1/admin/plugins/list`` and the denylist it ran with."""
+    plugins: dict[str, PluginInfo] = {}
+    for entry in [*(answer.get("feature_plugins") or []), *(answer.get("route_plugins") or [])]:
+        if not isinstance(entry, dict) or not entry.get("id"):
+            continue
+        pid = str(entry["id"])
+        enabled = bool(entry.get("enabled"))
+        error = entry.get("error")
+        plugins[pid] = PluginInfo(
+            id=pid,
+            name=str(entry.get("name") or pid),
+            version=str(entry.get("version") or ""),
+            kind=entry.get("kind"),
+            dependencies=tuple(str(d) for d in entry.get("dependencies") or []),
+            source=str(entry.get("source") or "builtin"),
+            enabled=enabled,
+            # Only the denylist can have turned a plugin off (we never render an allowlist).
+            default_enabled=enabled or (pid in denylist and not error),
+            error=str(error) if error else None,
+            description=str(entry.get("description") or ""),
+        )
+    return Catalog(plugins, taken_at)
+
+
+def save_catalog(host: HostDir, catalog: Catalog) -> None:
+    data = {"taken_at": catalog.taken_at,
+            "plugins": [p.as_json() for p in sorted(catalog.plugins.values(), key=lambda p: p.id)]}
+    atomic_write(host.state_dir / CATALOG_FILE, json.dumps(data, indent=2) + "\n")
+
+
+def load_catalog(host: HostDir) -> Catalog | None:
+    try:
+        data = json.loads((host.state_dir / CATALOG_FILE).read_text(encoding="utf-8"))
+        plugins = {
+            str(p["id"]): PluginInfo(
+                id=str(p["id"]), name=str(p.get("name") or p["id"]),
+                version=str(p.get("version") or ""), kind=p.get("kind"),
+                dependencies=tuple(p.get("dependencies") or []),
+                source=str(p.get("source") or "builtin"), enabled=bool(p.get("enabled")),
+                default_enabled=bool(p.get("default_enabled")), error=p.get("error"),
+                description=str(p.get("description") or ""),
+            )
+            for p in data["plugins"]
+        }
+        return Catalog(plugins, float(data.get("taken_at") or 0))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def fetch_catalog(url: str, denylist: list[str]) -> Catalog:
+    from pixsim_host.health import ProbeError, get_json, make_client
+
+    with make_client() as client:
+        try:
+            answer = get_json(client, url, "/api/v1/admin/plugins/list")
+        except ProbeError as exc:
+            raise HostError(f"the backend at {url} did not list its plugins ({exc}); "
+                            "check `pixsim-host status`") from None
+    catalog = catalog_from_list(answer, denylist, time.time())
+    catalog.live = True
+    return catalog
+
+
+# ---- resolution -------------------------------------------------------------------
+
+
+@dataclass
+class PluginChange:
+    enabled: list[str]
+    disabled: list[str]
+    also: list[str] = field(default_factory=list)  # what resolution added, to tell the user
+
+
+def effective_enabled(catalog: Catalog, disabled: set[str]) -> set[str]:
+    return {
+        p.id for p in catalog.plugins.values()
+        if p.default_enabled and not p.error and p.id not in disabled
+    }
+
+
+def trap_problems(catalog: Catalog, disabled: set[str]) -> list[str]:
+    """What would abort the backend's start-up with this denylist (PixSim7's rule)."""
+    on = effective_enabled(catalog, disabled)
+    problems = []
+    for plugin in sorted(catalog.plugins.values(), key=lambda p: p.id):
+        if plugin.error:
+            continue  # a plugin that failed to import is not loaded, so not checked
+        for dep in plugin.dependencies:
+            if dep not in catalog.plugins or catalog.plugins[dep].error:
+                problems.append(f"{plugin.id} depends on {dep}, which is not installed")
+            elif dep not in on:
+                problems.append(f"{plugin.id} depends on {dep}, which would be disabled")
+    return problems
+
+
+def plan_enable(config: HostConfig, catalog: Catalog, ids: list[str]) -> PluginChange:
+    for pid in ids:
+        catalog.get(pid)
+    wanted = set(ids)
+    for pid in ids:
+        wanted |= catalog.requirements(pid)
+    missing = sorted(d for d in wanted if d not in catalog.plugins)
+    if missing:
+        raise HostError(f"cannot enable {', '.join(ids)}: it needs {', '.join(missing)}, which "
+                        "this backend does not have; install it with `pixsim-host plugins install`")
+    also = sorted(wanted - set(ids))
+    enabled = sorted(set(config.plugins.enabled) | wanted)
+    disabled = sorted(set(config.plugins.disabled) - wanted)
+    return PluginChange(enabled, disabled, also)
+
+
+def plan_disable(config: HostConfig, catalog: Catalog, ids: list[str], cascade: bool) -> PluginChange:
+    for pid in ids:
+        catalog.get(pid)
+    targets = set(ids)
+    dependents = set().union(*(catalog.dependents(pid) for pid in ids)) - targets
+    on = effective_enabled(catalog, set(config.plugins.disabled))
+    enabled_dependents = sorted(dependents & on)
+    if enabled_dependents and not cascade:
+        raise HostError(
+            f"cannot disable {', '.join(ids)}: enabled plugins depend on it "
+            f"({', '.join(enabled_dependents)}); disable those first, or pass --cascade"
+        )
+    if cascade:
+        targets |= dependents
+    disabled = set(config.plugins.disabled) | targets
+    problems = trap_problems(catalog, disabled)
+    if problems:
+        raise HostError(
+            f"cannot disable {', '.join(sorted(targets))}: PixSim7 aborts start-up when any installed "
+            f"plugin, even a disabled one, depends on a disabled plugin ({'; '.join(problems)}); "
+            "remove the dependent plugins (`pixsim-host plugins remove ID` for installed ones) or "
+            "keep it enabled"
+        )
+    enabled = sorted(set(config.plugins.enabled) - targets)
+    return PluginChange(enabled, sorted(disabled), sorted(targets - set(ids)))
+
+
+def registration_problems(config: HostConfig, catalog: Catalog) -> list[str]:
+    """Why the running backend's plugin set is not the one this host's config asks for."""
+    problems = []
+    for pid in config.plugins.enabled:
+        info = catalog.plugins.get(pid)
+        if info is None:
+            problems.append(f"{pid} is not known to the backend")
+        elif info.error:
+            problems.append(f"{pid} failed to load: {info.error}")
+        elif not info.enabled:
+            reason = ("its manifest disables it by default, which configuration cannot override"
+                      if not info.default_enabled else "the backend reports it disabled")
+            problems.append(f"{pid} is not enabled ({reason})")
+    for pid in config.plugins.disabled:
+        info = catalog.plugins.get(pid)
+        if info is not None and info.enabled:
+            problems.append(f"{pid} is still enabled although this host disables it")
+    for info in catalog.plugins.values():
+        if info.error and info.id not in config.plugins.disabled and info.id not in config.plugins.enabled:
+            problems.append(f"{info.id} failed to load: {info.error}")
+    return problems
+
+
+# ---- external plugin packages -------------------------------------------------------
+
+
+def _check_tree(root: Path, name: str) -> None:
+    count = size = 0
+    for path in root.rglob("*"):
+        mode = path.lstat().st_mode
+        if stat.S_ISLNK(mode):
+            raise HostError(f"plugin {name} contains a link ({path.relative_to(root)}); "
+                            "links are refused, copy the files instead")
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            raise HostError(f"plugin {name} contains a special file ({path.relative_to(root)})")
+        count += 1
+        size += path.lstat().st_size if stat.S_ISREG(mode) else 0
+        if count > MAX_PLUGIN_FILES or size > MAX_PLUGIN_BYTES:
+            raise HostError(
+                f"plugin {name} is larger than the limit ({MAX_PLUGIN_FILES} files, "
+                f"{MAX_PLUGIN_BYTES // (1024 * 1024)} MiB); ship media separately"
+            )
+
+
+def _validate_package(folder: Path) -> str:
+    name = folder.name
+    problem = plugin_id_problem(name)
+    if problem:
+        raise HostError(f"plugin folder name {name!r} {problem}; rename the folder")
+    if not (folder / "backend" / "manifest.py").is_file():
+        raise HostError(f"{name} is not a PixSim7 plugin package: {name}/backend/manifest.py is missing")
+    _check_tree(folder, name)
+    return name
+
+
+def _safe_members_tar(archive: tarfile.TarFile, source: Path) -> None:
+    total = 0
+    for member in archive.getmembers():
+        _check_member_name(member.name, source)
+        if member.issym() or member.islnk():
+            raise HostError(f"{source.name} contains a link ({member.name}); refused")
+        if not (member.isfile() or member.isdir()):
+            raise HostError(f"{source.name} contains a special file ({member.name}); refused")
+        total += member.size
+        if total > MAX_PLUGIN_BYTES or len(archive.getmembers()) > MAX_PLUGIN_FILES:
+            raise HostError(f"{source.name} unpacks to more than the plugin size limit; refused")
+
+
+def _safe_members_zip(archive: zipfile.ZipFile, source: Path) -> None:
+    total = 0
+    infos = archive.infolist()
+    if len(infos) > MAX_PLUGIN_FILES:
+        raise HostError(f"{source.name} has more than {MAX_PLUGIN_FILES} files; refused")
+    for info in infos:
+        _check_member_name(info.filename, source)
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise HostError(f"{source.name} contains a link ({info.filename}); refused")
+        total += info.file_size
+        if total > MAX_PLUGIN_BYTES:
+            raise HostError(f"{source.name} unpacks to more than the plugin size limit; refused")
+
+
+def _check_member_name(name: str, source: Path) -> None:
+    parts = Path(name).parts
+    if name.startswith(("/", "\\")) or (parts and ":" in parts[0]) or ".." in parts or "\\" in name:
+        raise HostError(f"{source.name} has a member outside its folder ({name!r}); refused")
+
+
+def _unpack(source: Path, into: Path) -> Path:
+    """Unpack an archive into ``into`` after checking every member; return its one folder."""
+    name = source.name.lower()
+    if name.endswith((".tar.gz", ".tgz")):
+        try:
+            with tarfile.open(source, "r:gz") as archive:
+                _safe_members_tar(archive, source)
+                archive.extractall(into, filter="data")
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise HostError(f"{source.name} is not a readable .tar.gz ({exc}); check the file") from None
+    elif name.endswith(".zip"):
+        try:
+            with zipfile.ZipFile(source) as archive:
+                _safe_members_zip(archive, source)
+                archive.extractall(into)
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise HostError(f"{source.name} is not a readable .zip ({exc}); check the file") from None
+    else:
+        raise HostError(f"{source.name}: a plugin package is a folder, a .tar.gz or a .zip")
+    entries = [p for p in into.iterdir()]
+    if len(entries) != 1 or not entries[0].is_dir():
+        raise HostError(f"{source.name} must hold exactly one folder, the plugin (named like its id)")
+    return entries[0]
+
+
+def install_package(host: HostDir, source: Path) -> str:
+    """Copy a validated plugin package into the host's plugins/; return its id."""
+    source = source.expanduser()
+    if not source.exists():
+        raise HostError(f"{source} does not exist; give a plugin folder, .tar.gz or .zip")
+    host.state_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=host.state_dir, prefix="install-") as tmp:
+        staging = Path(tmp) / "unpacked"
+        staging.mkdir()
+        if source.is_dir():
+            if source.is_symlink():
+                raise HostError(f"{source} is a link; give the plugin folder itself")
+            _check_tree(source, source.name)
+            folder = staging / source.name
+            shutil.copytree(source, folder, symlinks=True)
+        else:
+            folder = _unpack(source, staging)
+        name = _validate_package(folder)
+        target = host.plugins_dir / name
+        if target.exists():
+            raise HostError(f"plugin {name} is already installed; `pixsim-host plugins remove {name}` first")
+        host.plugins_dir.mkdir(exist_ok=True)
+        for path in [folder, *folder.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)  # the backend runs as another user
+        folder.rename(target)
+    return name
+
+
+def installed_ids(host: HostDir) -> list[str]:
+    if not host.plugins_dir.is_dir():
+        return []
+    return sorted(p.name for p in host.plugins_dir.iterdir() if (p / "backend" / "manifest.py").is_file())
+
+
+def static_manifest(folder: Path) -> dict[str, Any] | None:
+    """Read ``manifest = {...}`` or ``manifest = PluginManifest(...)`` without running it.
+
+    An installed package is untrusted until the backend loads it, and pixsim-host must
+    know its dependencies before that (to keep the dependency rule), so the manifest is
+    parsed, never imported. Values that are not literals are ignored.
+    """
+    import ast
+
+    try:
+        tree = ast.parse((folder / "backend" / "manifest.py").read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return None
+    for node in tree.body:
+        if not (isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "manifest" for t in node.targets)):
+            continue
+        value = node.value
+        pairs: list[tuple[str, ast.expr]] = []
+        if isinstance(value, ast.Dict):
+            pairs = [(k.value, v) for k, v in zip(value.keys, value.values, strict=True)
+                     if isinstance(k, ast.Constant) and isinstance(k.value, str)]
+        elif isinstance(value, ast.Call):
+            pairs = [(kw.arg, kw.value) for kw in value.keywords if kw.arg]
+        data: dict[str, Any] = {}
+        for key, expr in pairs:
+            try:
+                data[key] = ast.literal_eval(expr)
+            except ValueError:
+                continue
+        return data
+    return None
+
+
+def with_installed(catalog: Catalog, host: HostDir) -> Catalog:
+    """The catalog plus installed packages the backend has not loaded yet."""
+    extra: dict[str, PluginInfo] = {}
+    for pid in installed_ids(host):
+        if pid in catalog.plugins:
+            continue
+        manifest = static_manifest(host.plugins_dir / pid) or {}
+        extra[pid] = PluginInfo(
+            id=pid, name=str(manifest.get("name") or pid), version=str(manifest.get("version") or ""),
+            kind=manifest.get("kind"),
+            dependencies=tuple(str(d) for d in manifest.get("dependencies") or []),
+            source="external", enabled=False,
+            default_enabled=bool(manifest.get("enabled", True)),
+            description=str(manifest.get("description") or ""),
+        )
+    if not extra:
+        return catalog
+    return Catalog({**catalog.plugins, **extra}, catalog.taken_at, catalog.live)
