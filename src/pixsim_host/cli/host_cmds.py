@@ -54,11 +54,13 @@ def init(
         if options.name is None:
             options.name = typer.prompt("Host name", default=slugify(root.name) or "my-host")
         if options.model is None:
-            options.model = typer.prompt(
-                "Hosting model (self: just you; friend: a few friends; shared: a public server)",
-                default="self",
-                type=typer.Choice(list(HOSTING_MODELS)),
-            )
+            # A plain prompt checked here: newer Typer releases no longer export Choice.
+            question = "Hosting model (self: just you; friend: a few friends; shared: a public server)"
+            answer = typer.prompt(question, default="self")
+            while answer not in HOSTING_MODELS:
+                warn(f"choose one of {', '.join(HOSTING_MODELS)}")
+                answer = typer.prompt(question, default="self")
+            options.model = answer
         if options.model != "self" and options.bind is None:
             options.bind = typer.prompt("Listen address (0.0.0.0: every interface)", default="0.0.0.0")
     if fresh and options.name is None:
