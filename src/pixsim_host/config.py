@@ -180,6 +180,15 @@ class PluginsConfig(_Section):
         return self
 
 
+class LineageEntry(_Section):
+    """Where a cloned host came from: the origin keeps its identity, the clone records it."""
+
+    host_id: str
+    name: str
+    relation: Literal["cloned-from"] = "cloned-from"
+    at: str = ""
+
+
 class HostConfig(_Section):
     version: int = CONFIG_VERSION
     host_id: str
@@ -194,6 +203,7 @@ class HostConfig(_Section):
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     redis: RedisConfig = Field(default_factory=RedisConfig)
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
+    lineage: list[LineageEntry] = Field(default_factory=list)
 
     @field_validator("version")
     @classmethod
@@ -258,7 +268,7 @@ class HostConfig(_Section):
 
 
 # Keys a user may never change: they are the host's identity and file format.
-IMMUTABLE_KEYS = frozenset({"host_id", "version", "project"})
+IMMUTABLE_KEYS = frozenset({"host_id", "version", "project", "lineage"})
 
 
 def new_host_config(**values: Any) -> HostConfig:

@@ -201,7 +201,9 @@ def plan_enable(config: HostConfig, catalog: Catalog, ids: list[str]) -> PluginC
     if missing:
         raise HostError(f"cannot enable {', '.join(ids)}: it needs {', '.join(missing)}, which "
                         "this backend does not have; install it with `pixsim-host plugins install`")
-    also = sorted(wanted - set(ids))
+    # Only what was off is news: a requirement already enabled is not "also enabled".
+    already_on = effective_enabled(catalog, set(config.plugins.disabled))
+    also = sorted(wanted - set(ids) - already_on)
     enabled = sorted(set(config.plugins.enabled) | wanted)
     disabled = sorted(set(config.plugins.disabled) - wanted)
     return PluginChange(enabled, disabled, also)

@@ -17,6 +17,10 @@ from pixsim_host.hostdir import HostDir
 Progress = Callable[[str, str], None]
 PULL_POLICIES = ("missing", "always", "never")
 BACKEND = "backend"
+# The backend reads plugins/ only at start-up, so what is in it is part of the backend's
+# effective config: a digest of it, as a label, makes `up` recreate the backend when a
+# package was added, removed or edited there (by hand, or by `plugins install --no-restart`).
+PLUGINS_DIGEST_LABEL = "org.pixsim-host.plugins-digest"
 
 
 @dataclass
@@ -52,7 +56,7 @@ def open_runtime(host: HostDir, config: HostConfig, notes: list[str] | None = No
     from pixsim_host.envfile import read_secrets
     from pixsim_host.render import refresh_rendered
     from pixsim_host.runtime.compose import load_project
-    from pixsim_host.runtime.docker import DockerRuntime
+    from pixsim_host.runtime.docker import DockerRuntime, context_digest
     from pixsim_host.runtime.engine import connect
 
     secrets = read_secrets(host.secrets_file)
@@ -71,6 +75,9 @@ def open_runtime(host: HostDir, config: HostConfig, notes: list[str] | None = No
             f"compose.yaml names project {project.name!r} but this host is {config.project!r}; "
             "run `pixsim-host render`"
         )
+    backend = project.services.get(BACKEND)
+    if backend is not None:
+        backend.labels[PLUGINS_DIGEST_LABEL] = context_digest(host.plugins_dir)
     return DockerRuntime(connect(), project, config.host_id, secrets,
                          buildable_images=frozenset({REFERENCE_BACKEND_IMAGE}))
 

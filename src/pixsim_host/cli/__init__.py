@@ -11,7 +11,7 @@ import sys
 import typer
 
 from pixsim_host import __version__
-from pixsim_host.cli import config_cmd, host_cmds, lifecycle, plugins_cmd
+from pixsim_host.cli import backup_cmd, config_cmd, host_cmds, lifecycle, plugins_cmd
 from pixsim_host.errors import HostError
 
 app = typer.Typer(
@@ -40,6 +40,7 @@ def _root(
 
 host_cmds.register(app)
 lifecycle.register(app)
+backup_cmd.register(app)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(plugins_cmd.app, name="plugins")
 

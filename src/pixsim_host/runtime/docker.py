@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import queue
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -320,7 +321,8 @@ class DockerRuntime:
             )
 
     def apply(self, image_ids: dict[str, str], progress: Progress, deadline: float,
-              verified_elsewhere: frozenset[str] = frozenset()) -> ApplyResult:
+              verified_elsewhere: frozenset[str] = frozenset(),
+              only: frozenset[str] | None = None) -> ApplyResult:
         """Converge containers on the spec, level by level, waiting for health between levels.
 
         Services in ``verified_elsewhere`` (the backend, checked over HTTP by the caller,
@@ -334,6 +336,9 @@ class DockerRuntime:
         watcher = EventWatcher(self.api, self.project.name)
         try:
             for level in self.project.levels():
+                level = [name for name in level if only is None or name in only]
+                if not level:
+                    continue
                 with ThreadPoolExecutor(max_workers=len(level)) as pool:
                     futures = {
                         name: pool.submit(self._converge, self.project.services[name],
@@ -592,6 +597,132 @@ class DockerRuntime:
                 finished += 1
                 continue
             yield item
+
+
+    # ---- data in and out (backup and restore) ------------------------------------
+
+    def running_container(self, service: str) -> str:
+        state = self.containers().get(service)
+        if state is None or state.status != "running":
+            raise HostError(f"service {service!r} is not running; start the host with `pixsim-host up`")
+        return state.id
+
+    def exec_to_file(self, container_id: str, command: list[str], target: Path,
+                     environment: dict[str, str] | None = None) -> str:
+        """Run ``command`` in the container, streaming its stdout into ``target``.
+
+        Returns its stderr. The output never sits whole in memory: a database dump can be
+        larger than the machine's RAM.
+        """
+        exec_id = self.api.exec_create(container_id, command, stdout=True, stderr=True,
+                                       environment=environment)["Id"]
+        errors: list[bytes] = []
+        with target.open("wb") as handle:
+            for out, err in self.api.exec_start(exec_id, stream=True, demux=True):
+                if out:
+                    handle.write(out)
+                if err:
+                    errors.append(err)
+        stderr = b"".join(errors).decode("utf-8", "replace")
+        code = self.api.exec_inspect(exec_id).get("ExitCode")
+        if code != 0:
+            raise HostError(f"{command[0]} failed in the container (exit {code}): "
+                            f"{_first_line(stderr)}")
+        return stderr
+
+    def exec_run(self, container_id: str, command: list[str],
+                 environment: dict[str, str] | None = None) -> str:
+        """Run ``command`` in the container; its output, or a HostError if it failed."""
+        exec_id = self.api.exec_create(container_id, command, stdout=True, stderr=True,
+                                       environment=environment)["Id"]
+        output = self.api.exec_start(exec_id).decode("utf-8", "replace")
+        code = self.api.exec_inspect(exec_id).get("ExitCode")
+        if code != 0:
+            raise HostError(f"{command[0]} failed in the container (exit {code}): "
+                            f"{_first_line(output)}")
+        return str(output)
+
+    def copy_out(self, container_id: str, path: str, target: Path) -> None:
+        """Copy one file out of a container to ``target`` (streamed)."""
+        import tarfile
+        import tempfile
+
+        from docker.errors import NotFound
+
+        try:
+            stream, _ = self.api.get_archive(container_id, path)
+        except NotFound:
+            raise HostError(f"{path} does not exist in the container") from None
+        with tempfile.TemporaryFile() as spool:
+            for chunk in stream:
+                spool.write(chunk)
+            spool.seek(0)
+            with tarfile.open(fileobj=spool, mode="r|") as archive:
+                for member in archive:
+                    if member.isfile():
+                        source = archive.extractfile(member)
+                        assert source is not None
+                        with target.open("wb") as handle:
+                            shutil.copyfileobj(source, handle)
+                        return
+        raise HostError(f"{path} in the container is not a regular file")
+
+    def copy_in(self, container_id: str, directory: str, files: dict[str, Path]) -> None:
+        """Copy host files into a (possibly stopped) container's ``directory``."""
+        import tarfile
+        import tempfile
+
+        with tempfile.TemporaryFile() as spool:
+            with tarfile.open(fileobj=spool, mode="w") as archive:
+                for name, path in files.items():
+                    info = archive.gettarinfo(str(path), arcname=name)
+                    info.uid = info.gid = 0
+                    info.uname = info.gname = ""
+                    info.mode = 0o644
+                    with path.open("rb") as handle:
+                        archive.addfile(info, handle)
+            spool.seek(0)
+            if not self.api.put_archive(container_id, directory, spool):
+                raise HostError(f"could not copy files into {directory} in the container")
+
+    def oneoff(self, service: str, command: list[str], image_id: str) -> str:
+        """A stopped helper container with the service's image and volumes, no network.
+
+        Used to prepare a volume's data before the service itself first starts.
+        """
+        spec = self.project.services[service]
+        body = self._create_body(spec, image_id)
+        body["Cmd"] = command
+        body.pop("Healthcheck", None)
+        body["ExposedPorts"] = {}
+        body["Labels"] = {**body["Labels"], SERVICE_LABEL: f"{service}-oneoff",
+                          "com.docker.compose.oneoff": "True", HASH_LABEL: ""}
+        body["HostConfig"] = {**body["HostConfig"], "PortBindings": {}, "NetworkMode": "none",
+                              "RestartPolicy": {"Name": ""}}
+        body["NetworkingConfig"] = {}
+        created = self.api.create_container_from_config(body, name=None)
+        return str(created["Id"])
+
+    def remove_container(self, container_id: str) -> None:
+        from docker.errors import NotFound
+
+        with contextlib.suppress(NotFound):
+            self.api.remove_container(container_id, force=True, v=False)
+
+    def start_container(self, container_id: str) -> None:
+        self.api.start(container_id)
+
+    def project_resources(self) -> tuple[list[str], list[str]]:
+        """(containers, volumes) of this host's project: what a fresh restore must not find."""
+        label = f"{PROJECT_LABEL}={self.project.name}"
+        containers = [c["Id"] for c in self.api.containers(all=True, filters={"label": [label]})]
+        volumes = [v["Name"] for v in (self.api.volumes(filters={"label": label}).get("Volumes") or [])]
+        return containers, volumes
+
+
+def _first_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "no output"
 
 
 class EventWatcher:

@@ -1,0 +1,527 @@
+"""Backup bundles: take one from a running host, restore or clone a host from one.
+
+A bundle is a ``.tar.gz`` whose first member, ``manifest.json``, records where it came
+from (origin host_id, name, model, versions, plugin set) and a sha256 and size for every
+other member. A bundle is untrusted input: it is fully verified into a private staging
+directory before anything on disk or in a volume is touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+import time
+import uuid
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pixsim_host import __version__
+from pixsim_host.config import HostConfig, load_config, parse_config, save_config, slugify
+from pixsim_host.envfile import generate_secrets, read_secrets, write_secrets
+from pixsim_host.errors import HostError
+from pixsim_host.fsutil import atomic_write
+from pixsim_host.hostdir import HostDir
+
+FORMAT = "pixsim-host-bundle"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+DATABASE_MEMBER = "database.dump"
+REDIS_MEMBER = "redis/dump.rdb"
+CONFIG_MEMBER = "pixsim-host.yaml"
+SECRETS_MEMBER = "secrets.env"
+PLUGINS_PREFIX = "plugins/"
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+IDENTITY_TABLE = "pixsim_host_identity"  # where the reference backend keeps its host_id
+
+Progress = Callable[[str, str], None]
+
+
+@dataclass
+class BackupResult:
+    path: Path
+    size: int
+    manifest: dict[str, Any]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ---- backup -----------------------------------------------------------------------------
+
+
+def backup(host: HostDir, config: HostConfig, *, output: Path | None, include_secrets: bool,
+           progress: Progress) -> BackupResult:
+    from pixsim_host import stack
+    from pixsim_host.health import get_json, make_client, probe_status
+
+    runtime = stack.open_runtime(host, config)
+    report, why = probe_status(config.local_url, config.host_id)
+    if report is None:
+        raise HostError(f"host {config.name!r} is not running and healthy ({why}); a backup needs "
+                        "its database: start it with `pixsim-host up` and retry")
+    db = runtime.running_container("db")
+    redis = runtime.running_container("redis")
+    with make_client() as client:
+        version = get_json(client, config.local_url, "/api/v1/version")
+        plugin_list = get_json(client, config.local_url, "/api/v1/admin/plugins/list")
+    enabled = sorted(
+        str(p.get("id")) for p in [*(plugin_list.get("feature_plugins") or []),
+                                   *(plugin_list.get("route_plugins") or [])]
+        if isinstance(p, dict) and p.get("enabled")
+    )
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    target = (output or host.root / "backups" / f"{config.project}-{stamp}.tar.gz").expanduser().resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".backup-") as tmp:
+        staging = Path(tmp)
+        progress("db", "dumping the database (pg_dump, custom format)")
+        runtime.exec_to_file(db, ["pg_dump", "-Fc", "-U", config.database.user, "-d",
+                                  config.database.name], staging / DATABASE_MEMBER)
+        progress("redis", "saving and copying the Redis data")
+        runtime.exec_run(redis, ["redis-cli", "SAVE"])
+        (staging / "redis").mkdir()
+        runtime.copy_out(redis, "/data/dump.rdb", staging / REDIS_MEMBER)
+        shutil.copyfile(host.config_file, staging / CONFIG_MEMBER)
+        if include_secrets:
+            shutil.copyfile(host.secrets_file, staging / SECRETS_MEMBER)
+        if host.plugins_dir.is_dir():
+            shutil.copytree(host.plugins_dir, staging / "plugins", symlinks=True)
+        members = {
+            str(path.relative_to(staging)): {"sha256": _sha256(path), "size": path.stat().st_size}
+            for path in sorted(staging.rglob("*")) if path.is_file()
+        }
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "pixsim_host_version": __version__,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "origin": {"host_id": config.host_id, "name": config.name, "model": config.model,
+                       "project": config.project},
+            "lineage": [entry.model_dump() for entry in config.lineage],
+            "backend_version": version,
+            "server_info": report.info,
+            "plugins_enabled": enabled,
+            "includes_secrets": include_secrets,
+            "members": members,
+        }
+        progress("host", f"writing {target.name}")
+        mode = 0o600 if include_secrets else 0o644
+        partial = target.with_name(f".{target.name}.partial")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        try:
+            with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as archive:
+                data = json.dumps(manifest, indent=2, sort_keys=True).encode()
+                info = tarfile.TarInfo(MANIFEST)
+                info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
+                archive.addfile(info, _BytesReader(data))
+                for name in members:
+                    archive.add(staging / name, arcname=name, recursive=False, filter=_normalize)
+            os.chmod(partial, mode)
+            os.replace(partial, target)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+    return BackupResult(target, target.stat().st_size, manifest)
+
+
+class _BytesReader:
+    def __init__(self, data: bytes) -> None:
+        self._data, self._pos = data, 0
+
+    def read(self, size: int = -1) -> bytes:
+        end = len(self._data) if size < 0 else self._pos + size
+        chunk, self._pos = self._data[self._pos:end], min(end, len(self._data))
+        return chunk
+
+
+def _normalize(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.mode = 0o644
+    return info
+
+
+# ---- verification -------------------------------------------------------------------------
+
+
+@dataclass
+class VerifiedBundle:
+    manifest: dict[str, Any]
+    staging: Path  # every member, checked, under this private directory
+    config: HostConfig
+
+    @property
+    def origin(self) -> dict[str, Any]:
+        return dict(self.manifest.get("origin") or {})
+
+
+def _member_name_ok(name: str) -> bool:
+    parts = name.split("/")
+    if name.startswith("/") or "\\" in name or any(p in ("", ".", "..") for p in parts):
+        return False
+    return name in (MANIFEST, DATABASE_MEMBER, REDIS_MEMBER, CONFIG_MEMBER, SECRETS_MEMBER) or (
+        name.startswith(PLUGINS_PREFIX) and len(parts) >= 2
+    ) or name in ("redis", "plugins")
+
+
+@contextlib.contextmanager
+def verified_bundle(bundle: Path) -> Iterator[VerifiedBundle]:
+    """Check a bundle completely (format, every member, every checksum) into a staging dir."""
+    bundle = bundle.expanduser()
+    if not bundle.is_file():
+        raise HostError(f"{bundle} does not exist or is not a file; give a bundle made by "
+                        "`pixsim-host backup`")
+    with tempfile.TemporaryDirectory(prefix="pixsim-host-restore-") as tmp:
+        staging = Path(tmp)
+        os.chmod(staging, 0o700)
+        manifest = _extract_checked(bundle, staging)
+        try:
+            config = load_config(staging / CONFIG_MEMBER)
+        except HostError as exc:
+            raise HostError(f"{bundle.name}: its pixsim-host.yaml is not valid ({exc.message})") from None
+        origin = manifest.get("origin") or {}
+        if origin.get("host_id") != config.host_id:
+            raise HostError(f"{bundle.name}: its manifest and its config name different hosts; "
+                            "the bundle was altered")
+        yield VerifiedBundle(manifest, staging, config)
+
+
+def _extract_checked(bundle: Path, staging: Path) -> dict[str, Any]:
+    name = bundle.name
+    try:
+        with tarfile.open(bundle, mode="r|gz") as archive:
+            first = next(iter(archive), None)
+            if first is None or first.name != MANIFEST or not first.isfile():
+                raise HostError(f"{name} is not a pixsim-host bundle (no manifest.json first)")
+            if first.size > MAX_MANIFEST_BYTES:
+                raise HostError(f"{name}: manifest.json is implausibly large; refused")
+            handle = archive.extractfile(first)
+            assert handle is not None
+            try:
+                manifest = json.loads(handle.read())
+            except ValueError:
+                raise HostError(f"{name}: manifest.json is not valid JSON; the bundle is corrupt") from None
+            _check_manifest(manifest, name)
+            expected: dict[str, dict[str, Any]] = manifest["members"]
+            seen: set[str] = set()
+            for member in archive:
+                if member is first:  # a streaming TarFile yields members it already read
+                    continue
+                if not _member_name_ok(member.name):
+                    raise HostError(f"{name} has an unexpected member {member.name!r}; refused")
+                if member.isdir():
+                    continue
+                if not member.isfile():
+                    raise HostError(f"{name} has a link or special file ({member.name}); refused")
+                spec = expected.get(member.name)
+                if spec is None:
+                    raise HostError(f"{name} has a member the manifest does not list "
+                                    f"({member.name}); refused")
+                if member.size != spec["size"]:
+                    raise HostError(f"{name}: {member.name} is {member.size} bytes, the manifest "
+                                    f"says {spec['size']}; refused")
+                if member.name in seen:
+                    raise HostError(f"{name} has {member.name} twice; refused")
+                seen.add(member.name)
+                target = staging / member.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                source = archive.extractfile(member)
+                assert source is not None
+                digest = hashlib.sha256()
+                written = 0
+                with target.open("wb") as out:
+                    while block := source.read(1 << 20):
+                        written += len(block)
+                        if written > spec["size"]:
+                            raise HostError(f"{name}: {member.name} is larger than the manifest says")
+                        digest.update(block)
+                        out.write(block)
+                if digest.hexdigest() != spec["sha256"]:
+                    raise HostError(f"{name}: checksum mismatch for {member.name}; the bundle is "
+                                    "corrupt or was altered")
+    except HostError:
+        raise
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        raise HostError(f"{name} is truncated or corrupt ({type(exc).__name__}: {exc}); "
+                        "use another copy of the backup") from None
+    missing = sorted(set(expected) - seen)
+    if missing:
+        raise HostError(f"{name} lacks {', '.join(missing)}; the bundle is truncated or incomplete")
+    return dict(manifest)
+
+
+def _check_manifest(manifest: Any, name: str) -> None:
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise HostError(f"{name} is not a pixsim-host bundle (unknown format)")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise HostError(f"{name} uses bundle format {manifest.get('format_version')}; this "
+                        f"pixsim-host ({__version__}) reads format {FORMAT_VERSION}")
+    members = manifest.get("members")
+    if not isinstance(members, dict) or not all(
+        isinstance(k, str) and _member_name_ok(k) and isinstance(v, dict)
+        and isinstance(v.get("sha256"), str) and isinstance(v.get("size"), int) and v["size"] >= 0
+        for k, v in members.items()
+    ):
+        raise HostError(f"{name}: manifest.json has an invalid member list; refused")
+    for required in (DATABASE_MEMBER, REDIS_MEMBER, CONFIG_MEMBER):
+        if required not in members:
+            raise HostError(f"{name}: the manifest lists no {required}; refused")
+
+
+# ---- restore and clone --------------------------------------------------------------------
+
+
+def restore(bundle_path: Path, target: Path, *, port: int | None, name: str | None,
+            clone: bool, progress: Progress, timeout: float = 180.0,
+            confirm_existing: bool = False) -> tuple[HostDir, HostConfig]:
+    """Rebuild a host from a bundle into ``target``: the same host (restore) or a new one (clone)."""
+    from pixsim_host.create import pick_port
+
+    target = target.expanduser().resolve()
+    with verified_bundle(bundle_path) as bundle:
+        progress("host", f"bundle verified: {len(bundle.manifest['members'])} members, "
+                         f"origin {bundle.origin.get('name')} ({bundle.origin.get('host_id')})")
+        host = HostDir(target)
+        existing = load_config(host.config_file) if host.exists() else None
+        if existing is not None:
+            if clone:
+                raise HostError(f"{target} already holds a host; clone into a new directory")
+            if existing.host_id != bundle.config.host_id:
+                raise HostError(
+                    f"{target} holds host {existing.host_id}, but the bundle is of host "
+                    f"{bundle.config.host_id}; restore into a new directory, or use `clone`"
+                )
+            if not confirm_existing:
+                raise HostError(f"restoring replaces the data of host {existing.name!r} in {target}; "
+                                "pass --yes to confirm (a safety backup is taken first)")
+            return _restore_over_existing(bundle, host, existing, progress, timeout)
+        if target.exists() and any(target.iterdir()):
+            raise HostError(f"{target} exists and is not empty; restore into a new directory")
+
+        data = bundle.config.model_dump(mode="json")
+        if clone:
+            new_name = name or f"{bundle.config.name} clone"
+            data.update(
+                host_id=str(uuid.uuid4()), name=new_name, project=f"pixsim-{slugify(new_name)}",
+                lineage=[*data.get("lineage", []), {
+                    "host_id": bundle.config.host_id, "name": bundle.config.name,
+                    "relation": "cloned-from",
+                    "at": datetime.now(UTC).isoformat(timespec="seconds"),
+                }],
+            )
+        elif name:
+            data["name"] = name
+        config = parse_config(data, source="the restored config")
+        bind = config.backend.bind
+        if port is not None:
+            data["backend"]["port"] = port
+        elif clone:
+            data["backend"]["port"] = pick_port(bind, set(), start=config.backend.port + 1)
+        config = parse_config(data, source="the restored config")
+
+        secrets_file = bundle.staging / SECRETS_MEMBER
+        secrets = None
+        if secrets_file.is_file() and not clone:
+            os.chmod(secrets_file, 0o600)
+            secrets = read_secrets(secrets_file)
+        _refuse_project_in_use(config)
+        created_dir = not target.exists()
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+            write_secrets(host.secrets_file, secrets or generate_secrets(), config.host_id)
+            _load_into(bundle, host, config, progress, timeout,
+                       restamp=bundle.config.host_id if clone else None)
+        except BaseException:
+            progress("host", "restore failed: removing what it created")
+            _undo_new_host(host, config, created_dir)
+            raise
+        return host, config
+
+
+def _refuse_project_in_use(config: HostConfig) -> None:
+    """A new host must not adopt another's containers or volumes (the origin may run here)."""
+    from pixsim_host.runtime.docker import PROJECT_LABEL
+    from pixsim_host.runtime.engine import connect
+
+    api = connect().api
+    label = f"{PROJECT_LABEL}={config.project}"
+    if api.containers(all=True, filters={"label": [label]}) or (
+            api.volumes(filters={"label": label}).get("Volumes")):
+        raise HostError(
+            f"Docker project {config.project!r} already has containers or volumes on this engine "
+            "(is the origin host still here?); `pixsim-host down --volumes` it first, or make a "
+            "new host from the bundle with `pixsim-host clone`"
+        )
+
+
+def _load_into(bundle: VerifiedBundle, host: HostDir, config: HostConfig, progress: Progress,
+               timeout: float, *, restamp: str | None) -> None:
+    """Write the host files, fill fresh volumes from the bundle, bring the host up verified."""
+    from pixsim_host import stack
+    from pixsim_host.render import render_host, write_rendered
+
+    rendered = render_host(host, config)
+    save_config(config, host.config_file)
+    write_rendered(host, rendered)
+    if host.plugins_dir.exists():
+        shutil.rmtree(host.plugins_dir)
+    if (bundle.staging / "plugins").is_dir():
+        shutil.copytree(bundle.staging / "plugins", host.plugins_dir)
+    else:
+        host.plugins_dir.mkdir()
+    for path in [host.plugins_dir, *host.plugins_dir.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+    runtime = stack.open_runtime(host, config)
+    deadline = time.monotonic() + timeout
+    image_ids = runtime.ensure_images("missing", progress)
+    runtime.ensure_network_and_volumes()
+
+    progress("redis", "loading the Redis data into its volume")
+    helper = runtime.oneoff("redis", ["redis-server", "--appendonly", "no", "--dir", "/data",
+                                      "--save", "", "--port", "6399", "--bind", "127.0.0.1"],
+                            image_ids["redis"])
+    try:
+        runtime.copy_in(helper, "/data", {"dump.rdb": bundle.staging / REDIS_MEMBER})
+        runtime.start_container(helper)
+        _wait_for(lambda: _redis_ping(runtime, helper), deadline, "the Redis loader")
+        # Rebuild the append-only file from the loaded data: Redis ignores dump.rdb at
+        # start-up when appendonly is on, so this is what makes the data survive.
+        runtime.exec_run(helper, ["redis-cli", "-p", "6399", "CONFIG", "SET", "appendonly", "yes"])
+        _wait_for(lambda: _aof_done(runtime, helper), deadline, "the Redis append-only rewrite")
+        runtime.exec_run(helper, ["redis-cli", "-p", "6399", "SAVE"])
+    finally:
+        runtime.remove_container(helper)
+
+    result = runtime.apply(image_ids, progress, deadline, verified_elsewhere=frozenset({"backend"}),
+                           only=frozenset({"db", "redis"}))
+    result.watcher.close()
+    db = runtime.running_container("db")
+    progress("db", "restoring the database (pg_restore)")
+    runtime.copy_in(db, "/tmp", {"pixsim-restore.dump": bundle.staging / DATABASE_MEMBER})
+    try:
+        runtime.exec_run(db, ["pg_restore", "--clean", "--if-exists", "--no-owner", "--exit-on-error",
+                              "-U", config.database.user, "-d", config.database.name,
+                              "/tmp/pixsim-restore.dump"])
+    finally:
+        with contextlib.suppress(HostError):
+            runtime.exec_run(db, ["rm", "-f", "/tmp/pixsim-restore.dump"])
+    secrets = read_secrets(host.secrets_file)
+    # The role's password must match this host's .env: it differs from the origin's when
+    # the bundle carried no secrets. Passed through the environment, never the command line.
+    runtime.exec_run(db, ["sh", "-c", _SET_PASSWORD_SCRIPT],
+                     environment={"PGUSER": config.database.user, "PGDATABASE": config.database.name,
+                                  "NEW_PASSWORD": secrets["POSTGRES_PASSWORD"]})
+    if restamp is not None:
+        progress("db", f"re-stamping the stored identity to {config.host_id}")
+        runtime.exec_run(db, ["psql", "-v", "ON_ERROR_STOP=1", "-q", "-U", config.database.user,
+                              "-d", config.database.name, "-c",
+                              f"DO $$ BEGIN IF to_regclass('{IDENTITY_TABLE}') IS NOT NULL THEN "
+                              f"UPDATE {IDENTITY_TABLE} SET host_id = '{config.host_id}'; "
+                              "END IF; END $$;"])
+    stack.up(host, config, pull="missing", timeout=max(30.0, deadline - time.monotonic()),
+             progress=progress)
+
+
+# psql interpolates :"role" and :'pw' (quoted safely) only in input it reads, not in -c.
+_SET_PASSWORD_SCRIPT = (
+    'psql -v ON_ERROR_STOP=1 -q -v pw="$NEW_PASSWORD" -v role="$PGUSER" <<\'SQL\'\n'
+    "ALTER ROLE :\"role\" PASSWORD :'pw';\n"
+    "SQL\n"
+)
+
+
+def _redis_ping(runtime: Any, container: str) -> bool:
+    try:
+        return "PONG" in runtime.exec_run(container, ["redis-cli", "-p", "6399", "PING"])
+    except HostError:
+        return False
+
+
+def _aof_done(runtime: Any, container: str) -> bool:
+    info = runtime.exec_run(container, ["redis-cli", "-p", "6399", "INFO", "persistence"])
+    return all(flag in info for flag in (
+        "aof_enabled:1", "aof_rewrite_in_progress:0", "aof_rewrite_scheduled:0",
+        "aof_last_bgrewrite_status:ok"))
+
+
+def _wait_for(check: Callable[[], bool], deadline: float, what: str) -> None:
+    while not check():
+        if time.monotonic() > deadline:
+            raise HostError(f"{what} did not finish before the timeout; retry with a larger --timeout")
+        time.sleep(0.1)
+
+
+def _undo_new_host(host: HostDir, config: HostConfig, created_dir: bool) -> None:
+    """Remove every container, volume and file a failed restore created."""
+    with contextlib.suppress(Exception):
+        from pixsim_host import stack
+
+        runtime = stack.open_runtime(host, config)
+        runtime.stop_and_remove(lambda _s, _m: None)
+        runtime.remove_volumes(runtime.volumes())
+    if created_dir:
+        shutil.rmtree(host.root, ignore_errors=True)
+    else:
+        for child in host.root.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+
+
+def _restore_over_existing(bundle: VerifiedBundle, host: HostDir, existing: HostConfig,
+                           progress: Progress, timeout: float) -> tuple[HostDir, HostConfig]:
+    """Same host_id, existing directory: safety backup, replace the data, fall back on failure."""
+    from pixsim_host import stack
+
+    progress("host", "taking a safety backup of the current state first")
+    safety = backup(host, existing, output=host.root / "backups" / (
+        f"safety-before-restore-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.tar.gz"),
+        include_secrets=True, progress=progress).path
+    config = parse_config({**bundle.config.model_dump(mode="json"),
+                           "backend": existing.backend.model_dump(mode="json")},
+                          source="the restored config")
+    original_config = host.config_file.read_bytes()
+    original_plugins = host.state_dir / "plugins-before-restore"
+    if original_plugins.exists():
+        shutil.rmtree(original_plugins)
+    if host.plugins_dir.is_dir():
+        shutil.copytree(host.plugins_dir, original_plugins)
+
+    def wipe() -> None:
+        runtime = stack.open_runtime(host, existing)
+        runtime.stop_and_remove(progress)
+        runtime.remove_volumes(runtime.volumes())
+
+    wipe()
+    try:
+        _load_into(bundle, host, config, progress, timeout, restamp=None)
+    except BaseException as failure:
+        progress("host", "restore failed: putting the previous state back from the safety backup")
+        atomic_write(host.config_file, original_config)
+        with verified_bundle(safety) as previous:
+            with contextlib.suppress(Exception):
+                wipe()
+            _load_into(previous, host, existing, progress, timeout, restamp=None)
+        if isinstance(failure, HostError):
+            raise HostError(f"{failure.message}; the host was put back as it was (safety backup "
+                            f"{safety})", details=failure.details) from None
+        raise
+    finally:
+        shutil.rmtree(original_plugins, ignore_errors=True)
+    return host, config
