@@ -263,15 +263,14 @@ def registration_problems(config: HostConfig, catalog: Catalog) -> list[str]:
 
 
 def _check_tree(root: Path, name: str) -> None:
-    count = size = 0
-    for path in root.rglob("*"):
+    size = 0
+    for count, path in enumerate(root.rglob("*"), start=1):
         mode = path.lstat().st_mode
         if stat.S_ISLNK(mode):
             raise HostError(f"plugin {name} contains a link ({path.relative_to(root)}); "
                             "links are refused, copy the files instead")
         if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
             raise HostError(f"plugin {name} contains a special file ({path.relative_to(root)})")
-        count += 1
         size += path.lstat().st_size if stat.S_ISREG(mode) else 0
         if count > MAX_PLUGIN_FILES or size > MAX_PLUGIN_BYTES:
             raise HostError(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from pixsim_host.config import HostConfig
 
 DirOption = Annotated[
-    Optional[Path],  # noqa: UP045 - Typer reads the annotation at runtime
+    Path | None,
     typer.Option(
         "--dir",
         "-d",

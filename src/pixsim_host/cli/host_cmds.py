@@ -3,37 +3,35 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from pixsim_host.cli.common import DirOption, JsonOption, YesOption, open_host, stdin_is_tty
 from pixsim_host.cli.output import info, print_json, warn
 
-Opt = Optional  # noqa: UP045 - Typer reads these annotations at runtime
-
 
 def init(
     directory: Annotated[
         Path, typer.Argument(help="Where to create the host (created if missing).")
     ] = Path("."),
-    name: Annotated[Opt[str], typer.Option(help="Host name; its slug names the Docker project.")] = None,
+    name: Annotated[str | None, typer.Option(help="Host name; its slug names the Docker project.")] = None,
     model: Annotated[
-        Opt[str], typer.Option(help="Hosting model: self, friend or shared.", show_default=False)
+        str | None, typer.Option(help="Hosting model: self, friend or shared.", show_default=False)
     ] = None,
-    port: Annotated[Opt[int], typer.Option(help="Backend port (default: the first free from 8000).")] = None,
+    port: Annotated[int | None, typer.Option(help="Backend port (default: first free from 8000).")] = None,
     bind: Annotated[
-        Opt[str], typer.Option(help="Address the backend listens on (127.0.0.1 for 'self').")
+        str | None, typer.Option(help="Address the backend listens on (127.0.0.1 for 'self').")
     ] = None,
     public_url: Annotated[
-        Opt[str], typer.Option(help="URL clients use when it differs (TLS proxy, DNS name).")
+        str | None, typer.Option(help="URL clients use when it differs (TLS proxy, DNS name).")
     ] = None,
-    description: Annotated[Opt[str], typer.Option(help="Shown to clients in server info.")] = None,
+    description: Annotated[str | None, typer.Option(help="Shown to clients in server info.")] = None,
     backend_image: Annotated[
-        Opt[str], typer.Option(help="Backend image (default: the bundled reference backend).")
+        str | None, typer.Option(help="Backend image (default: the bundled reference backend).")
     ] = None,
-    postgres_image: Annotated[Opt[str], typer.Option(help="PostgreSQL image.")] = None,
-    redis_image: Annotated[Opt[str], typer.Option(help="Redis image.")] = None,
+    postgres_image: Annotated[str | None, typer.Option(help="PostgreSQL image.")] = None,
+    redis_image: Annotated[str | None, typer.Option(help="Redis image.")] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Re-render an existing host; host_id and secrets are kept.")
     ] = False,

@@ -159,7 +159,8 @@ def _labels(node: Any, where: str) -> dict[str, str]:
     if node is None:
         return {}
     if isinstance(node, list):
-        return dict(str(item).split("=", 1) if "=" in str(item) else (str(item), "") for item in node)
+        pairs = [str(item).partition("=") for item in node]
+        return {key: value for key, _, value in pairs}
     if isinstance(node, dict):
         return {str(k): "" if v is None else str(v) for k, v in node.items()}
     raise HostError(f"compose.yaml {where}: labels must be a mapping or a list")

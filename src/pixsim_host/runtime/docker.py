@@ -349,9 +349,10 @@ class DockerRuntime:
                         actions[name], current[name] = future.result()
                 waiting = [name for name in level if name not in verified_elsewhere]
                 with ThreadPoolExecutor(max_workers=max(1, len(waiting))) as pool:
-                    for future in [pool.submit(self.wait_ready, name, current[name], deadline,
-                                               watcher, progress) for name in waiting]:
-                        future.result()
+                    waits = [pool.submit(self.wait_ready, name, current[name], deadline,
+                                         watcher, progress) for name in waiting]
+                    for wait in waits:
+                        wait.result()
         except BaseException:
             watcher.close()
             raise
