@@ -125,7 +125,41 @@ def _origin(value: str) -> str:
     return value
 
 
+def _replicas(value: int) -> int:
+    if not 1 <= value <= 100:
+        raise ValueError("must be between 1 and 100")
+    return value
+
+
+def _dns_label(value: str) -> str:
+    if not re.match(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", value):
+        raise ValueError("must be a DNS label: lowercase letters, digits and '-', at most 63")
+    return value
+
+
+def _dns_name(value: str) -> str:
+    if len(value) > 253 or not all(re.match(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", part)
+                                   for part in value.split(".")):
+        raise ValueError("must be a DNS name such as pixsim.example.org")
+    return value
+
+
+def _quantity(value: str) -> str:
+    if not re.match(r"^[1-9][0-9]*(Mi|Gi|Ti)$", value):
+        raise ValueError("must be a size such as 10Gi or 500Mi")
+    return value
+
+
+def _external_url(value: str) -> str:
+    if re.match(r"^[a-z]+://[^/@]*:[^/@]*@", value):
+        raise ValueError("must not contain a password (it belongs in .env)")
+    if _CONTROL.search(value) or " " in value:
+        raise ValueError("must be a URL without spaces")
+    return value
+
+
 HostName = Annotated[str, AfterValidator(_host_name)]
+ExternalUrl = Annotated[str, AfterValidator(_external_url)]
 Port = Annotated[int, AfterValidator(_port)]
 Image = Annotated[str, AfterValidator(_image)]
 SqlName = Annotated[str, AfterValidator(_sql_name)]
@@ -146,6 +180,8 @@ class BackendConfig(_Section):
     public_url: Url | None = None
     cors_origins: list[Origin] = Field(default_factory=lambda: list(LOCAL_CLIENT_ORIGINS))
     command: list[str] | None = None
+    # Kubernetes only: the backend is stateless apart from PostgreSQL and Redis.
+    replicas: Annotated[int, AfterValidator(_replicas)] = 1
 
     @field_validator("bind")
     @classmethod
@@ -161,10 +197,41 @@ class DatabaseConfig(_Section):
     image: Image = DEFAULT_POSTGRES_IMAGE
     user: SqlName = "pixsim"
     name: SqlName = "pixsim"
+    # Kubernetes only: a managed PostgreSQL instead of the in-cluster one. No password
+    # here: it is POSTGRES_PASSWORD in .env.
+    url: ExternalUrl | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("postgresql://"):
+            raise ValueError("must start with postgresql:// (PixSim7 derives its async URL from it)")
+        return value
 
 
 class RedisConfig(_Section):
     image: Image = DEFAULT_REDIS_IMAGE
+    # Kubernetes only: a managed Redis (one per host: the event bus channel is fixed).
+    url: ExternalUrl | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://")):
+            raise ValueError("must start with redis:// or rediss://")
+        return value
+
+
+class KubernetesConfig(_Section):
+    namespace: Annotated[str, AfterValidator(_dns_label)] = "pixsim"
+    context: str | None = None
+    service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
+    ingress_host: Annotated[str, AfterValidator(_dns_name)] | None = None
+    ingress_class: str | None = None
+    tls_secret: Annotated[str, AfterValidator(_dns_label)] | None = None
+    storage_class: str | None = None
+    database_storage: Annotated[str, AfterValidator(_quantity)] = "10Gi"
+    redis_storage: Annotated[str, AfterValidator(_quantity)] = "1Gi"
 
 
 class PluginsConfig(_Section):
@@ -198,11 +265,12 @@ class HostConfig(_Section):
     project: str = ""
     description: FreeText = ""
     model: HostingModel = "self"
-    runtime: Literal["docker"] = "docker"
+    runtime: Literal["docker", "kubernetes"] = "docker"
     backend: BackendConfig = Field(default_factory=BackendConfig)
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     redis: RedisConfig = Field(default_factory=RedisConfig)
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
+    kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
     lineage: list[LineageEntry] = Field(default_factory=list)
 
     @field_validator("version")
@@ -276,13 +344,15 @@ def new_host_config(**values: Any) -> HostConfig:
     return parse_config({"host_id": str(uuid.uuid4()), **values}, source="the new host config")
 
 
-def parse_config(data: Any, *, source: str) -> HostConfig:
+def parse_config(data: Any, *, source: str, hint: str | None = None) -> HostConfig:
     if not isinstance(data, dict):
         raise ConfigError(source, ["the file must be a YAML mapping of keys to values"])
     try:
         return HostConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(source, _problems(exc)) from None
+        if hint is None:
+            raise ConfigError(source, _problems(exc)) from None
+        raise ConfigError(source, _problems(exc), hint) from None
 
 
 def load_config(path: Path) -> HostConfig:
@@ -346,7 +416,7 @@ def set_key(config: HostConfig, key: str, raw: str) -> HostConfig:
         node = node[part]
     current = node[parts[-1]]
     node[parts[-1]] = _parse_cli_value(raw, current)
-    return parse_config(data, source="the new value")
+    return parse_config(data, source="the new value", hint="nothing was changed; give a valid value")
 
 
 def _parse_cli_value(raw: str, current: Any) -> Any:

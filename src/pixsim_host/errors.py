@@ -24,9 +24,9 @@ class HostError(Exception):
 class ConfigError(HostError):
     """The host configuration is invalid; ``problems`` holds one line per problem."""
 
-    def __init__(self, source: str, problems: list[str]) -> None:
+    def __init__(self, source: str, problems: list[str],
+                 hint: str = "fix the file (or use `pixsim-host config set`) and retry") -> None:
         noun = "problem" if len(problems) == 1 else "problems"
         head = f"{source} has {len(problems)} {noun}: " + "; ".join(problems)
-        super().__init__(head + ". Fix the file (or use `pixsim-host config set`) and retry.",
-                         exit_code=2)
+        super().__init__(f"{head}; {hint}", exit_code=2)
         self.problems = problems
