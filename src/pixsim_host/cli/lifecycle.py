@@ -110,6 +110,8 @@ def status(directory: DirOption = None, as_json: JsonOption = False) -> None:
     report = stack.status(host, config)
     if as_json:
         print_json(report)
+    elif all(service["state"] == "missing" for service in report["services"].values()):
+        info(f"Host {config.name!r} ({config.host_id}) is not running; start it with `pixsim-host up`.")
     else:
         verdict = "healthy" if report["healthy"] else "NOT healthy"
         info(f"Host {config.name!r} ({config.host_id}) is {verdict}.")
