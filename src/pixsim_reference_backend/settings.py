@@ -160,10 +160,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if "plugin_denylist" in env:
         denylist = _parse_id_list("PLUGIN_DENYLIST", env["plugin_denylist"], problems)
 
-    if "cors_origins" in env:
-        cors = _parse_cors(env["cors_origins"], problems)
-    else:
-        cors = list(DEFAULT_CORS_ORIGINS)
+    cors = (_parse_cors(env["cors_origins"], problems) if "cors_origins" in env
+            else list(DEFAULT_CORS_ORIGINS))
 
     port = 8000
     if "port" in env:
