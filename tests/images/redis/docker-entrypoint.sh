@@ -15,16 +15,20 @@ if [ "$1" = redis-server ]; then
     # options in order, the last one wins) and after a config file (which must come first),
     # and only when that config file does not set them itself.
     conf=
+    info=
     case "${1:-}" in
+        # Informational modes, which redis-server only recognises as its first argument.
+        -v | --version | -h | --help | --test-memory | --check-system) info=1 ;;
         -* | '') ;;
         *) conf="$1"; shift ;;
     esac
+    sets_in_conf() {
+        [ -n "$conf" ] && grep -Eqi "^[[:space:]]*$1[[:space:]]" "$conf" 2>/dev/null
+    }
     defaults=
-    if [ -z "$conf" ] || ! grep -Eqi '^[[:space:]]*protected-mode[[:space:]]' "$conf" 2>/dev/null; then
-        defaults="--protected-mode no"
-    fi
-    if [ -z "$conf" ] || ! grep -Eqi '^[[:space:]]*dir[[:space:]]' "$conf" 2>/dev/null; then
-        defaults="$defaults --dir /data"
+    if [ -z "$info" ]; then
+        sets_in_conf protected-mode || defaults="--protected-mode no"
+        sets_in_conf dir || defaults="$defaults --dir /data"
     fi
     # shellcheck disable=SC2086 # $defaults is a fixed list of words
     if [ -n "$conf" ]; then
