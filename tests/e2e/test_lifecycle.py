@@ -1,0 +1,676 @@
+"""``up``, ``down``, ``status``, ``logs``, ``restart`` end to end, on a real Docker engine.
+
+Every command runs as a user runs it: ``python -m pixsim_host ...`` in a subprocess, no
+stdin, output captured. Each host is created with ``init`` under a unique name and port, and
+its teardown always runs ``down --volumes --yes`` and then checks that no container,
+network or volume of its Docker project is left behind.
+
+One module-scoped host (``shared``) serves the tests that leave a host as they found it (up
+and verified); tests that break a host on purpose get hosts of their own (``make_host``).
+Every command's output is checked against the secrets of every host these tests created:
+no command may ever print one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+import pytest
+import yaml
+
+PROJECT_LABEL = "com.docker.compose.project"
+SERVICE_LABEL = "com.docker.compose.service"
+HOST_ID_LABEL = "org.pixsim-host.host-id"
+SERVICES = ("backend", "db", "redis")
+IMAGES = ("pgvector/pgvector:pg16", "redis:7-alpine", "python:3.11-slim")
+CLI_TIMEOUT = 240.0  # a hung command fails its test instead of hanging the run
+
+# Secret values of every host created in this module; no command output may contain one.
+_SECRETS: set[str] = set()
+# Ports handed out in this module, so two hosts of these tests never get the same one.
+_PORTS: set[int] = set()
+
+
+# ---- running the CLI ------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    args: list[str]
+    code: int
+    stdout: str
+    stderr: str
+    elapsed: float
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+    def __str__(self) -> str:
+        return (f"`pixsim-host {' '.join(self.args)}` exited {self.code} after {self.elapsed:.1f} s"
+                f"\n--- stdout ---\n{self.stdout}\n--- stderr ---\n{self.stderr}")
+
+
+def cli(*args: str, env: dict[str, str] | None = None, timeout: float = CLI_TIMEOUT) -> Run:
+    """Run the real CLI with no stdin (so never a TTY) and check it printed no secret."""
+    environment = dict(os.environ if env is None else env)
+    environment.pop("PIXSIM_HOST_DIR", None)
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pixsim_host", *args],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, env=environment,
+        timeout=timeout,
+    )
+    run = Run(list(args), proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
+    leaked = [value for value in _SECRETS if value in run.output]
+    if leaked:
+        # Report where, without printing the secrets themselves into the test log.
+        shown = str(run)
+        for value in leaked:
+            shown = shown.replace(value, "<SECRET>")
+        raise AssertionError(f"{len(leaked)} secret(s) appear (as <SECRET>) in the output of {shown}")
+    return run
+
+
+def assert_clean_failure(run: Run) -> None:
+    """A failing command: non-zero exit, an ``Error:`` line, and never a traceback."""
+    assert run.code != 0, str(run)
+    assert "Traceback" not in run.output, str(run)
+    assert "Error: " in run.stderr, str(run)
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 now, below the kernel's ephemeral range and not yet used here."""
+    for _ in range(500):
+        port = random.randint(20000, 32000)
+        if port in _PORTS:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _PORTS.add(port)
+        return port
+    raise AssertionError("no free port found on 127.0.0.1")
+
+
+# ---- hosts ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Host:
+    """A host created with ``pixsim-host init`` for a test."""
+
+    dir: Path
+    name: str
+    port: int
+    host_id: str = ""
+    project: str = ""
+    secrets: dict[str, str] = field(default_factory=dict)
+
+    def load(self) -> None:
+        config = yaml.safe_load((self.dir / "pixsim-host.yaml").read_text())
+        self.host_id = str(config["host_id"])
+        self.project = str(config["project"])
+        assert re.fullmatch(r"pixsim-[a-z0-9-]+", self.project), self.project
+        for line in (self.dir / ".env").read_text().splitlines():
+            key, sep, value = line.partition("=")
+            if sep and not key.startswith("#") and value:
+                self.secrets[key] = value
+        assert set(self.secrets) >= {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "SECRET_KEY"}
+        _SECRETS.update(self.secrets.values())
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def run(self, *args: str, **kwargs: Any) -> Run:
+        return cli(*args, "--dir", str(self.dir), **kwargs)
+
+    def up_ok(self, *args: str) -> dict[str, Any]:
+        """``up --json`` that must succeed; its report."""
+        run = self.run("up", "--json", *args)
+        assert run.code == 0, str(run)
+        report: dict[str, Any] = run.json()
+        return report
+
+    def http(self) -> httpx.Client:
+        # trust_env=False: loopback traffic must never go to a configured proxy.
+        return httpx.Client(base_url=self.url, timeout=10.0, trust_env=False)
+
+
+def init_host(root: Path, port: int | None = None) -> Host:
+    name = f"e2e-{uuid.uuid4().hex[:10]}"
+    host = Host(root / name, name, port if port is not None else free_port())
+    run = cli("init", str(host.dir), "--yes", "--name", name, "--port", str(host.port))
+    assert run.code == 0, str(run)
+    host.load()
+    return host
+
+
+def project_resources(client: docker.DockerClient, project: str) -> dict[str, list[str]]:
+    flt = {"label": f"{PROJECT_LABEL}={project}"}
+    return {
+        "containers": [c.name for c in client.containers.list(all=True, filters=flt)],
+        "networks": [n.name for n in client.networks.list(filters=flt)],
+        "volumes": [v.name for v in client.volumes.list(filters=flt)],
+    }
+
+
+def containers(client: docker.DockerClient, host: Host) -> dict[str, Any]:
+    """The host's containers by service, freshly inspected."""
+    found: dict[str, Any] = {}
+    for container in client.containers.list(all=True,
+                                             filters={"label": f"{PROJECT_LABEL}={host.project}"}):
+        found[container.labels[SERVICE_LABEL]] = container
+    return found
+
+
+def container_ids(client: docker.DockerClient, host: Host) -> dict[str, str]:
+    return {service: c.id for service, c in containers(client, host).items()}
+
+
+def started_at(client: docker.DockerClient, host: Host) -> dict[str, str]:
+    return {service: c.attrs["State"]["StartedAt"] for service, c in containers(client, host).items()}
+
+
+def destroy(client: docker.DockerClient, host: Host) -> None:
+    """``down --volumes --yes``, then nothing of the host's project may remain.
+
+    Whatever remains is removed here anyway (so a failing test leaks nothing) before the
+    assertions report it.
+    """
+    mounted: set[str] = set()
+    for container in containers(client, host).values():
+        for mount in container.attrs.get("Mounts") or []:
+            if mount.get("Type") == "volume" and mount.get("Name"):
+                mounted.add(mount["Name"])
+    run = host.run("down", "--volumes", "--yes")
+    left = project_resources(client, host.project)
+    # Volumes the containers used (named or anonymous) must be gone too.
+    stray = sorted(name for name in mounted - set(left["volumes"]) if _volume_exists(client, name))
+    if any(left.values()) or stray:
+        _force_remove(client, host.project, stray)
+    assert run.code == 0, str(run)
+    assert not any(left.values()), f"left behind by `down --volumes --yes`: {left}"
+    assert not stray, f"volumes left behind by `down --volumes --yes`: {stray}"
+
+
+def _volume_exists(client: docker.DockerClient, name: str) -> bool:
+    try:
+        client.volumes.get(name)
+    except docker.errors.NotFound:
+        return False
+    return True
+
+
+def _force_remove(client: docker.DockerClient, project: str, volumes: list[str]) -> None:
+    flt = {"label": f"{PROJECT_LABEL}={project}"}
+    for container in client.containers.list(all=True, filters=flt):
+        container.remove(force=True)
+    for network in client.networks.list(filters=flt):
+        network.remove()
+    for volume in client.volumes.list(filters=flt):
+        volume.remove(force=True)
+    for name in volumes:
+        client.volumes.get(name).remove(force=True)
+
+
+def destroy_all(client: docker.DockerClient, hosts: list[Host]) -> None:
+    """Tear down every host even if one teardown fails; then report the first failure."""
+    errors: list[BaseException] = []
+    for host in hosts:
+        try:
+            destroy(client, host)
+        except BaseException as exc:  # every host is torn down before the first failure is raised
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+
+
+# ---- fixtures -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shared(docker_client: docker.DockerClient, require_images: Callable[..., None],
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Host, Run]]:
+    """A host brought up cold once for the module, with the result of that first ``up``.
+
+    Tests that use it leave it up and verified (or restore that before they end).
+    """
+    require_images(*IMAGES)
+    host = init_host(tmp_path_factory.mktemp("shared"))
+    try:
+        cold = host.run("up", "--json")
+        yield host, cold
+    finally:
+        destroy(docker_client, host)
+
+
+@pytest.fixture
+def make_host(docker_client: docker.DockerClient, require_images: Callable[..., None],
+              tmp_path: Path) -> Iterator[Callable[..., Host]]:
+    """Creates hosts of the test's own; all are torn down (and checked) when it ends."""
+    require_images(*IMAGES)
+    hosts: list[Host] = []
+
+    def make(port: int | None = None) -> Host:
+        host = init_host(tmp_path, port)
+        hosts.append(host)
+        return host
+
+    yield make
+    destroy_all(docker_client, hosts)
+
+
+def shared_up(shared: tuple[Host, Run]) -> Host:
+    host, _ = shared
+    host.up_ok()
+    return host
+
+
+def world_and_key(host: Host, tag: str) -> tuple[dict[str, Any], str, str]:
+    """Write a world (Postgres) and a key (Redis) through the backend; return what to read back."""
+    key, value = f"e2e-{tag}-{uuid.uuid4().hex[:8]}", f"value of {tag} {uuid.uuid4().hex}"
+    with host.http() as http:
+        created = http.post("/api/v1/worlds", json={"name": f"world {tag} {uuid.uuid4().hex[:8]}",
+                                                    "meta": {"tag": tag, "n": 7}})
+        assert created.status_code == 201, created.text
+        put = http.put(f"/api/v1/kv/{key}", content=value.encode())
+        assert put.status_code == 200, put.text
+    world = created.json()
+    assert world["name"].startswith(f"world {tag}") and isinstance(world["id"], int)
+    return world, key, value
+
+
+def assert_readable(host: Host, world: dict[str, Any], key: str, value: str) -> None:
+    with host.http() as http:
+        got = http.get(f"/api/v1/worlds/{world['id']}")
+        assert got.status_code == 200, got.text
+        assert got.json() == world
+        kv = http.get(f"/api/v1/kv/{key}")
+        assert kv.status_code == 200, kv.text
+        assert kv.json() == {"key": key, "value": value}
+
+
+def assert_answers_as(host: Host) -> None:
+    """What a client sees at the host's URL: this host, healthy and ready."""
+    with host.http() as http:
+        health, ready, info = http.get("/health"), http.get("/ready"), http.get("/api/v1/server/info")
+    assert health.status_code == 200, health.text
+    assert health.json()["status"] == "healthy"
+    assert health.json()["database"] == "connected"
+    assert health.json()["redis"] == "connected"
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["status"] == "ready"
+    assert info.status_code == 200, info.text
+    assert info.json()["server_id"] == host.host_id
+    assert info.json()["server_name"] == host.name
+
+
+# ---- no engine ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["up"], ["status"], ["down"], ["logs", "backend"]])
+def test_unreachable_engine_is_one_clear_error(tmp_path: Path, command: list[str]) -> None:
+    name = f"e2e-{uuid.uuid4().hex[:10]}"
+    init = cli("init", str(tmp_path / name), "--yes", "--name", name, "--port", "8000")
+    assert init.code == 0, str(init)
+    env = {k: v for k, v in os.environ.items() if k not in ("DOCKER_CONTEXT", "DOCKER_HOST")}
+    env["DOCKER_HOST"] = "unix:///nonexistent.sock"
+    run = cli(*command, "--dir", str(tmp_path / name), env=env, timeout=60)
+    assert_clean_failure(run)
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1, str(run)
+    assert lines[0].startswith("Error: no Docker Engine answers at unix:///nonexistent.sock"), str(run)
+    assert "DOCKER_HOST" in lines[0], str(run)
+
+
+# ---- the shared host ------------------------------------------------------------------------
+
+
+@pytest.mark.engine
+def test_cold_up_reaches_verified_healthy(shared: tuple[Host, Run],
+                                          docker_client: docker.DockerClient) -> None:
+    host, cold = shared
+    assert cold.code == 0, str(cold)
+    report = cold.json()
+    assert report["host_id"] == host.host_id
+    assert report["name"] == host.name
+    assert report["backend_url"] == host.url
+    assert report["frontend"] == f"VITE_BACKEND_URL={host.url}"
+    assert report["actions"] == {service: "created" for service in SERVICES}
+    assert sorted(report["services"]) == sorted(SERVICES)
+    for service in SERVICES:
+        assert report["services"][service]["state"] == "running", report["services"][service]
+        assert report["services"][service]["verified"] is True
+    backend = report["backend"]
+    assert backend["health"]["database"] == "connected"
+    assert backend["health"]["redis"] == "connected"
+    assert backend["ready"]["status"] == "ready"
+    assert backend["server"]["server_id"] == host.host_id
+    # The test's own requests agree with what `up` verified.
+    assert_answers_as(host)
+    # Exactly the three containers, labelled with this host, and only the backend published,
+    # on loopback at the chosen port: database and Redis are never reachable from outside.
+    found = containers(docker_client, host)
+    assert sorted(found) == sorted(SERVICES)
+    for service, container in found.items():
+        assert container.status == "running", service
+        assert container.labels[HOST_ID_LABEL] == host.host_id
+        bindings = container.attrs["HostConfig"]["PortBindings"] or {}
+        if service == "backend":
+            assert bindings == {"8000/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(host.port)}]}
+        else:
+            assert bindings == {}, f"{service} publishes {bindings}"
+
+
+@pytest.mark.engine
+def test_second_up_recreates_nothing(shared: tuple[Host, Run],
+                                     docker_client: docker.DockerClient) -> None:
+    host = shared_up(shared)
+    before, started = container_ids(docker_client, host), started_at(docker_client, host)
+    report = host.up_ok()
+    assert report["actions"] == {service: "unchanged" for service in SERVICES}
+    assert container_ids(docker_client, host) == before
+    assert started_at(docker_client, host) == started, "an unchanged up restarted a container"
+    assert report["backend"]["server"]["server_id"] == host.host_id
+    assert_answers_as(host)
+
+
+@pytest.mark.engine
+def test_config_change_recreates_only_what_it_must(shared: tuple[Host, Run],
+                                                   docker_client: docker.DockerClient) -> None:
+    host = shared_up(shared)
+    before = container_ids(docker_client, host)
+    description = f"e2e description {uuid.uuid4().hex[:8]}"
+    changed = host.run("config", "set", "description", description)
+    assert changed.code == 0, str(changed)
+
+    report = host.up_ok()
+    assert report["actions"] == {"db": "unchanged", "redis": "unchanged", "backend": "recreated"}
+    after = container_ids(docker_client, host)
+    assert after["db"] == before["db"] and after["redis"] == before["redis"]
+    assert after["backend"] != before["backend"]
+    assert report["backend"]["server"]["server_description"] == description
+    with host.http() as http:
+        assert http.get("/api/v1/server/info").json()["server_description"] == description
+
+    again = host.up_ok()
+    assert again["actions"] == {service: "unchanged" for service in SERVICES}
+    assert container_ids(docker_client, host) == after
+
+
+@pytest.mark.engine
+def test_data_survives_down_and_up(shared: tuple[Host, Run],
+                                   docker_client: docker.DockerClient) -> None:
+    host = shared_up(shared)
+    world, key, value = world_and_key(host, "persist")
+    volumes_before = sorted(project_resources(docker_client, host.project)["volumes"])
+    assert volumes_before == sorted(f"{host.project}_{v}" for v in ("backend-data", "db-data",
+                                                                    "redis-data"))
+
+    down = host.run("down")
+    assert down.code == 0, str(down)
+    left = project_resources(docker_client, host.project)
+    assert left["containers"] == [] and left["networks"] == [], left
+    assert sorted(left["volumes"]) == volumes_before, "down removed a volume"
+
+    report = host.up_ok()
+    assert report["actions"] == {service: "created" for service in SERVICES}
+    assert_readable(host, world, key, value)
+    with host.http() as http:
+        names = [w["name"] for w in http.get("/api/v1/worlds").json()["worlds"]]
+    assert world["name"] in names
+
+
+@pytest.mark.engine
+def test_status_exit_codes_follow_health(shared: tuple[Host, Run],
+                                         docker_client: docker.DockerClient) -> None:
+    host = shared_up(shared)
+    healthy = host.run("status")
+    assert healthy.code == 0, str(healthy)
+    assert f"Host {host.name!r} ({host.host_id}) is healthy." in healthy.stdout
+    report = host.run("status", "--json")
+    assert report.code == 0, str(report)
+    data = report.json()
+    assert data["healthy"] is True and data["backend"]["verified"] is True
+    assert {s: v["state"] for s, v in data["services"].items()} == dict.fromkeys(SERVICES, "running")
+
+    containers(docker_client, host)["db"].stop(timeout=20)
+    try:
+        broken = host.run("status")
+        assert broken.code != 0, str(broken)
+        assert "Traceback" not in broken.output
+        assert "is NOT healthy" in broken.stdout, str(broken)
+        db_lines = [line for line in broken.stdout.splitlines() if line.split()[:1] == ["db"]]
+        assert len(db_lines) == 1 and "exited" in db_lines[0], str(broken)
+        as_json = host.run("status", "--json")
+        assert as_json.code != 0, str(as_json)
+        data = as_json.json()
+        assert data["healthy"] is False
+        assert data["services"]["db"]["state"] == "exited"
+        assert data["services"]["redis"]["state"] == "running"
+    finally:
+        restored = host.run("up", "--json")
+    assert restored.code == 0, str(restored)
+    assert restored.json()["actions"] == {"db": "started", "redis": "unchanged",
+                                          "backend": "unchanged"}
+    again = host.run("status")
+    assert again.code == 0, str(again)
+    assert_answers_as(host)
+
+
+@pytest.mark.engine
+def test_logs_print_the_tail_and_mask_secrets(shared: tuple[Host, Run],
+                                              docker_client: docker.DockerClient) -> None:
+    host = shared_up(shared)
+    marker = f"logs-marker-{uuid.uuid4().hex[:8]}"
+    secret = host.secrets["SECRET_KEY"]
+    with host.http() as http:
+        assert http.get(f"/api/v1/kv/{marker}").status_code == 404
+        # The backend logs each request's path, so this puts a secret into its log.
+        leaking = http.get(f"/api/v1/kv/{secret}").status_code
+    assert leaking == 404, "GET /api/v1/kv/<SECRET_KEY> did not answer 404"
+    backend = containers(docker_client, host)["backend"]
+    # The backend writes its access line after the response: wait until the engine has it.
+    deadline = time.monotonic() + 15
+    while secret not in backend.logs(tail=5).decode("utf-8", "replace"):
+        assert time.monotonic() < deadline, "the backend never logged the request"
+        time.sleep(0.1)
+
+    run = host.run("logs", "backend", "--tail", "5")
+    assert run.code == 0, str(run)
+    lines = run.stdout.splitlines()
+    assert len(lines) == 5, str(run)
+    assert any(marker in line for line in lines), str(run)
+    assert any("GET /api/v1/kv/******** 404" in line for line in lines), str(run)
+
+    every = host.run("logs", "--tail", "3")
+    assert every.code == 0, str(every)
+    services = set()
+    for line in every.stdout.splitlines():
+        match = re.match(r"^(backend|db|redis)\s*\| ", line)
+        assert match, f"unprefixed line {line!r} in {every}"
+        services.add(match.group(1))
+    assert services == set(SERVICES), str(every)
+
+    unknown = host.run("logs", "nosuch")
+    assert_clean_failure(unknown)
+    assert "'nosuch'" in unknown.stderr and "backend" in unknown.stderr
+
+
+@pytest.mark.engine
+def test_down_volumes_without_yes_and_tty_deletes_nothing(shared: tuple[Host, Run],
+                                                          docker_client: docker.DockerClient) -> None:
+    host = shared_up(shared)
+    ids = container_ids(docker_client, host)
+    volumes = sorted(project_resources(docker_client, host.project)["volumes"])
+    assert len(volumes) == 3
+
+    run = host.run("down", "--volumes")
+    assert_clean_failure(run)
+    assert "--yes" in run.stderr
+    for name in volumes:
+        assert name in run.stderr, f"{name} not listed in {run}"
+    assert container_ids(docker_client, host) == ids
+    assert all(c.status == "running" for c in containers(docker_client, host).values())
+    assert sorted(project_resources(docker_client, host.project)["volumes"]) == volumes
+    status = host.run("status")
+    assert status.code == 0, str(status)
+
+
+@pytest.mark.engine
+def test_restart_backend_keeps_the_host_verified(shared: tuple[Host, Run],
+                                                 docker_client: docker.DockerClient) -> None:
+    host = shared_up(shared)
+    ids, started = container_ids(docker_client, host), started_at(docker_client, host)
+
+    run = host.run("restart", "backend")
+    assert run.code == 0, str(run)
+    assert "verified healthy" in run.stdout, str(run)
+    assert container_ids(docker_client, host) == ids
+    after = started_at(docker_client, host)
+    assert after["backend"] != started["backend"], "the backend was not restarted"
+    assert after["db"] == started["db"] and after["redis"] == started["redis"]
+    status = host.run("status")
+    assert status.code == 0, str(status)
+    assert_answers_as(host)
+
+
+# ---- hosts of their own ---------------------------------------------------------------------
+
+
+@pytest.mark.engine
+def test_backend_crash_fails_up_fast_with_its_logs(make_host: Callable[..., Host],
+                                                   docker_client: docker.DockerClient) -> None:
+    host = make_host()
+    command = ["python", "-c", "import sys; print('boom-marker'); sys.exit(3)"]
+    changed = host.run("config", "set", "backend.command", json.dumps(command))
+    assert changed.code == 0, str(changed)
+    assert json.loads(host.run("config", "get", "backend.command").stdout) == command
+
+    run = host.run("up", "--timeout", "120")
+    assert_clean_failure(run)
+    assert run.elapsed < 30, f"a crashing backend took {run.elapsed:.1f} s to fail `up`"
+    assert "'backend'" in run.stderr and "code 3" in run.stderr, str(run)
+    # The backend's own output, from its log (not the command line that printed it).
+    assert "boom-marker" in [line.strip() for line in run.stderr.splitlines()], str(run)
+    found = containers(docker_client, host)
+    assert sorted(found) == sorted(SERVICES), "containers must be left for inspection"
+    assert found["db"].status == "running" and found["redis"].status == "running"
+    logs = host.run("logs", "backend", "--tail", "5")
+    assert logs.code == 0, str(logs)
+    assert "boom-marker" in logs.stdout.splitlines(), str(logs)
+
+
+@pytest.mark.engine
+def test_port_in_use_fails_before_anything_is_created(make_host: Callable[..., Host],
+                                                      docker_client: docker.DockerClient) -> None:
+    host = make_host()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.bind(("127.0.0.1", host.port))
+        squatter.listen(1)
+        run = host.run("up", "--timeout", "60")
+    assert_clean_failure(run)
+    assert f"port {host.port}" in run.stderr, str(run)
+    assert project_resources(docker_client, host.project) == {
+        "containers": [], "networks": [], "volumes": []}
+
+
+@pytest.mark.engine
+def test_backend_answering_as_another_host_is_refused(make_host: Callable[..., Host],
+                                                      docker_client: docker.DockerClient) -> None:
+    host = make_host()
+    other = str(uuid.uuid4())
+    command = ["sh", "-c", f"SERVER_ID={other} exec python -m pixsim_reference_backend"]
+    changed = host.run("config", "set", "backend.command", json.dumps(command))
+    assert changed.code == 0, str(changed)
+
+    run = host.run("up", "--timeout", "120")
+    assert_clean_failure(run)
+    assert run.elapsed < 30, f"refusing another host took {run.elapsed:.1f} s"
+    assert "answers as host" in run.stderr and other in run.stderr, str(run)
+    assert host.host_id in run.stderr, str(run)
+    # Really another host answering there, not a backend that failed to start.
+    with host.http() as http:
+        assert http.get("/api/v1/server/info").json()["server_id"] == other
+    status = host.run("status")
+    assert status.code != 0, str(status)
+
+    # The other host_id is now recorded in this host's database: with SERVER_ID back to this
+    # host, the backend refuses the database, and `up` fails at once with the reason.
+    reverted = host.run("config", "set", "backend.command", "null")
+    assert reverted.code == 0, str(reverted)
+    again = host.run("up", "--timeout", "120")
+    assert_clean_failure(again)
+    assert again.elapsed < 30, f"a backend refusing its database took {again.elapsed:.1f} s to fail"
+    assert "'backend'" in again.stderr, str(again)
+    assert f"this database belongs to host {other}" in again.stderr, str(again)
+
+
+@pytest.mark.engine
+def test_two_hosts_side_by_side_and_down_of_one(shared: tuple[Host, Run],
+                                                make_host: Callable[..., Host],
+                                                docker_client: docker.DockerClient) -> None:
+    b = shared_up(shared)
+    a = make_host()
+    assert a.up_ok()["backend"]["server"]["server_id"] == a.host_id
+    assert_answers_as(a)
+    assert_answers_as(b)
+    a_data, b_data = world_and_key(a, "host-a"), world_and_key(b, "host-b")
+    # Host-local data: each host sees only what was written to it.
+    with a.http() as http_a, b.http() as http_b:
+        a_names = [w["name"] for w in http_a.get("/api/v1/worlds").json()["worlds"]]
+        b_names = [w["name"] for w in http_b.get("/api/v1/worlds").json()["worlds"]]
+        assert http_a.get(f"/api/v1/kv/{b_data[1]}").status_code == 404
+        assert http_b.get(f"/api/v1/kv/{a_data[1]}").status_code == 404
+    assert a_data[0]["name"] in a_names and a_data[0]["name"] not in b_names
+    assert b_data[0]["name"] in b_names and b_data[0]["name"] not in a_names
+    b_ids, b_started = container_ids(docker_client, b), started_at(docker_client, b)
+
+    down = a.run("down")
+    assert down.code == 0, str(down)
+    assert project_resources(docker_client, a.project)["containers"] == []
+    assert container_ids(docker_client, b) == b_ids
+    assert started_at(docker_client, b) == b_started
+    status = b.run("status")
+    assert status.code == 0, str(status)
+    assert_answers_as(b)
+    assert_readable(b, *b_data)
+    a_status = a.run("status", "--json")
+    assert a_status.code != 0, str(a_status)
+    assert {s: v["state"] for s, v in a_status.json()["services"].items()} == dict.fromkeys(
+        SERVICES, "missing")
+
+
+@pytest.mark.engine
+def test_missing_image_with_pull_never_names_the_image(make_host: Callable[..., Host],
+                                                       docker_client: docker.DockerClient) -> None:
+    host = make_host()
+    image = f"e2e-missing/postgres:{uuid.uuid4().hex[:8]}"
+    changed = host.run("config", "set", "database.image", image)
+    assert changed.code == 0, str(changed)
+    run = host.run("up", "--pull", "never", "--timeout", "60")
+    assert_clean_failure(run)
+    assert image in run.stderr and "--pull never" in run.stderr, str(run)
+    assert project_resources(docker_client, host.project) == {
+        "containers": [], "networks": [], "volumes": []}
