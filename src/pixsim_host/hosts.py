@@ -1,0 +1,536 @@
+"""The machine-local registry of hosts: which hosts live on this machine, and where.
+
+``hosts.json`` in the user's data directory (``$PIXSIM_HOST_HOME`` overrides it) lists every
+host ``init`` created here: name, host_id, directory, model, backend URL and port. Writers
+hold a file lock for the whole read-check-write and replace the file atomically, so any
+number of concurrent ``init``s all land and a reader never sees half a file.
+
+An entry *claims* its name (and Docker project) and its backend port until it is forgotten,
+so two hosts on one machine never collide. The registry is an index, never the truth: a
+host's own directory is. A directory moved or deleted behind the registry's back is
+reported by ``hosts list`` and ``doctor``, never fatal to anything else.
+
+Kept light at import: ``hosts list`` and ``--host NAME`` read the registry and each host's
+config with plain JSON and YAML, without pydantic.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pixsim_host.errors import HostError
+from pixsim_host.hostdir import CONFIG_FILE, HostDir
+
+if TYPE_CHECKING:
+    from pixsim_host.config import HostConfig
+    from pixsim_host.create import InitOptions, InitResult
+
+HOME_ENV_VAR = "PIXSIM_HOST_HOME"
+REGISTRY_FILE = "hosts.json"
+REGISTRY_VERSION = 1
+LOCK_TIMEOUT = 30.0
+PROBE_TIMEOUT = 0.5  # every registered host is on this machine: a healthy one answers in ms
+MAX_INFO_BYTES = 64 * 1024
+
+# Statuses ``hosts list`` reports.
+UP, DOWN, NO_ANSWER, WRONG_HOST, BAD_ANSWER = "up", "down", "no answer", "wrong host", "bad answer"
+MISSING, NOT_A_HOST, OTHER_HOST = "directory missing", "not a host", "other host"
+
+
+def data_dir() -> Path:
+    """Where pixsim-host keeps per-user state: the registry and the known remote hosts."""
+    override = os.environ.get(HOME_ENV_VAR)
+    if override:
+        return Path(override).expanduser().resolve()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("pixsim-host", appauthor=False))
+
+
+def registry_path() -> Path:
+    return data_dir() / REGISTRY_FILE
+
+
+@contextmanager
+def data_lock(path: Path, what: str) -> Iterator[None]:
+    """Exclusive access to one file of the data directory (``<file>.lock`` beside it)."""
+    from filelock import FileLock, Timeout
+
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    lock = FileLock(str(path) + ".lock")
+    try:
+        lock.acquire(timeout=LOCK_TIMEOUT)
+    except Timeout:
+        raise HostError(
+            f"{what} {path} stayed locked for {LOCK_TIMEOUT:.0f} s by another pixsim-host command; "
+            "retry when it has finished"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def read_json_file(path: Path, what: str, fix: str) -> dict[str, Any] | None:
+    """A JSON object from ``path``, None when the file does not exist yet."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise HostError(f"cannot read {what} {path}: {exc.strerror}; check its permissions") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise HostError(f"{what} {path} is damaged (not JSON: {exc}); {fix}") from None
+    if not isinstance(data, dict):
+        raise HostError(f"{what} {path} is damaged (not a JSON object); {fix}")
+    return data
+
+
+# ---- entries ----------------------------------------------------------------------------------
+
+
+@dataclass
+class HostEntry:
+    name: str
+    host_id: str
+    directory: str
+    model: str
+    backend_url: str  # what clients use (public_url, else local_url)
+    local_url: str  # what this machine probes
+    port: int
+    bind: str
+    project: str
+    registered_at: float = field(default_factory=time.time)
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any) -> HostEntry:
+        if not isinstance(data, dict):
+            raise ValueError("an entry is not an object")
+        try:
+            return cls(
+                name=str(data["name"]), host_id=str(data["host_id"]),
+                directory=str(data["directory"]), model=str(data.get("model", "self")),
+                backend_url=str(data.get("backend_url", "")), local_url=str(data.get("local_url", "")),
+                port=int(data["port"]), bind=str(data.get("bind", "127.0.0.1")),
+                project=str(data.get("project", "")),
+                registered_at=float(data.get("registered_at", 0.0)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"an entry lacks or mangles {exc}") from None
+
+    @classmethod
+    def of(cls, host: HostDir, config: HostConfig) -> HostEntry:
+        return cls(
+            name=config.name, host_id=config.host_id, directory=str(host.root), model=config.model,
+            backend_url=config.client_url, local_url=config.local_url, port=config.backend.port,
+            bind=config.backend.bind, project=config.project,
+        )
+
+
+@dataclass
+class Registry:
+    path: Path
+    entries: list[HostEntry]
+
+    def find(self, key: str) -> HostEntry | None:
+        """The entry named ``key`` (exactly, then ignoring case), or with that host_id."""
+        for found in (
+            [e for e in self.entries if e.name == key],
+            [e for e in self.entries if e.host_id == key],
+            [e for e in self.entries if e.name.casefold() == key.casefold()],
+        ):
+            if len(found) == 1:
+                return found[0]
+        return None
+
+    def by_host_id(self, host_id: str) -> HostEntry | None:
+        return next((e for e in self.entries if e.host_id == host_id), None)
+
+    def port_claims(self, exclude_host_id: str | None = None) -> dict[int, HostEntry]:
+        return {e.port: e for e in self.entries if e.host_id != exclude_host_id}
+
+
+_FIX_REGISTRY = (
+    "move it aside and register your hosts again with `pixsim-host hosts add DIR` "
+    "(host directories are not affected)"
+)
+
+
+def load_registry(path: Path | None = None) -> Registry:
+    """The registry as it is now (no lock needed: writers replace the file atomically)."""
+    path = path or registry_path()
+    data = read_json_file(path, "the host registry", _FIX_REGISTRY)
+    if data is None:
+        return Registry(path, [])
+    version = data.get("version")
+    if version != REGISTRY_VERSION:
+        raise HostError(
+            f"the host registry {path} has version {version!r}, but this pixsim-host reads version "
+            f"{REGISTRY_VERSION}; use the pixsim-host release that wrote it, or {_FIX_REGISTRY}"
+        )
+    hosts = data.get("hosts")
+    if not isinstance(hosts, list):
+        raise HostError(f"the host registry {path} is damaged (no host list); {_FIX_REGISTRY}")
+    try:
+        entries = [HostEntry.from_json(item) for item in hosts]
+    except ValueError as exc:
+        raise HostError(f"the host registry {path} is damaged ({exc}); {_FIX_REGISTRY}") from None
+    return Registry(path, entries)
+
+
+def save_registry(registry: Registry) -> None:
+    from pixsim_host.fsutil import atomic_write
+
+    entries = sorted(registry.entries, key=lambda e: (e.name.casefold(), e.host_id))
+    data = {"version": REGISTRY_VERSION, "hosts": [e.as_json() for e in entries]}
+    atomic_write(registry.path, json.dumps(data, indent=2) + "\n", mode=0o600)
+
+
+@contextmanager
+def edit_registry() -> Iterator[Registry]:
+    """The registry, locked against other writers; saved on a clean exit if it changed."""
+    path = registry_path()
+    with data_lock(path, "the host registry"):
+        registry = load_registry(path)
+        before = [e.as_json() for e in registry.entries]
+        yield registry
+        if [e.as_json() for e in registry.entries] != before:
+            save_registry(registry)
+
+
+# ---- what a directory holds ---------------------------------------------------------------------
+
+
+def read_host_fields(directory: Path) -> dict[str, Any] | None:
+    """The raw config of the host in ``directory`` (plain YAML, no validation), or None."""
+    import yaml
+
+    try:
+        text = (directory / CONFIG_FILE).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        data = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
+    except yaml.YAMLError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def holds(directory: str | Path, host_id: str) -> bool:
+    """Whether ``directory`` still holds the host ``host_id``."""
+    data = read_host_fields(Path(directory))
+    return data is not None and data.get("host_id") == host_id
+
+
+def local_url(bind: str, port: int) -> str:
+    """Where this machine reaches a backend bound to ``bind:port`` (as HostConfig.local_url)."""
+    try:
+        address = ipaddress.ip_address(bind)
+    except ValueError:
+        address = ipaddress.ip_address("127.0.0.1")
+    if address.is_unspecified:
+        address = ipaddress.ip_address("127.0.0.1" if address.version == 4 else "::1")
+    text = str(address)
+    return f"http://{f'[{text}]' if ':' in text else text}:{port}"
+
+
+# ---- claims: names, projects, ports ---------------------------------------------------------------
+
+
+def _where(entry: HostEntry) -> str:
+    state = "" if Path(entry.directory, CONFIG_FILE).is_file() else ", which no longer exists"
+    return f"{entry.directory}{state}"
+
+
+def _check_claims(registry: Registry, *, host_id: str | None, directory: str | None,
+                  name: str | None, project: str | None, port: int | None) -> None:
+    """Refuse a name, project or port another registered host claims."""
+    for entry in registry.entries:
+        if entry.host_id == host_id:
+            continue
+        if directory is not None and entry.directory == directory and not holds(directory, entry.host_id):
+            continue  # that host's files are gone from this directory; its entry gets replaced
+        gone = f"; if that host is gone for good, run `pixsim-host hosts forget {entry.name}`"
+        if name is not None and entry.name.casefold() == name.casefold():
+            raise HostError(
+                f"a host named {entry.name!r} is already registered on this machine "
+                f"(host_id {entry.host_id}, in {_where(entry)}); choose another --name{gone}"
+            )
+        if project is not None and entry.project == project:
+            raise HostError(
+                f"the name {name!r} would use Docker project {project}, which host {entry.name!r} "
+                f"(in {_where(entry)}) already uses; choose a name that differs in letters or "
+                f"digits{gone}"
+            )
+        if port is not None and entry.port == port:
+            raise HostError(
+                f"port {port} is claimed by host {entry.name!r} (in {_where(entry)}); choose "
+                f"another port, or leave it out to get a free one{gone}"
+            )
+
+
+def check_port_claim(port: int, host_id: str | None = None) -> None:
+    """Refuse ``port`` when another registered host (not ``host_id``) claims it.
+
+    For ``config set backend.port`` and anything else that moves a host to a new port.
+    """
+    _check_claims(load_registry(), host_id=host_id, directory=None, name=None, project=None, port=port)
+
+
+def check_claims(config: HostConfig) -> None:
+    """Refuse a changed config whose name, project or port another registered host claims."""
+    _check_claims(load_registry(), host_id=config.host_id, directory=None, name=config.name,
+                  project=config.project, port=config.backend.port)
+
+
+def record(host: HostDir, config: HostConfig) -> list[str]:
+    """Register the host, or bring its entry up to date (after init, a config change, a move)."""
+    with edit_registry() as registry:
+        return _upsert(registry, HostEntry.of(host, config))
+
+
+def _upsert(registry: Registry, entry: HostEntry) -> list[str]:
+    _check_claims(registry, host_id=entry.host_id, directory=entry.directory,
+                  name=entry.name, project=entry.project, port=entry.port)
+    warnings: list[str] = []
+    kept: list[HostEntry] = []
+    for other in registry.entries:
+        if other.host_id == entry.host_id:
+            if other.directory != entry.directory and holds(other.directory, other.host_id):
+                raise HostError(
+                    f"{entry.directory} holds host {entry.host_id}, which is registered in "
+                    f"{other.directory} and still there: a copied host directory is the same host "
+                    "and must not run twice; create a new host with `pixsim-host init` instead, or "
+                    "delete one of the copies"
+                )
+            entry.registered_at = other.registered_at or entry.registered_at
+            continue
+        if other.directory == entry.directory:
+            warnings.append(f"replaced the registry entry of host {other.name!r} ({other.host_id}), "
+                            f"whose files are no longer in {entry.directory}")
+            continue
+        kept.append(other)
+    registry.entries = [*kept, entry]
+    return warnings
+
+
+def forget(key: str) -> HostEntry:
+    with edit_registry() as registry:
+        entry = registry.find(key)
+        if entry is None:
+            raise HostError(f"no registered host is named {key!r}; see `pixsim-host hosts list`")
+        registry.entries = [e for e in registry.entries if e.host_id != entry.host_id]
+    return entry
+
+
+def _existing_name(root: Path) -> tuple[str | None, str | None, str | None]:
+    data = read_host_fields(root) or {}
+    host_id, name, project = data.get("host_id"), data.get("name"), data.get("project")
+    return (str(host_id) if host_id else None, str(name) if name else None,
+            str(project) if project else None)
+
+
+def init_registered(root: Path, options: InitOptions, *, force: bool = False) -> tuple[InitResult, list[str]]:
+    """``init`` under the registry lock: name and port checked, a free port picked, registered.
+
+    The lock is held from the checks to the registration, so concurrent ``init``s never pick
+    the same port or name.
+    """
+    from pixsim_host.config import slugify
+    from pixsim_host.create import init_host
+
+    root = root.expanduser().resolve()
+    with edit_registry() as registry:
+        host_id, current_name, current_project = _existing_name(root) if force else (None, None, None)
+        name = options.name if options.name is not None else current_name
+        project = current_project if current_project else (f"pixsim-{slugify(name)}" if name else None)
+        _check_claims(registry, host_id=host_id, directory=str(root), name=name,
+                      project=project, port=options.port)
+        claimed = set(registry.port_claims(exclude_host_id=host_id))
+        result = init_host(root, options, force=force, claimed_ports=claimed)
+        warnings = _upsert(registry, HostEntry.of(result.host, result.config))
+    return result, warnings
+
+
+def lookup_directory(key: str) -> HostDir | None:
+    """The directory of the registered host named ``key``; None if no host has that name.
+
+    Raises when the host is registered but its directory is gone or holds another host.
+    """
+    entry = load_registry().find(key)
+    if entry is None:
+        return None
+    fields = read_host_fields(Path(entry.directory))
+    if fields is None:
+        raise HostError(
+            f"host {entry.name!r} is registered in {entry.directory}, but there is no host there "
+            f"any more; if you moved it, run `pixsim-host hosts add NEW_DIR`; if it is gone, "
+            f"`pixsim-host hosts forget {entry.name}`"
+        )
+    if fields.get("host_id") != entry.host_id:
+        raise HostError(
+            f"host {entry.name!r} is registered in {entry.directory}, but that directory now holds "
+            f"another host ({fields.get('host_id')}); run `pixsim-host hosts add {entry.directory}` to "
+            f"register what is there, or `pixsim-host hosts forget {entry.name}`"
+        )
+    return HostDir(Path(entry.directory))
+
+
+# ---- live status --------------------------------------------------------------------------------
+
+
+@dataclass
+class HostStatus:
+    entry: HostEntry
+    status: str
+    detail: str = ""
+    # What the host's directory says now (it wins over the registry where they differ).
+    name: str = ""
+    model: str = ""
+    backend_url: str = ""
+    local_url: str = ""
+    port: int = 0
+    stale: list[str] = field(default_factory=list)  # registry fields that differ from the config
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "host_id": self.entry.host_id, "directory": self.entry.directory,
+            "model": self.model, "backend_url": self.backend_url, "local_url": self.local_url,
+            "port": self.port, "status": self.status, "detail": self.detail,
+            "registered_name": self.entry.name, "registry_stale": self.stale,
+        }
+
+
+def _current(entry: HostEntry) -> tuple[HostStatus, bool]:
+    """The entry as its directory describes it now; whether the directory holds it."""
+    status = HostStatus(entry, "", name=entry.name, model=entry.model, backend_url=entry.backend_url,
+                        local_url=entry.local_url or local_url(entry.bind, entry.port), port=entry.port)
+    directory = Path(entry.directory)
+    if not directory.is_dir():
+        status.status, status.detail = MISSING, "moved or deleted"
+        return status, False
+    data = read_host_fields(directory)
+    if data is None:
+        status.status, status.detail = NOT_A_HOST, f"no readable {CONFIG_FILE} there"
+        return status, False
+    if data.get("host_id") != entry.host_id:
+        status.status = OTHER_HOST
+        status.detail = f"the directory now holds host {data.get('host_id')!r}"
+        return status, False
+    backend = data.get("backend") if isinstance(data.get("backend"), dict) else {}
+    assert isinstance(backend, dict)
+    try:
+        port = int(backend.get("port", 8000))
+    except (TypeError, ValueError):
+        port = entry.port
+    bind = str(backend.get("bind", "127.0.0.1"))
+    status.name = str(data.get("name", entry.name))
+    status.model = str(data.get("model", entry.model))
+    status.port = port
+    status.local_url = local_url(bind, port)
+    status.backend_url = str(backend.get("public_url") or status.local_url).rstrip("/")
+    if data.get("runtime", "docker") != "docker":
+        status.local_url = status.backend_url  # no port on this machine: ask where clients go
+    for key, now, then in (("name", status.name, entry.name), ("port", port, entry.port),
+                           ("model", status.model, entry.model),
+                           ("backend_url", status.backend_url, entry.backend_url)):
+        if now != then:
+            status.stale.append(key)
+    return status, True
+
+
+def _probe(client: Any, status: HostStatus) -> tuple[str, str]:
+    import httpx
+
+    url = status.local_url + "/api/v1/server/info"
+    try:
+        with client.stream("GET", url) as response:
+            body = b""
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > MAX_INFO_BYTES:
+                    return BAD_ANSWER, "answers far more than server info"
+            code = response.status_code
+    except httpx.ConnectError:
+        return DOWN, "nothing listening"
+    except httpx.TimeoutException:
+        return NO_ANSWER, "did not answer in time"
+    except httpx.HTTPError as exc:
+        return BAD_ANSWER, type(exc).__name__
+    if code != 200:
+        return BAD_ANSWER, f"/api/v1/server/info answered HTTP {code}"
+    try:
+        info = json.loads(body)
+    except ValueError:
+        return BAD_ANSWER, "/api/v1/server/info is not JSON"
+    if not isinstance(info, dict):
+        return BAD_ANSWER, "/api/v1/server/info is not a JSON object"
+    server_id = info.get("server_id")
+    if server_id != status.entry.host_id:
+        from pixsim_host.connect import printable
+
+        return WRONG_HOST, (f"{status.local_url} answers as {printable(str(server_id))!r} "
+                            f"({printable(str(info.get('server_name')))})")
+    return UP, ""
+
+
+def probe_hosts(entries: list[HostEntry], timeout: float = PROBE_TIMEOUT) -> list[HostStatus]:
+    """Every entry's live status, probed in parallel: the whole takes about one timeout."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    if not entries:
+        return []
+    limits = httpx.Limits(max_connections=len(entries), max_keepalive_connections=0)
+    with httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=False, trust_env=False,
+                      limits=limits) as client:
+
+        def one(entry: HostEntry) -> HostStatus:
+            status, present = _current(entry)
+            state, detail = _probe(client, status)
+            if present:
+                status.status, status.detail = state, detail
+            elif state == UP:
+                status.detail += f"; its backend still answers at {status.local_url}"
+            return status
+
+        with ThreadPoolExecutor(max_workers=min(32, len(entries))) as pool:
+            return list(pool.map(one, entries))
+
+
+# ---- friends ----------------------------------------------------------------------------------
+
+
+def friend_urls(config: HostConfig) -> list[str]:
+    """The URLs other machines can use for this host: the public URL, then this machine's
+    addresses the backend listens on. Empty when it listens on loopback only."""
+    from pixsim_host.netaddr import reachable_addresses, url_host
+
+    urls: list[str] = []
+    if config.backend.public_url:
+        urls.append(config.backend.public_url)
+    for address in reachable_addresses(config.backend.bind):
+        url = f"http://{url_host(address)}:{config.backend.port}"
+        if url not in urls:
+            urls.append(url)
+    return urls
+
+
+def client_line(url: str) -> str:
+    """The line a PixSim7 client's .env needs to use the backend at ``url``."""
+    return f"VITE_BACKEND_URL={url}"
