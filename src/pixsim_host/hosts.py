@@ -264,7 +264,8 @@ def _check_claims(registry: Registry, *, host_id: str | None, directory: str | N
             continue
         if directory is not None and entry.directory == directory and not holds(directory, entry.host_id):
             continue  # that host's files are gone from this directory; its entry gets replaced
-        gone = f"; if that host is gone for good, run `pixsim-host hosts forget {entry.name}`"
+        gone = ("" if Path(entry.directory, CONFIG_FILE).is_file() else
+                f"; if that host is gone for good, run `pixsim-host hosts forget {entry.name}`")
         if name is not None and entry.name.casefold() == name.casefold():
             raise HostError(
                 f"a host named {entry.name!r} is already registered on this machine "

@@ -11,7 +11,16 @@ import sys
 import typer
 
 from pixsim_host import __version__
-from pixsim_host.cli import backup_cmd, config_cmd, host_cmds, lifecycle, plugins_cmd
+from pixsim_host.cli import (
+    backup_cmd,
+    config_cmd,
+    connect_cmd,
+    doctor_cmd,
+    host_cmds,
+    hosts_cmd,
+    lifecycle,
+    plugins_cmd,
+)
 from pixsim_host.errors import HostError
 
 app = typer.Typer(
@@ -43,6 +52,9 @@ lifecycle.register(app)
 backup_cmd.register(app)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(plugins_cmd.app, name="plugins")
+app.add_typer(hosts_cmd.app, name="hosts")
+connect_cmd.register(app)
+doctor_cmd.register(app)
 
 
 def run() -> None:

@@ -39,7 +39,8 @@ def init(
 ) -> None:
     """Create a new host: host_id, secrets, config and rendered files."""
     from pixsim_host.config import HOSTING_MODELS, slugify
-    from pixsim_host.create import InitOptions, init_host
+    from pixsim_host.create import InitOptions
+    from pixsim_host.hosts import init_registered
 
     options = InitOptions(
         name=name, model=model, port=port, bind=bind, public_url=public_url,
@@ -64,8 +65,8 @@ def init(
     if fresh and options.name is None:
         options.name = slugify(root.name) or "my-host"
 
-    result = init_host(root, options, force=force)
-    for message in result.warnings:
+    result, registry_notes = init_registered(root, options, force=force)
+    for message in result.warnings + registry_notes:
         warn(message)
     config = result.config
     verb = "Created" if result.created else "Re-rendered"
@@ -75,6 +76,7 @@ def init(
     info(f"  backend   {config.client_url}")
     info(f"  config    {result.host.config_file.name}   secrets {result.host.secrets_file.name} (0600)")
     info(f"  rendered  {', '.join(result.written) if result.written else 'nothing changed'}")
+    info(f"  registry  as {config.name!r}, port {config.backend.port} (`pixsim-host hosts list`)")
     if result.created:
         info(f"Next: pixsim-host up --dir {result.host.root}")
 
@@ -116,7 +118,7 @@ def render(
 def host_info(directory: DirOption = None, as_json: JsonOption = False) -> None:
     """Show the host's identity and how clients reach it."""
     host, config = open_host(directory)
-    data = {
+    data: dict[str, object] = {
         "host_id": config.host_id,
         "name": config.name,
         "description": config.description,
@@ -127,11 +129,26 @@ def host_info(directory: DirOption = None, as_json: JsonOption = False) -> None:
         "local_url": config.local_url,
         "frontend": f"VITE_BACKEND_URL={config.client_url}",
     }
+    from pixsim_host.hosts import client_line, friend_urls
+
+    friends = friend_urls(config)
+    data["friend_urls"] = friends
+    if config.model == "friend":
+        data["friend_frontend"] = client_line(friends[0]) if friends else None
     if as_json:
         print_json(data)
         return
     for key, value in data.items():
-        info(f"{key:12} {value}")
+        if key not in ("friend_urls", "friend_frontend"):
+            info(f"{key:12} {value}")
+    if config.model == "friend":
+        if not friends:
+            warn(f"friends cannot reach this host: it listens on {config.backend.bind} only; run "
+                 "`pixsim-host config set backend.bind 0.0.0.0` (or your LAN/VPN address)")
+        for index, url in enumerate(friends):
+            info(f"{'friends' if index == 0 else '':12} {url}")
+        if friends:
+            info(f"{'':12} give a friend's client: {client_line(friends[0])}")
 
 
 def register(app: typer.Typer) -> None:

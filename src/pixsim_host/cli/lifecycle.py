@@ -7,7 +7,15 @@ from typing import Annotated, Any
 
 import typer
 
-from pixsim_host.cli.common import DirOption, JsonOption, YesOption, open_host, stdin_is_tty
+from pixsim_host.cli.common import (
+    DirOption,
+    JsonOption,
+    NoWaitOption,
+    YesOption,
+    locked_host,
+    open_host,
+    stdin_is_tty,
+)
 from pixsim_host.cli.output import info, print_json, warn
 
 
@@ -46,13 +54,13 @@ def up(
     pull: Annotated[str, typer.Option(help="Pull images: missing, always or never.")] = "missing",
     timeout: Annotated[float, typer.Option(help="Seconds to wait for a verified, healthy host.")] = 120.0,
     as_json: JsonOption = False,
+    no_wait: NoWaitOption = False,
 ) -> None:
     """Start the host, wait until it is healthy and verify it answers as this host."""
     from pixsim_host import stack
-    from pixsim_host.locking import host_lock
 
-    host, config = open_host(directory)
-    with host_lock(host), _Progress(f"Starting {config.name}") as progress:
+    with locked_host(directory, no_wait=no_wait, command="up") as (host, config), \
+            _Progress(f"Starting {config.name}") as progress:
         report = stack.up(host, config, pull=pull, timeout=timeout, progress=progress)
     if as_json:
         print_json(report.as_json())
@@ -74,14 +82,13 @@ def down(
         bool, typer.Option("--volumes", "-v", help="Also delete this host's data volumes.")
     ] = False,
     yes: YesOption = False,
+    no_wait: NoWaitOption = False,
 ) -> None:
     """Stop the host and remove its containers and network; data volumes are kept."""
     from pixsim_host import stack
     from pixsim_host.errors import HostError
-    from pixsim_host.locking import host_lock
 
-    host, config = open_host(directory)
-    with host_lock(host):
+    with locked_host(directory, no_wait=no_wait, command="down") as (host, config):
         if volumes:
             names = stack.host_volumes(host, config)
             if names and not yes:
@@ -169,14 +176,13 @@ def restart(
     service: Annotated[str | None, typer.Argument(help="db, redis or backend (default: all).")] = None,
     directory: DirOption = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for health again.")] = 120.0,
+    no_wait: NoWaitOption = False,
 ) -> None:
     """Restart services, then wait until the host is verified healthy again."""
     from pixsim_host import stack
     from pixsim_host.errors import HostError
-    from pixsim_host.locking import host_lock
 
-    host, config = open_host(directory)
-    with host_lock(host):
+    with locked_host(directory, no_wait=no_wait, command="restart") as (host, config):
         runtime = stack.open_runtime(host, config)
         names = [name for level in runtime.project.levels() for name in level]
         if service is not None and service not in names:
