@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from pixsim_host.cli.common import DirOption, JsonOption, open_host
+from pixsim_host.cli.common import DirOption, JsonOption, NoWaitOption, locked_host, open_host
 from pixsim_host.cli.output import info, print_json, warn
 
 if TYPE_CHECKING:
@@ -110,13 +110,12 @@ def show(plugin_id: Annotated[str, typer.Argument(metavar="ID")], directory: Dir
 def enable(
     ids: Annotated[list[str], typer.Argument(metavar="ID...", help="Plugin ids.")],
     directory: DirOption = None, no_restart: NoRestart = False, timeout: Timeout = 120.0,
+    no_wait: NoWaitOption = False,
 ) -> None:
     """Enable plugins (and what they depend on), restart the backend and verify."""
-    from pixsim_host.locking import host_lock
     from pixsim_host.plugins import plan_enable
 
-    host, config = open_host(directory)
-    with host_lock(host):
+    with locked_host(directory, no_wait=no_wait, command="plugins enable") as (host, config):
         catalog = _catalog(host, config)
         change = plan_enable(config, catalog, ids)
         if change.also:
@@ -131,13 +130,12 @@ def disable(
     directory: DirOption = None,
     cascade: Annotated[bool, typer.Option("--cascade", help="Also disable what depends on them.")] = False,
     no_restart: NoRestart = False, timeout: Timeout = 120.0,
+    no_wait: NoWaitOption = False,
 ) -> None:
     """Disable plugins, restart the backend and verify."""
-    from pixsim_host.locking import host_lock
     from pixsim_host.plugins import plan_disable
 
-    host, config = open_host(directory)
-    with host_lock(host):
+    with locked_host(directory, no_wait=no_wait, command="plugins disable") as (host, config):
         catalog = _catalog(host, config)
         change = plan_disable(config, catalog, ids, cascade)
         if change.also:
@@ -176,16 +174,15 @@ def _apply(host: HostDir, config: HostConfig, enabled: list[str], disabled: list
 def install(
     source: Annotated[Path, typer.Argument(help="A plugin folder, .tar.gz or .zip.")],
     directory: DirOption = None, no_restart: NoRestart = False, timeout: Timeout = 120.0,
+    no_wait: NoWaitOption = False,
 ) -> None:
     """Install an external plugin package into this host and load it."""
     import shutil
 
     from pixsim_host.errors import HostError
-    from pixsim_host.locking import host_lock
     from pixsim_host.plugins import install_package, trap_problems
 
-    host, config = open_host(directory)
-    with host_lock(host):
+    with locked_host(directory, no_wait=no_wait, command="plugins install") as (host, config):
         name = install_package(host, source)
 
         def undo() -> None:
@@ -219,17 +216,16 @@ def install(
 def remove(
     plugin_id: Annotated[str, typer.Argument(metavar="ID")],
     directory: DirOption = None, no_restart: NoRestart = False, timeout: Timeout = 120.0,
+    no_wait: NoWaitOption = False,
 ) -> None:
     """Disable and delete an installed external plugin."""
     import shutil
     import tempfile
 
     from pixsim_host.errors import HostError
-    from pixsim_host.locking import host_lock
     from pixsim_host.plugins import installed_ids, load_catalog
 
-    host, config = open_host(directory)
-    with host_lock(host):
+    with locked_host(directory, no_wait=no_wait, command="plugins remove") as (host, config):
         if plugin_id not in installed_ids(host):
             raise HostError(f"{plugin_id!r} is not installed in {host.plugins_dir}; only plugins "
                             "added with `pixsim-host plugins install` can be removed")
