@@ -36,6 +36,7 @@ class InitOptions:
     backend_image: str | None = None
     postgres_image: str | None = None
     redis_image: str | None = None
+    runtime: str | None = None
     warnings: list[str] = field(default_factory=list)
 
 
@@ -74,6 +75,8 @@ def _section_values(options: InitOptions) -> dict[str, Any]:
         values["model"] = options.model
     if options.description is not None:
         values["description"] = options.description
+    if options.runtime is not None:
+        values["runtime"] = options.runtime
     backend: dict[str, Any] = {}
     for key, value in (
         ("port", options.port),

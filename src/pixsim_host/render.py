@@ -23,6 +23,7 @@ from pixsim_host.envfile import SECRET_KEYS
 from pixsim_host.errors import HostError
 from pixsim_host.fsutil import atomic_write
 from pixsim_host.hostdir import COMPOSE_FILE, FRONTEND_FILE, HostDir
+from pixsim_host.runtime import kubernetes
 
 INPUTS_KEY = "_inputs"
 # Generated file -> template name. The template may be overridden per host.
@@ -30,6 +31,13 @@ GENERATED: dict[str, str] = {
     COMPOSE_FILE: "compose.yaml.j2",
     FRONTEND_FILE: "frontend.env.j2",
 }
+
+
+def generated_files(config: HostConfig) -> dict[str, str]:
+    """The generated files of this host: the Kubernetes folder too on that runtime."""
+    if config.runtime == "kubernetes":
+        return {**GENERATED, **kubernetes.GENERATED}
+    return GENERATED
 
 
 def packaged_templates() -> Path:
@@ -51,6 +59,8 @@ def yaml_quote(value: Any) -> str:
         return json.dumps(value)
     if isinstance(value, list | tuple):
         return "[" + ", ".join(yaml_quote(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{yaml_quote(k)}: {yaml_quote(v)}" for k, v in value.items()) + "}"
     text = str(value)
     dumped = yaml.dump(text, Dumper=yaml.SafeDumper, default_style='"', width=2**31 - 1,
                        allow_unicode=True)
@@ -127,8 +137,10 @@ def render_host(host: HostDir, config: HostConfig) -> Rendered:
         tojson=lambda value: json.dumps(value, ensure_ascii=False, separators=(",", ":")),
     )
     context = template_context(config)
+    if config.runtime == "kubernetes":
+        context["k8s"] = kubernetes.template_context(config)
     files: dict[str, str] = {}
-    for output, template_name in GENERATED.items():
+    for output, template_name in generated_files(config).items():
         try:
             files[output] = env.get_template(template_name).render(context)
         except jinja2.TemplateError as exc:
@@ -139,7 +151,19 @@ def render_host(host: HostDir, config: HostConfig) -> Rendered:
                 f"fix or remove the override in {host.templates_dir}"
             ) from None
     _check_compose(files[COMPOSE_FILE])
+    for output in kubernetes.GENERATED:
+        if output in files:
+            _check_yaml(output, files[output])
     return Rendered(files)
+
+
+def _check_yaml(name: str, text: str) -> None:
+    try:
+        list(yaml.safe_load_all(text))
+    except yaml.YAMLError as exc:
+        raise HostError(
+            f"the rendered {name} is not valid YAML ({exc}); check your template overrides"
+        ) from None
 
 
 def _check_compose(text: str) -> None:
@@ -193,7 +217,7 @@ def _inputs_digest(host: HostDir) -> str:
 
     digest = hashlib.sha256(__version__.encode())
     digest.update(host.config_file.read_bytes())
-    for template in sorted(GENERATED.values()):
+    for template in sorted({**GENERATED, **kubernetes.GENERATED}.values()):
         override = host.templates_dir / template
         source = override if override.is_file() else packaged_templates() / template
         digest.update(template.encode() + b"\0" + source.read_bytes())
@@ -212,7 +236,7 @@ def refresh_rendered(host: HostDir, config: HostConfig) -> tuple[list[str], list
     if recorded.get(INPUTS_KEY) == inputs and all(
         (host.root / name).is_file()
         and recorded.get(name) == _digest((host.root / name).read_text(encoding="utf-8"))
-        for name in GENERATED
+        for name in generated_files(config)
     ):
         return [], []
     rendered = render_host(host, config)

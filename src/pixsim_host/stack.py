@@ -53,6 +53,12 @@ class UpReport:
 
 def open_runtime(host: HostDir, config: HostConfig, notes: list[str] | None = None) -> Any:
     """The Docker runtime for this host, on its rendered compose.yaml and its secrets."""
+    if config.runtime == "kubernetes":
+        raise HostError(
+            f"this command drives Docker, but host {config.name!r} runs on Kubernetes; there use "
+            "up, down, status, logs and restart, and change plugins with `pixsim-host config set "
+            "plugins.disabled [...]` then `pixsim-host up`"
+        )
     from pixsim_host.envfile import read_secrets
     from pixsim_host.render import refresh_rendered
     from pixsim_host.runtime.compose import load_project
@@ -86,6 +92,10 @@ def up(host: HostDir, config: HostConfig, *, pull: str = "missing", timeout: flo
        progress: Progress) -> UpReport:
     from pixsim_host.health import ProbeError, wait_for_backend
 
+    if config.runtime == "kubernetes":
+        from pixsim_host.runtime import kubernetes
+
+        return kubernetes.up(host, config, timeout=timeout, progress=progress)
     if pull not in PULL_POLICIES:
         raise HostError(f"--pull must be one of {', '.join(PULL_POLICIES)}, not {pull!r}")
     started = time.monotonic()
@@ -181,16 +191,28 @@ def _service_json(state: Any) -> dict[str, Any]:
 
 
 def down(host: HostDir, config: HostConfig, *, progress: Progress) -> list[str]:
+    if config.runtime == "kubernetes":
+        from pixsim_host.runtime import kubernetes
+
+        return kubernetes.down(host, config, progress=progress)
     runtime = open_runtime(host, config)
     return list(runtime.stop_and_remove(progress))
 
 
 def host_volumes(host: HostDir, config: HostConfig) -> list[str]:
+    if config.runtime == "kubernetes":
+        from pixsim_host.runtime import kubernetes
+
+        return kubernetes.claims(host, config)
     runtime = open_runtime(host, config)
     return list(runtime.volumes())
 
 
 def remove_volumes(host: HostDir, config: HostConfig, names: list[str]) -> None:
+    if config.runtime == "kubernetes":
+        from pixsim_host.runtime import kubernetes
+
+        return kubernetes.delete_claims(host, config, names)
     runtime = open_runtime(host, config)
     if runtime.containers():
         raise HostError("the host still has containers; run `pixsim-host down` first")
@@ -201,6 +223,10 @@ def status(host: HostDir, config: HostConfig) -> dict[str, Any]:
     """Per service state and health, plus the backend's own view; ``healthy`` sums it up."""
     from pixsim_host.health import probe_status
 
+    if config.runtime == "kubernetes":
+        from pixsim_host.runtime import kubernetes
+
+        return kubernetes.status(host, config)
     runtime = open_runtime(host, config)
     containers = runtime.containers()
     services: dict[str, dict[str, Any]] = {}

@@ -32,6 +32,9 @@ def init(
     ] = None,
     postgres_image: Annotated[str | None, typer.Option(help="PostgreSQL image.")] = None,
     redis_image: Annotated[str | None, typer.Option(help="Redis image.")] = None,
+    runtime: Annotated[
+        str | None, typer.Option(help="Where the host runs: docker (default) or kubernetes.")
+    ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Re-render an existing host; host_id and secrets are kept.")
     ] = False,
@@ -45,7 +48,7 @@ def init(
     options = InitOptions(
         name=name, model=model, port=port, bind=bind, public_url=public_url,
         description=description, backend_image=backend_image,
-        postgres_image=postgres_image, redis_image=redis_image,
+        postgres_image=postgres_image, redis_image=redis_image, runtime=runtime,
     )
     root = directory.expanduser().resolve()
     fresh = not (root / "pixsim-host.yaml").exists()
