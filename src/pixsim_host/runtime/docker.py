@@ -293,23 +293,32 @@ class DockerRuntime:
         project = self.project.name
         base = {PROJECT_LABEL: project, HOST_ID_LABEL: self.host_id}
         name = network_name(project)
+        # Check every owner before creating anything: a refused host must leave nothing
+        # behind (a network labelled with its host_id would lock the real owner out).
+        missing: list[str] = []
         try:
             existing = self.api.inspect_network(name)
             self._check_owner(existing.get("Labels") or {}, f"network {name}")
         except NotFound:
+            missing.append("")
+        for key in self.project.volumes:
+            vname = volume_name(project, key)
+            try:
+                existing = self.api.inspect_volume(vname)
+                self._check_owner(existing.get("Labels") or {}, f"volume {vname}")
+            except NotFound:
+                missing.append(key)
+        if "" in missing:
             self.api.create_network(
                 name, driver="bridge", check_duplicate=True,
                 labels={**self.project.network_labels, **base,
                         "com.docker.compose.network": "default"},
             )
         for key, labels in self.project.volumes.items():
-            vname = volume_name(project, key)
-            try:
-                existing = self.api.inspect_volume(vname)
-                self._check_owner(existing.get("Labels") or {}, f"volume {vname}")
-            except NotFound:
+            if key in missing:
                 self.api.create_volume(
-                    vname, labels={**labels, **base, "com.docker.compose.volume": key}
+                    volume_name(project, key),
+                    labels={**labels, **base, "com.docker.compose.volume": key},
                 )
 
     def _check_owner(self, labels: dict[str, str], what: str) -> None:
