@@ -43,6 +43,10 @@ CLI_TIMEOUT = 240.0  # a hung command fails its test instead of hanging the run
 _SECRETS: set[str] = set()
 # Ports handed out in this module, so two hosts of these tests never get the same one.
 _PORTS: set[int] = set()
+# The machine-local host registry ($PIXSIM_HOST_HOME) the commands use: one of this module's
+# own (set by the ``registry_home`` fixture), never the user's.
+REGISTRY_ENV = "PIXSIM_HOST_HOME"
+_REGISTRY: list[Path] = []
 
 
 # ---- running the CLI ------------------------------------------------------------------------
@@ -68,10 +72,17 @@ class Run:
                 f"\n--- stdout ---\n{self.stdout}\n--- stderr ---\n{self.stderr}")
 
 
-def cli(*args: str, env: dict[str, str] | None = None, timeout: float = CLI_TIMEOUT) -> Run:
-    """Run the real CLI with no stdin (so never a TTY) and check it printed no secret."""
+def cli(*args: str, env: dict[str, str] | None = None, home: Path | None = None,
+        timeout: float = CLI_TIMEOUT) -> Run:
+    """Run the real CLI with no stdin (so never a TTY) and check it printed no secret.
+
+    ``home`` is the registry directory; by default this module's own.
+    """
     environment = dict(os.environ if env is None else env)
     environment.pop("PIXSIM_HOST_DIR", None)
+    registry = home if home is not None else (_REGISTRY[-1] if _REGISTRY else None)
+    assert registry is not None, "no registry home: use the registry_home fixture"
+    environment[REGISTRY_ENV] = str(registry)
     started = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "pixsim_host", *args],
@@ -122,6 +133,7 @@ class Host:
     dir: Path
     name: str
     port: int
+    home: Path | None = None  # its registry directory, when not this module's
     host_id: str = ""
     project: str = ""
     secrets: dict[str, str] = field(default_factory=dict)
@@ -143,7 +155,7 @@ class Host:
         return f"http://127.0.0.1:{self.port}"
 
     def run(self, *args: str, **kwargs: Any) -> Run:
-        return cli(*args, "--dir", str(self.dir), **kwargs)
+        return cli(*args, "--dir", str(self.dir), home=self.home, **kwargs)
 
     def up_ok(self, *args: str) -> dict[str, Any]:
         """``up --json`` that must succeed; its report."""
@@ -157,10 +169,11 @@ class Host:
         return httpx.Client(base_url=self.url, timeout=10.0, trust_env=False)
 
 
-def init_host(root: Path, port: int | None = None) -> Host:
-    name = f"e2e-{uuid.uuid4().hex[:10]}"
-    host = Host(root / name, name, port if port is not None else free_port())
-    run = cli("init", str(host.dir), "--yes", "--name", name, "--port", str(host.port))
+def init_host(root: Path, port: int | None = None, name: str | None = None,
+              home: Path | None = None) -> Host:
+    name = name or f"e2e-{uuid.uuid4().hex[:10]}"
+    host = Host(root / name, name, port if port is not None else free_port(), home)
+    run = cli("init", str(host.dir), "--yes", "--name", name, "--port", str(host.port), home=home)
     assert run.code == 0, str(run)
     host.load()
     return host
@@ -249,6 +262,15 @@ def destroy_all(client: docker.DockerClient, hosts: list[Host]) -> None:
 # ---- fixtures -------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module", autouse=True)
+def registry_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A host registry of this module's own, so tests neither read nor fill the user's."""
+    home = tmp_path_factory.mktemp("registry")
+    _REGISTRY.append(home)
+    yield home
+    _REGISTRY.remove(home)
+
+
 @pytest.fixture(scope="module")
 def shared(docker_client: docker.DockerClient, require_images: Callable[..., None],
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Host, Run]]:
@@ -272,8 +294,8 @@ def make_host(docker_client: docker.DockerClient, require_images: Callable[..., 
     require_images(*IMAGES)
     hosts: list[Host] = []
 
-    def make(port: int | None = None) -> Host:
-        host = init_host(tmp_path, port)
+    def make(port: int | None = None, name: str | None = None, home: Path | None = None) -> Host:
+        host = init_host(tmp_path / f"h{len(hosts)}", port, name, home)
         hosts.append(host)
         return host
 
@@ -331,12 +353,10 @@ def assert_answers_as(host: Host) -> None:
 
 @pytest.mark.parametrize("command", [["up"], ["status"], ["down"], ["logs", "backend"]])
 def test_unreachable_engine_is_one_clear_error(tmp_path: Path, command: list[str]) -> None:
-    name = f"e2e-{uuid.uuid4().hex[:10]}"
-    init = cli("init", str(tmp_path / name), "--yes", "--name", name, "--port", "8000")
-    assert init.code == 0, str(init)
+    host = init_host(tmp_path)
     env = {k: v for k, v in os.environ.items() if k not in ("DOCKER_CONTEXT", "DOCKER_HOST")}
     env["DOCKER_HOST"] = "unix:///nonexistent.sock"
-    run = cli(*command, "--dir", str(tmp_path / name), env=env, timeout=60)
+    run = host.run(*command, env=env, timeout=60)
     assert_clean_failure(run)
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1, str(run)
@@ -674,3 +694,53 @@ def test_missing_image_with_pull_never_names_the_image(make_host: Callable[..., 
     assert image in run.stderr and "--pull never" in run.stderr, str(run)
     assert project_resources(docker_client, host.project) == {
         "containers": [], "networks": [], "volumes": []}
+
+
+def host_resources(client: docker.DockerClient, host: Host) -> list[str]:
+    """Everything on the engine labelled with this host's host_id."""
+    flt = {"label": f"{HOST_ID_LABEL}={host.host_id}"}
+    return ([f"container {c.name}" for c in client.containers.list(all=True, filters=flt)]
+            + [f"network {n.name}" for n in client.networks.list(filters=flt)]
+            + [f"volume {v.name}" for v in client.volumes.list(filters=flt)])
+
+
+@pytest.mark.engine
+def test_a_host_reusing_another_hosts_project_touches_nothing_of_it(
+        make_host: Callable[..., Host], docker_client: docker.DockerClient, tmp_path: Path) -> None:
+    owner = make_host()
+    owner.up_ok()
+    data = world_and_key(owner, "owner")
+    down = owner.run("down")
+    assert down.code == 0, str(down)
+    owner_volumes = sorted(project_resources(docker_client, owner.project)["volumes"])
+    assert len(owner_volumes) == 3
+
+    # The same name on the same engine, created with another registry (another user of this
+    # Docker engine, say): another host_id, but the same Docker project.
+    twin = make_host(name=owner.name, home=tmp_path / "other-registry")
+    assert twin.project == owner.project and twin.host_id != owner.host_id
+    refused = twin.run("up", "--timeout", "60")
+    assert_clean_failure(refused)
+    assert "belongs to another host" in refused.stderr and owner.host_id in refused.stderr, str(refused)
+    # A refused `up` leaves nothing behind, least of all something that locks the owner out.
+    assert host_resources(docker_client, twin) == []
+    owner.up_ok()
+    assert_readable(owner, *data)
+
+    # The twin's down (even with --volumes --yes) neither stops the owner nor deletes its data.
+    ids = container_ids(docker_client, owner)
+    twin_down = twin.run("down", "--volumes", "--yes")
+    assert_clean_failure(twin_down)
+    assert owner.host_id in twin_down.stderr, str(twin_down)
+    assert container_ids(docker_client, owner) == ids
+    assert all(c.status == "running" for c in containers(docker_client, owner).values())
+    assert_answers_as(owner)
+
+    down = owner.run("down")
+    assert down.code == 0, str(down)
+    created = {name: docker_client.volumes.get(name).attrs["CreatedAt"] for name in owner_volumes}
+    twin_down = twin.run("down", "--volumes", "--yes")
+    assert twin_down.code == 0, str(twin_down)
+    assert "Deleted volumes: none." in twin_down.stdout, str(twin_down)
+    assert {name: docker_client.volumes.get(name).attrs["CreatedAt"]
+            for name in owner_volumes} == created, "the twin's down touched the owner's volumes"
