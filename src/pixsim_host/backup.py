@@ -309,8 +309,9 @@ def restore(bundle_path: Path, target: Path, *, port: int | None, name: str | No
                 raise HostError(f"restoring replaces the data of host {existing.name!r} in {target}; "
                                 "pass --yes to confirm (a safety backup is taken first)")
             return _restore_over_existing(bundle, host, existing, progress, timeout)
-        if target.exists() and any(target.iterdir()):
-            raise HostError(f"{target} exists and is not empty; restore into a new directory")
+        if target.exists() and (not target.is_dir() or any(target.iterdir())):
+            raise HostError(f"{target} exists and is not an empty directory; restore into a new "
+                            "directory")
 
         data = bundle.config.model_dump(mode="json")
         if clone:
