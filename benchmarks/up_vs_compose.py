@@ -1,0 +1,487 @@
+#!/usr/bin/env python3
+"""pixsim-host `up` / no-change `up` / `down` against Docker Compose v2 on the same compose.yaml.
+
+    python benchmarks/up_vs_compose.py [--rounds 5] [--json] [--pixsim-host CMD]
+
+One run, one engine, the same images and the same rendered ``compose.yaml``:
+
+* pixsim-host: ``init`` a throw-away host (``bench-<hex>``, a free port) in a temp dir, then
+  time the real CLI in a subprocess: ``up --pull never`` from nothing (no containers, no
+  volumes, no network) to verified healthy, a second ``up`` (nothing changed) and ``down``.
+  ``down --volumes --yes`` between rounds is not timed.
+* Compose: ``docker compose -f DIR/compose.yaml --env-file DIR/.env -p <other project>``
+  ``up -d --wait --pull never`` from nothing, the same again (nothing changed) and ``down``;
+  ``down -v`` between rounds is not timed. ``--wait`` waits for the containers' own
+  healthchecks, so Compose is bound by their ``interval`` on engines older than Docker 25
+  (no ``start_interval``); pixsim-host probes actively. That difference is what is measured.
+
+Both tools publish the same host port, so they never run at the same time; the order
+alternates every round. The engine may be shared: a sample during which one of the
+compose file's images was re-tagged (someone rebuilt a stand-in or the reference backend,
+so the tool rightly recreated containers), or whose no-change ``up`` recreated containers,
+is flagged and left out of the medians (unless every sample of that cell was). One untimed
+warm-up round of each tool comes first (the first pixsim-host ``up`` builds the reference
+backend image when it is missing or stale).
+
+It reports, it never asserts: the exit code is 0 whatever the figures (130 on Ctrl-C).
+Whatever happens, both projects' containers, volumes and networks and the temp dir are
+removed (try/finally), and anything that could not be removed is reported.
+Only the standard library is used; pixsim-host and ``docker`` must be on PATH (or pass
+``--pixsim-host``). Images are never pulled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PIXSIM = "pixsim-host"
+COMPOSE = "compose"
+TOOLS = (PIXSIM, COMPOSE)
+OPERATIONS = ("cold_up", "nochange_up", "down")
+LABELS = {
+    "cold_up": "cold up (nothing -> healthy)",
+    "nochange_up": "no-change up",
+    "down": "down",
+}
+PROJECT_LABEL = "com.docker.compose.project"
+OP_TIMEOUT = 300.0  # seconds, for any one subprocess
+
+
+class StepFailed(Exception):
+    def __init__(self, what: str, proc: subprocess.CompletedProcess[str] | None, reason: str = "") -> None:
+        tail = ""
+        if proc is not None:
+            text = (proc.stderr or "") + (proc.stdout or "")
+            tail = "\n".join(text.strip().splitlines()[-12:])
+            reason = reason or f"exit code {proc.returncode}"
+        super().__init__(f"{what}: {reason}" + (f"\n{tail}" if tail else ""))
+        self.what = what
+
+
+@dataclass
+class Sample:
+    seconds: float
+    cpu: float = 0.0  # user+sys seconds of the tool's client processes
+    round: int = 0
+    note: str = ""
+    disturbed: bool = False  # something outside the benchmark changed the engine meanwhile
+
+    def flag(self, note: str) -> None:
+        self.note = f"{self.note}; {note}" if self.note else note
+        self.disturbed = True
+
+
+@dataclass
+class Results:
+    samples: dict[str, dict[str, list[Sample]]] = field(
+        default_factory=lambda: {op: {tool: [] for tool in TOOLS} for op in OPERATIONS}
+    )
+    errors: dict[str, str] = field(default_factory=dict)  # tool -> first failure
+    notes: list[str] = field(default_factory=list)
+
+
+def log(message: str) -> None:
+    sys.stderr.write(f"[bench] {message}\n")
+    sys.stderr.flush()
+
+
+def run(cmd: list[str], what: str, *, check: bool = True,
+        timeout: float = OP_TIMEOUT) -> subprocess.CompletedProcess[str]:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise StepFailed(what, None, f"no answer after {timeout:.0f} s") from None
+    if check and proc.returncode in (130, -signal.SIGINT):
+        raise KeyboardInterrupt  # the child got the Ctrl-C (e.g. from the terminal) first
+    if check and proc.returncode != 0:
+        raise StepFailed(what, proc)
+    return proc
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(cmd: list[str], what: str, index: int) -> Sample:
+    """Wall clock of the command, and the CPU time its processes used."""
+    cpu = children_cpu()
+    started = time.perf_counter()
+    run(cmd, what)
+    wall = time.perf_counter() - started
+    return Sample(wall, children_cpu() - cpu, index)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def pixsim_command(explicit: str | None) -> list[str]:
+    if explicit:
+        return explicit.split()
+    found = shutil.which("pixsim-host")
+    if found:
+        return [found]
+    sibling = Path(sys.executable).with_name("pixsim-host")
+    if sibling.exists():
+        return [str(sibling)]
+    return [sys.executable, "-m", "pixsim_host"]
+
+
+# ---- engine-side bookkeeping (untimed) --------------------------------------------------------
+
+def project_resources(project: str) -> dict[str, list[str]]:
+    """Containers, volumes and networks carrying this Compose project label."""
+    flt = f"label={PROJECT_LABEL}={project}"
+    out: dict[str, list[str]] = {}
+    for kind, cmd in (
+        ("containers", ["docker", "ps", "-a", "-q", "--no-trunc", "--filter", flt]),
+        ("volumes", ["docker", "volume", "ls", "-q", "--filter", flt]),
+        ("networks", ["docker", "network", "ls", "-q", "--no-trunc", "--filter", flt]),
+    ):
+        proc = run(cmd, f"list {kind} of {project}", check=False, timeout=60)
+        out[kind] = proc.stdout.split()
+    # Also by name, in case something was created without labels.
+    proc = run(["docker", "network", "ls", "-q", "--no-trunc", "--filter", f"name=^{project}_default$"],
+               "list network by name", check=False, timeout=60)
+    out["networks"] = sorted(set(out["networks"]) | set(proc.stdout.split()))
+    return out
+
+
+def container_ids(project: str) -> list[str]:
+    return sorted(project_resources(project)["containers"])
+
+
+def assert_nothing(project: str, what: str) -> None:
+    left = {k: v for k, v in project_resources(project).items() if v}
+    if left:
+        raise StepFailed(what, None, f"project {project} is not empty before a cold start: {left}")
+
+
+def image_ids(images: list[str]) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for image in images:
+        proc = run(["docker", "image", "inspect", "--format", "{{.Id}}", image], "inspect image",
+                   check=False, timeout=60)
+        out[image] = (proc.stdout.strip() or None) if proc.returncode == 0 else None
+    return out
+
+
+def changed_images(before: dict[str, str | None], after: dict[str, str | None]) -> list[str]:
+    return [image for image in before if before[image] != after.get(image)]
+
+
+def sweep(project: str) -> dict[str, list[str]]:
+    """Remove whatever is left of a project; return what could not be removed."""
+    res = project_resources(project)
+    if res["containers"]:
+        run(["docker", "rm", "-f", "-v", *res["containers"]], f"rm containers of {project}",
+            check=False, timeout=120)
+    if res["networks"]:
+        run(["docker", "network", "rm", *res["networks"]], f"rm network of {project}",
+            check=False, timeout=60)
+    if res["volumes"]:
+        run(["docker", "volume", "rm", "-f", *res["volumes"]], f"rm volumes of {project}",
+            check=False, timeout=60)
+    return {k: v for k, v in project_resources(project).items() if v}
+
+
+# ---- the two tools ----------------------------------------------------------------------------
+
+class Bench:
+    def __init__(self, pixsim: list[str], hostdir: Path, compose_project: str, pixsim_project: str,
+                 images: list[str]) -> None:
+        self.px = [*pixsim]
+        self.dir = hostdir
+        self.cp = compose_project
+        self.pp = pixsim_project
+        self.images = images
+        self.compose = ["docker", "compose", "-f", str(hostdir / "compose.yaml"),
+                        "--env-file", str(hostdir / ".env"), "-p", compose_project]
+
+    def project(self, tool: str) -> str:
+        return self.pp if tool == PIXSIM else self.cp
+
+    def commands(self, tool: str) -> dict[str, list[str]]:
+        if tool == PIXSIM:
+            d = ["--dir", str(self.dir)]
+            up = [*self.px, "up", *d, "--pull", "never"]
+            return {"cold_up": up, "nochange_up": up, "down": [*self.px, "down", *d],
+                    "clean": [*self.px, "down", *d, "--volumes", "--yes"]}
+        up = [*self.compose, "up", "-d", "--wait", "--pull", "never"]
+        return {"cold_up": up, "nochange_up": up, "down": [*self.compose, "down"],
+                "clean": [*self.compose, "down", "-v", "--remove-orphans"]}
+
+    def clean(self, tool: str) -> None:
+        run(self.commands(tool)["clean"], f"{tool} clean-up", check=False)
+
+    def round(self, tool: str, index: int) -> dict[str, Sample]:
+        """One cold up / no-change up / down; leaves the project empty (volumes removed).
+
+        The engine is shared: when an image is re-tagged meanwhile (someone rebuilt a
+        stand-in or the reference backend), both tools recreate containers, which is not
+        what is measured; such samples are flagged ``disturbed``.
+        """
+        cmds = self.commands(tool)
+        project = self.project(tool)
+        assert_nothing(project, f"{tool} cold up")
+        out: dict[str, Sample] = {}
+        try:
+            images = image_ids(self.images)
+            for op in OPERATIONS:
+                ids = container_ids(project)
+                sample = out[op] = timed(cmds[op], f"{tool} {LABELS[op]}", index)
+                now = image_ids(self.images)
+                moved = changed_images(images, now)
+                images = now
+                after = container_ids(project)
+                if op == "cold_up" and len(after) != 3:
+                    raise StepFailed(f"{tool} cold up", None, f"{len(after)} containers instead of 3")
+                if op == "nochange_up" and after != ids:
+                    sample.flag("containers were recreated")
+                if moved:
+                    why = "built by this up" if tool == PIXSIM and op == "cold_up" else "by someone else"
+                    sample.flag(f"image {', '.join(moved)} changed during this operation ({why})")
+                if op == "down":
+                    left = project_resources(project)
+                    if left["containers"] or left["networks"]:
+                        sample.note = "containers or network left after down"
+        finally:
+            self.clean(tool)
+        return out
+
+
+# ---- report -----------------------------------------------------------------------------------
+
+def summary(samples: list[Sample]) -> dict[str, Any] | None:
+    if not samples:
+        return None
+    values = [s.seconds for s in samples]
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "n": len(values), "samples": [round(v, 4) for v in values],
+            "cpu_median": statistics.median(s.cpu for s in samples)}
+
+
+def usable(samples: list[Sample]) -> list[Sample]:
+    """Undisturbed samples; all of them when every one was disturbed."""
+    return [s for s in samples if not s.disturbed] or list(samples)
+
+
+def evaluate(results: Results) -> dict[str, Any]:
+    ops: dict[str, Any] = {}
+    for op in OPERATIONS:
+        px = summary(usable(results.samples[op][PIXSIM]))
+        cp = summary(usable(results.samples[op][COMPOSE]))
+        ratio = px["median"] / cp["median"] if px and cp and cp["median"] > 0 else None
+        if op == "cold_up":
+            goal = "ratio <= 0.40"
+            ok = ratio is not None and ratio <= 0.40
+        elif op == "nochange_up":
+            goal = "pixsim-host < 0.30 s"
+            ok = px is not None and px["median"] < 0.30
+        else:
+            goal = "ratio <= 1.00"
+            ok = ratio is not None and ratio <= 1.00
+        known = ratio is not None or (op == "nochange_up" and px is not None)
+        notes = []
+        for tool in TOOLS:
+            excluded = len(usable(results.samples[op][tool])) < len(results.samples[op][tool])
+            for s in results.samples[op][tool]:
+                if s.note:
+                    left_out = " (left out of the figures)" if s.disturbed and excluded else ""
+                    notes.append(f"{tool} round {s.round}: {s.seconds:.3f} s, {s.note}{left_out}")
+        ops[op] = {"pixsim-host": px, "compose": cp, "ratio": ratio, "goal": goal,
+                   "result": ("PASS" if ok else "MISS") if known else "N/A", "notes": notes,
+                   "all_samples": {tool: [{"round": s.round, "seconds": round(s.seconds, 4),
+                                           "cpu_seconds": round(s.cpu, 4),
+                                           "disturbed": s.disturbed, "note": s.note}
+                                          for s in results.samples[op][tool]] for tool in TOOLS}}
+    return ops
+
+
+def fmt(stat: dict[str, Any] | None, total: int) -> str:
+    if not stat:
+        return "-"
+    used = f" [{stat['n']} of {total}]" if stat["n"] < total else ""
+    return f"{stat['median']:.3f} ({stat['min']:.3f}-{stat['max']:.3f}){used}"
+
+
+def print_table(ops: dict[str, Any], meta: dict[str, Any], results: Results) -> None:
+    head = ("operation", "pixsim-host s median (min-max)", "compose s median (min-max)",
+            "ratio px/compose", "goal", "result")
+    rows = [head]
+    for op in OPERATIONS:
+        o = ops[op]
+        ratio = f"{o['ratio']:.2f}" if o["ratio"] is not None else "-"
+        px, cp = (fmt(o[tool], len(results.samples[op][tool])) for tool in TOOLS)
+        rows.append((LABELS[op], px, cp, ratio, o["goal"], o["result"]))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    line = "  ".join("-" * w for w in widths)
+    print(f"pixsim-host vs docker compose: {meta['rounds']} rounds, engine {meta['engine']}, "
+          f"{meta['compose_version']}")
+    print(line)
+    for i, row in enumerate(rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        if i == 0:
+            print(line)
+    print(line)
+    cpu = []
+    for op in OPERATIONS:
+        cells = [f"{tool} {ops[op][tool]['cpu_median']:.2f}" for tool in TOOLS
+                 if ops[op][tool]]
+        if cells:
+            cpu.append(f"{LABELS[op]}: {', '.join(cells)}")
+    if cpu:
+        print("client CPU s (user+sys, median): " + "; ".join(cpu))
+    print(f"load average before/after: {meta['load_before']} / {meta['load_after']} on {os.cpu_count()} CPUs")
+    for op in OPERATIONS:
+        for note in ops[op]["notes"]:
+            print(f"note ({LABELS[op]}): {note}")
+    for tool, error in results.errors.items():
+        print(f"ERROR ({tool}): {error}")
+    for note in results.notes:
+        print(f"note: {note}")
+
+
+# ---- main -------------------------------------------------------------------------------------
+
+def engine_meta() -> dict[str, Any]:
+    proc = run(["docker", "version", "--format", "{{.Server.Version}} {{.Server.APIVersion}}"],
+               "docker version", check=False, timeout=60)
+    version, _, api = proc.stdout.strip().partition(" ")
+    comp = run(["docker", "compose", "version", "--short"], "docker compose version", check=False, timeout=60)
+    try:
+        start_interval = tuple(int(x) for x in api.split(".")) >= (1, 44)
+    except ValueError:
+        start_interval = False
+    return {"engine": f"{version} (API {api})" if version else "unreachable",
+            "compose_version": f"Compose {comp.stdout.strip()}" if comp.returncode == 0 else "no Compose v2",
+            "start_interval": start_interval}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds per tool (default 5)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    parser.add_argument("--pixsim-host", dest="pixsim", default=None,
+                        help="command that runs pixsim-host (default: pixsim-host on PATH)")
+    parser.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up round")
+    args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+
+    # SIGTERM is handled like Ctrl-C, so the clean-up below runs either way.
+    def _term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _term)
+
+    results = Results()
+    meta = engine_meta()
+    meta["rounds"] = args.rounds
+    meta["load_before"] = [round(x, 2) for x in os.getloadavg()]
+    if not meta["start_interval"]:
+        results.notes.append("engine API < 1.44: no healthcheck start_interval, so `compose up --wait` "
+                             "waits for the first healthcheck run at `interval`; pixsim-host probes "
+                             "actively")
+    px = pixsim_command(args.pixsim)
+    suffix = secrets.token_hex(4)
+    name = f"bench-{suffix}"
+    tmp = Path(tempfile.mkdtemp(prefix=f"pixsim-bench-{suffix}-"))
+    hostdir = tmp / "host"
+    bench: Bench | None = None
+    projects: list[str] = []
+    interrupted = False
+    try:
+        port = free_port()
+        run([*px, "init", str(hostdir), "--yes", "--name", name, "--port", str(port)], "pixsim-host init")
+        text = (hostdir / "compose.yaml").read_text()
+        match = re.search(r"^name:\s*['\"]?([^'\"\s]+)", text, re.M)
+        if not match:
+            raise StepFailed("read compose.yaml", None, "no top-level `name:`")
+        pixsim_project = match.group(1)
+        images = sorted(set(re.findall(r"^    image:\s*['\"]?([^'\"\s]+)", text, re.M)))
+        compose_project = f"cmp-{name}"
+        projects = [pixsim_project, compose_project]
+        bench = Bench(px, hostdir, compose_project, pixsim_project, images)
+        meta.update(host=name, port=port, projects={PIXSIM: pixsim_project, COMPOSE: compose_project},
+                    images=images, pixsim_host=" ".join(px))
+        log(f"host {name} on 127.0.0.1:{port}; projects {pixsim_project} and {compose_project}")
+
+        plan = [] if args.no_warmup else [("warm-up", 0)]
+        plan += [(f"round {i}/{args.rounds}", i) for i in range(1, args.rounds + 1)]
+        for label, index in plan:
+            order = TOOLS if index % 2 == 0 else TOOLS[::-1]
+            for tool in order:
+                if tool in results.errors:
+                    continue
+                try:
+                    samples = bench.round(tool, index)
+                except StepFailed as exc:
+                    results.errors[tool] = f"{label}: {exc}"
+                    log(f"{tool} failed in {label}: {exc}")
+                    continue
+                log(f"{label} {tool}: " + ", ".join(f"{op} {s.seconds:.3f}s" for op, s in samples.items()))
+                if index == 0:
+                    continue
+                for op, sample in samples.items():
+                    results.samples[op][tool].append(sample)
+            if len(results.errors) == len(TOOLS):
+                break
+    except KeyboardInterrupt:
+        interrupted = True
+        results.notes.append("interrupted (Ctrl-C): partial results")
+        log("interrupted; cleaning up")
+    except StepFailed as exc:
+        results.errors["setup"] = str(exc)
+        log(f"setup failed: {exc}")
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip the clean-up
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if bench is not None:
+            for tool in TOOLS:
+                bench.clean(tool)
+        leftovers = {p: left for p in projects if (left := sweep(p))}
+        if leftovers:
+            results.notes.append(f"could NOT remove: {leftovers}")
+            log(f"left behind: {leftovers}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    meta["leftovers"] = leftovers
+    meta["load_after"] = [round(x, 2) for x in os.getloadavg()]
+
+    ops = evaluate(results)
+    if args.json:
+        out = {"meta": meta, "operations": ops, "errors": results.errors, "notes": results.notes,
+               "interrupted": interrupted}
+        json.dump(out, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print_table(ops, meta, results)
+    return 130 if interrupted else 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
