@@ -1,0 +1,710 @@
+"""``plugins list | show | enable | disable | install | remove`` end to end, on a real engine.
+
+The proof is always the backend's own answer: ``GET /api/v1/admin/plugins/list`` on the
+host's port, and the routes the plugins mount. Every command runs as a user runs it:
+``python -m pixsim_host ...`` in a subprocess, no stdin, output captured and checked for
+secrets. Every host is created with ``init`` under a unique name and port; its teardown runs
+``down --volumes --yes`` and then checks that nothing labelled with its Docker project is
+left.
+
+One module-scoped host (``shared``) serves the tests that can put it back as they found it
+(every plugin enabled, nothing installed); the ``plugin_host`` fixture checks that state,
+restoring it if an earlier test failed half-way, so each test starts from the same host.
+Tests that take a host down or break it on purpose get hosts of their own (``make_host``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+import uuid
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+import pytest
+import yaml
+
+PROJECT_LABEL = "com.docker.compose.project"
+SERVICE_LABEL = "com.docker.compose.service"
+IMAGES = ("pgvector/pgvector:pg16", "redis:7-alpine", "python:3.11-slim")
+CLI_TIMEOUT = 240.0  # a hung command fails its test instead of hanging the run
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "plugins"
+BUILTINS = ("dialogue_extras", "game_stealth", "romance", "stats_basic")
+ALL_ENABLED = dict.fromkeys(BUILTINS, True)
+LIST_PATH = "/api/v1/admin/plugins/list"
+
+# Secret values of every host created in this module; no command output may contain one.
+_SECRETS: set[str] = set()
+# Ports handed out in this module, so two hosts of these tests never get the same one.
+_PORTS: set[int] = set()
+# The machine-local host registry ($PIXSIM_HOST_HOME) the commands use: one of this module's
+# own (set by the ``registry_home`` fixture), never the user's.
+REGISTRY_ENV = "PIXSIM_HOST_HOME"
+_REGISTRY: list[Path] = []
+
+
+# ---- running the CLI ------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    args: list[str]
+    code: int
+    stdout: str
+    stderr: str
+    elapsed: float
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+    def __str__(self) -> str:
+        return (f"`pixsim-host {' '.join(self.args)}` exited {self.code} after {self.elapsed:.1f} s"
+                f"\n--- stdout ---\n{self.stdout}\n--- stderr ---\n{self.stderr}")
+
+
+def cli(*args: str, timeout: float = CLI_TIMEOUT) -> Run:
+    """Run the real CLI with no stdin (so never a TTY) and check it printed no secret."""
+    environment = dict(os.environ)
+    environment.pop("PIXSIM_HOST_DIR", None)
+    assert _REGISTRY, "no registry home: use the registry_home fixture"
+    environment[REGISTRY_ENV] = str(_REGISTRY[-1])
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pixsim_host", *args],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, env=environment,
+        timeout=timeout,
+    )
+    run = Run(list(args), proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
+    leaked = [f"secret #{i}" for i, value in enumerate(sorted(_SECRETS)) if value in run.output]
+    assert not leaked, f"a secret ({', '.join(leaked)}) appears in the output of {run}"
+    return run
+
+
+def assert_clean_failure(run: Run) -> None:
+    """A failing command: non-zero exit, an ``Error:`` line, and never a traceback."""
+    assert run.code != 0, str(run)
+    assert "Traceback" not in run.output, str(run)
+    assert "Error: " in run.stderr, str(run)
+
+
+def assert_ok(run: Run) -> Run:
+    assert run.code == 0, str(run)
+    assert "Traceback" not in run.output, str(run)
+    return run
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 now, below the kernel's ephemeral range and not yet used here."""
+    for _ in range(500):
+        port = random.randint(20000, 32000)
+        if port in _PORTS:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _PORTS.add(port)
+        return port
+    raise AssertionError("no free port found on 127.0.0.1")
+
+
+# ---- hosts ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Host:
+    """A host created with ``pixsim-host init`` for a test."""
+
+    dir: Path
+    name: str
+    port: int
+    host_id: str = ""
+    project: str = ""
+    secrets: dict[str, str] = field(default_factory=dict)
+
+    def load(self) -> None:
+        config = yaml.safe_load(self.config_file.read_text())
+        self.host_id = str(config["host_id"])
+        self.project = str(config["project"])
+        assert re.fullmatch(r"pixsim-[a-z0-9-]+", self.project), self.project
+        for line in (self.dir / ".env").read_text().splitlines():
+            key, sep, value = line.partition("=")
+            if sep and not key.startswith("#") and value:
+                self.secrets[key] = value
+        assert set(self.secrets) >= {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "SECRET_KEY"}
+        _SECRETS.update(self.secrets.values())
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def config_file(self) -> Path:
+        return self.dir / "pixsim-host.yaml"
+
+    @property
+    def plugins_dir(self) -> Path:
+        return self.dir / "plugins"
+
+    def plugins_config(self) -> dict[str, list[str]]:
+        plugins = yaml.safe_load(self.config_file.read_text()).get("plugins") or {}
+        return {"enabled": list(plugins.get("enabled") or []),
+                "disabled": list(plugins.get("disabled") or [])}
+
+    def installed(self) -> list[str]:
+        return sorted(p.name for p in self.plugins_dir.iterdir()) if self.plugins_dir.is_dir() else []
+
+    def run(self, *args: str, **kwargs: Any) -> Run:
+        return cli(*args, "--dir", str(self.dir), **kwargs)
+
+    def up_ok(self, *args: str) -> dict[str, Any]:
+        """``up --json`` that must succeed; its report."""
+        run = self.run("up", "--json", *args)
+        assert run.code == 0, str(run)
+        report: dict[str, Any] = run.json()
+        return report
+
+    def http(self) -> httpx.Client:
+        # trust_env=False: loopback traffic must never go to a configured proxy.
+        return httpx.Client(base_url=self.url, timeout=10.0, trust_env=False)
+
+    def backend_plugins(self) -> dict[str, dict[str, Any]]:
+        """The backend's own plugin list, by id."""
+        with self.http() as http:
+            answer = http.get(LIST_PATH)
+        assert answer.status_code == 200, answer.text
+        data = answer.json()
+        entries = [*data["feature_plugins"], *data["route_plugins"]]
+        assert data["total"] == len(entries), data
+        return {entry["id"]: entry for entry in entries}
+
+    def backend_enabled(self) -> dict[str, bool]:
+        return {pid: entry["enabled"] for pid, entry in self.backend_plugins().items()}
+
+    def list_json(self) -> dict[str, Any]:
+        run = assert_ok(self.run("plugins", "list", "--json"))
+        data: dict[str, Any] = run.json()
+        return data
+
+    def listed_loaded(self) -> dict[str, Any]:
+        """``plugins list --json``: id -> loaded (None when the backend is down)."""
+        return {row["id"]: row["loaded"] for row in self.list_json()["plugins"]}
+
+    def get(self, path: str) -> httpx.Response:
+        with self.http() as http:
+            return http.get(path)
+
+
+def init_host(root: Path) -> Host:
+    name = f"e2e-{uuid.uuid4().hex[:10]}"
+    host = Host(root / name, name, free_port())
+    run = cli("init", str(host.dir), "--yes", "--name", name, "--port", str(host.port))
+    assert run.code == 0, str(run)
+    host.load()
+    return host
+
+
+def project_resources(client: docker.DockerClient, project: str) -> dict[str, list[str]]:
+    flt = {"label": f"{PROJECT_LABEL}={project}"}
+    return {
+        "containers": [c.name for c in client.containers.list(all=True, filters=flt)],
+        "networks": [n.name for n in client.networks.list(filters=flt)],
+        "volumes": [v.name for v in client.volumes.list(filters=flt)],
+    }
+
+
+def backend_container(client: docker.DockerClient, host: Host) -> Any:
+    found = client.containers.list(all=True, filters={"label": [f"{PROJECT_LABEL}={host.project}",
+                                                                f"{SERVICE_LABEL}=backend"]})
+    assert len(found) == 1, f"expected one backend container, found {[c.name for c in found]}"
+    return found[0]
+
+
+def backend_id_and_start(client: docker.DockerClient, host: Host) -> tuple[str, str]:
+    container = backend_container(client, host)
+    return container.id, container.attrs["State"]["StartedAt"]
+
+
+def destroy(client: docker.DockerClient, host: Host) -> None:
+    """``down --volumes --yes``, then nothing labelled with the host's project may remain.
+
+    Whatever remains is removed here anyway (so a failing test leaks nothing) before the
+    assertions report it.
+    """
+    run = host.run("down", "--volumes", "--yes")
+    left = project_resources(client, host.project)
+    if any(left.values()):
+        flt = {"label": f"{PROJECT_LABEL}={host.project}"}
+        for container in client.containers.list(all=True, filters=flt):
+            container.remove(force=True, v=True)
+        for network in client.networks.list(filters=flt):
+            network.remove()
+        for volume in client.volumes.list(filters=flt):
+            volume.remove(force=True)
+    assert run.code == 0, str(run)
+    assert not any(left.values()), f"left behind by `down --volumes --yes`: {left}"
+
+
+def destroy_all(client: docker.DockerClient, hosts: list[Host]) -> None:
+    """Tear down every host even if one teardown fails; then report the first failure."""
+    errors: list[BaseException] = []
+    for host in hosts:
+        try:
+            destroy(client, host)
+        except BaseException as exc:  # every host is torn down before the first failure is raised
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+
+
+def put_back(host: Host) -> None:
+    """Bring the shared host back to every plugin enabled and nothing installed."""
+    for name in host.installed():
+        if host.run("plugins", "remove", name).code != 0:
+            shutil.rmtree(host.plugins_dir / name)
+    disabled = host.plugins_config()["disabled"]
+    if disabled:
+        assert_ok(host.run("plugins", "enable", *disabled))
+    host.up_ok()
+
+
+def archive_of(folder: Path, dest: Path, kind: str) -> Path:
+    """A .tar.gz or .zip holding ``folder`` (as its one top-level folder)."""
+    files = sorted(p for p in folder.rglob("*") if "__pycache__" not in p.parts)
+    if kind == "tar.gz":
+        path = dest / f"{folder.name}.tar.gz"
+        with tarfile.open(path, "w:gz") as tar:
+            tar.add(folder, arcname=folder.name, recursive=False)
+            for item in files:
+                tar.add(item, arcname=f"{folder.name}/{item.relative_to(folder).as_posix()}",
+                        recursive=False)
+        return path
+    path = dest / f"{folder.name}.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for item in files:
+            if item.is_file():
+                archive.write(item, f"{folder.name}/{item.relative_to(folder).as_posix()}")
+    return path
+
+
+# ---- fixtures -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", autouse=True)
+def registry_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A host registry of this module's own, so tests neither read nor fill the user's."""
+    home = tmp_path_factory.mktemp("registry")
+    _REGISTRY.append(home)
+    yield home
+    _REGISTRY.remove(home)
+
+
+@pytest.fixture(scope="module")
+def shared(docker_client: docker.DockerClient, require_images: Callable[..., None],
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
+    """A host brought up once for the module; tests put its plugin set back as they found it."""
+    require_images(*IMAGES)
+    host = init_host(tmp_path_factory.mktemp("plugins-shared"))
+    try:
+        host.up_ok()
+        yield host
+    finally:
+        destroy(docker_client, host)
+
+
+@pytest.fixture
+def plugin_host(shared: Host) -> Host:
+    """The shared host, up, with every built-in plugin enabled and nothing installed."""
+    if shared.installed() or shared.plugins_config()["disabled"]:
+        put_back(shared)  # an earlier test failed before it could
+    else:
+        shared.up_ok()
+    assert shared.installed() == []
+    assert shared.plugins_config()["disabled"] == []
+    assert shared.backend_enabled() == ALL_ENABLED
+    return shared
+
+
+@pytest.fixture
+def make_host(docker_client: docker.DockerClient, require_images: Callable[..., None],
+              tmp_path: Path) -> Iterator[Callable[[], Host]]:
+    """Creates hosts of the test's own; all are torn down (and checked) when it ends."""
+    require_images(*IMAGES)
+    hosts: list[Host] = []
+
+    def make() -> Host:
+        host = init_host(tmp_path / "hosts")
+        hosts.append(host)
+        return host
+
+    yield make
+    destroy_all(docker_client, hosts)
+
+
+# ---- the shared host ------------------------------------------------------------------------
+
+
+@pytest.mark.engine
+def test_disable_and_enable_as_the_backend_reports_them(plugin_host: Host,
+                                                        docker_client: docker.DockerClient) -> None:
+    host = plugin_host
+    before, _ = backend_id_and_start(docker_client, host)
+
+    disabled = assert_ok(host.run("plugins", "disable", "game_stealth"))
+    assert "Disabled game_stealth." in disabled.stdout, str(disabled)
+    assert host.plugins_config()["disabled"] == ["game_stealth"]
+    assert host.backend_enabled() == {**ALL_ENABLED, "game_stealth": False}
+    assert backend_id_and_start(docker_client, host)[0] != before, "the backend was not recreated"
+    listed = host.list_json()
+    assert listed["live"] is True
+    rows = {row["id"]: row for row in listed["plugins"]}
+    assert {pid: row["loaded"] for pid, row in rows.items()} == {**ALL_ENABLED, "game_stealth": False}
+    assert rows["game_stealth"]["config"] == "disabled"
+    assert rows["game_stealth"]["dependencies"] == ["stats_basic"]
+    assert "game_stealth" not in assert_ok(host.run("up", "--json")).json()["plugins_enabled"]
+
+    enabled = assert_ok(host.run("plugins", "enable", "game_stealth"))
+    assert "Enabled game_stealth." in enabled.stdout, str(enabled)
+    assert "Also enabling" not in enabled.stdout, "stats_basic was enabled all along"
+    assert host.plugins_config()["disabled"] == []
+    assert host.backend_enabled() == ALL_ENABLED
+    assert host.listed_loaded() == ALL_ENABLED
+    assert assert_ok(host.run("status")).code == 0
+
+
+@pytest.mark.engine
+def test_enable_pulls_in_what_a_plugin_needs(plugin_host: Host,
+                                             docker_client: docker.DockerClient) -> None:
+    """dialogue_extras needs romance: enabling it enables romance too, and says so.
+
+    pixsim-host itself never disables romance while dialogue_extras is loaded, so the set
+    that needs repair comes from a hand edit, which `up` refuses before touching anything.
+    """
+    host = plugin_host
+    backend = backend_id_and_start(docker_client, host)
+    assert_ok(host.run("config", "set", "plugins.disabled", '["romance", "dialogue_extras"]'))
+
+    refused = host.run("up")
+    assert_clean_failure(refused)
+    assert "dialogue_extras depends on romance" in refused.stderr, str(refused)
+    assert "plugins enable" in refused.stderr, str(refused)
+    assert backend_id_and_start(docker_client, host) == backend
+    assert host.backend_enabled() == ALL_ENABLED
+
+    run = assert_ok(host.run("plugins", "enable", "dialogue_extras"))
+    assert "Also enabling romance (required by dialogue_extras)." in run.stdout, str(run)
+    assert host.plugins_config()["disabled"] == []
+    assert host.backend_enabled() == ALL_ENABLED
+    greetings = host.get("/api/v1/plugins/dialogue_extras/greetings")
+    assert greetings.status_code == 200, greetings.text
+    assert host.get("/api/v1/plugins/romance/status").json()["status"] == "ok"
+    assert_ok(host.run("status"))
+
+
+@pytest.mark.engine
+def test_unknown_id_is_refused_with_the_closest_id(plugin_host: Host,
+                                                   docker_client: docker.DockerClient) -> None:
+    host = plugin_host
+    config = host.config_file.read_bytes()
+    backend = backend_id_and_start(docker_client, host)
+    for verb in ("enable", "disable"):
+        run = host.run("plugins", verb, "game_stealh")
+        assert_clean_failure(run)
+        assert "'game_stealh'" in run.stderr, str(run)
+        assert "did you mean game_stealth?" in run.stderr, str(run)
+    shown = host.run("plugins", "show", "romanse")
+    assert_clean_failure(shown)
+    assert "did you mean romance?" in shown.stderr, str(shown)
+    assert host.config_file.read_bytes() == config
+    assert backend_id_and_start(docker_client, host) == backend
+    assert host.backend_enabled() == ALL_ENABLED
+
+
+@pytest.mark.engine
+def test_disabling_a_dependency_is_refused_and_changes_nothing(
+        plugin_host: Host, docker_client: docker.DockerClient) -> None:
+    host = plugin_host
+    config, compose = host.config_file.read_bytes(), (host.dir / "compose.yaml").read_bytes()
+    backend = backend_id_and_start(docker_client, host)
+
+    refused = host.run("plugins", "disable", "stats_basic")
+    assert_clean_failure(refused)
+    assert "cannot disable stats_basic" in refused.stderr, str(refused)
+    for dependent in ("game_stealth", "romance", "dialogue_extras"):
+        assert dependent in refused.stderr, f"{dependent} not named in {refused}"
+    assert "--cascade" in refused.stderr, str(refused)
+
+    # Even with --cascade: the dependents are built in, so they stay loaded, and PixSim7
+    # aborts start-up when any loaded plugin (disabled or not) depends on a disabled one.
+    cascade = host.run("plugins", "disable", "stats_basic", "--cascade")
+    assert_clean_failure(cascade)
+    assert "aborts start-up" in cascade.stderr, str(cascade)
+    assert "even a disabled one" in cascade.stderr, str(cascade)
+    assert "romance depends on stats_basic" in cascade.stderr, str(cascade)
+
+    # A plugin others need, named by what depends on it.
+    middle = host.run("plugins", "disable", "romance")
+    assert_clean_failure(middle)
+    assert "dialogue_extras" in middle.stderr and "stats_basic" not in middle.stderr, str(middle)
+
+    assert host.config_file.read_bytes() == config
+    assert (host.dir / "compose.yaml").read_bytes() == compose
+    assert backend_id_and_start(docker_client, host) == backend, "a refused change touched the backend"
+    assert host.backend_enabled() == ALL_ENABLED
+    shown = assert_ok(host.run("plugins", "show", "stats_basic", "--json")).json()
+    assert shown["required_by"] == ["dialogue_extras", "game_stealth", "romance"]
+
+
+@pytest.mark.engine
+def test_install_enables_the_disabled_dependency(plugin_host: Host) -> None:
+    host = plugin_host
+    assert_ok(host.run("plugins", "disable", "game_stealth"))
+    assert host.backend_enabled()["game_stealth"] is False
+
+    run = assert_ok(host.run("plugins", "install", str(FIXTURES / "stealth_addon")))
+    assert "Also enabling game_stealth" in run.stdout, str(run)
+    assert host.installed() == ["stealth_addon"]
+    assert host.plugins_config()["disabled"] == []
+    assert host.backend_enabled() == {**ALL_ENABLED, "stealth_addon": True}
+    assert host.backend_plugins()["stealth_addon"]["dependencies"] == ["game_stealth"]
+    assert host.listed_loaded() == {**ALL_ENABLED, "stealth_addon": True}
+    ping = host.get("/api/v1/plugins/stealth_addon/ping")
+    assert ping.status_code == 200 and ping.json() == {"pong": "stealth_addon"}, ping.text
+
+    # Now game_stealth has an installed dependent: disabling it is refused, and so is
+    # --cascade, because stealth_addon would still be loaded (and abort start-up).
+    config = host.config_file.read_bytes()
+    refused = host.run("plugins", "disable", "game_stealth")
+    assert_clean_failure(refused)
+    assert "stealth_addon" in refused.stderr, str(refused)
+    cascade = host.run("plugins", "disable", "game_stealth", "--cascade")
+    assert_clean_failure(cascade)
+    assert "stealth_addon depends on game_stealth" in cascade.stderr, str(cascade)
+    assert "plugins remove" in cascade.stderr, str(cascade)
+    assert host.config_file.read_bytes() == config
+    assert host.backend_enabled()["game_stealth"] is True
+
+    removed = assert_ok(host.run("plugins", "remove", "stealth_addon"))
+    assert "Removed stealth_addon." in removed.stdout, str(removed)
+    assert host.installed() == []
+    assert host.backend_enabled() == ALL_ENABLED
+    assert host.get("/api/v1/plugins/stealth_addon/ping").status_code == 404
+
+
+@pytest.mark.engine
+def test_failing_plugin_is_rolled_back_and_the_host_stays_healthy(
+        plugin_host: Host, docker_client: docker.DockerClient) -> None:
+    host = plugin_host
+    config = host.config_file.read_bytes()
+    state_before = sorted(p.name for p in (host.dir / ".pixsim-host").iterdir())
+
+    run = host.run("plugins", "install", str(FIXTURES / "broken_plugin"))
+    assert_clean_failure(run)
+    assert "broken_plugin failed to load" in run.stderr, str(run)
+    assert "broken on purpose for tests" in run.stderr, str(run)
+    assert "The previous configuration was put back and the host is healthy again" in run.stderr, \
+        str(run)
+
+    assert not (host.plugins_dir / "broken_plugin").exists()
+    assert host.installed() == []
+    assert host.config_file.read_bytes() == config
+    assert sorted(p.name for p in (host.dir / ".pixsim-host").iterdir()) == state_before
+    status = host.run("status")
+    assert status.code == 0, str(status)
+    assert host.backend_enabled() == ALL_ENABLED, "broken_plugin is still known to the backend"
+    with host.http() as http:
+        ready = http.get("/ready")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready", ready.text
+    assert backend_container(docker_client, host).status == "running"
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize("form", ["folder", "tar.gz", "zip"])
+def test_install_and_remove_an_external_plugin(plugin_host: Host, tmp_path: Path, form: str) -> None:
+    host = plugin_host
+    source = FIXTURES / "hello_external" if form == "folder" else archive_of(
+        FIXTURES / "hello_external", tmp_path, form)
+    assert host.get("/api/v1/plugins/hello_external/hello").status_code == 404
+
+    run = assert_ok(host.run("plugins", "install", str(source)))
+    assert "Installed hello_external" in run.stdout, str(run)
+    assert "Also enabling" not in run.stdout, str(run)
+    assert host.installed() == ["hello_external"]
+    assert sorted(p.relative_to(host.plugins_dir / "hello_external").as_posix()
+                  for p in (host.plugins_dir / "hello_external").rglob("*")
+                  if "__pycache__" not in p.parts) == ["backend", "backend/manifest.py"]
+    hello = host.get("/api/v1/plugins/hello_external/hello")
+    assert hello.status_code == 200 and hello.json() == {"hello": "world"}, hello.text
+    entry = host.backend_plugins()["hello_external"]
+    assert entry["enabled"] is True and entry["source"] == "external", entry
+    assert host.listed_loaded() == {**ALL_ENABLED, "hello_external": True}
+
+    again = host.run("plugins", "install", str(source))
+    assert_clean_failure(again)
+    assert "already installed" in again.stderr, str(again)
+
+    removed = assert_ok(host.run("plugins", "remove", "hello_external"))
+    assert "Removed hello_external." in removed.stdout, str(removed)
+    assert host.installed() == []
+    assert host.get("/api/v1/plugins/hello_external/hello").status_code == 404
+    assert host.backend_enabled() == ALL_ENABLED
+    leftovers = [p.name for p in (host.dir / ".pixsim-host").iterdir()
+                 if p.name.startswith(("install-", "removed-"))]
+    assert leftovers == [], leftovers
+
+    builtin = host.run("plugins", "remove", "romance")
+    assert_clean_failure(builtin)
+    assert "not installed" in builtin.stderr, str(builtin)
+
+
+@pytest.mark.engine
+def test_no_restart_records_the_choice_for_the_next_up(plugin_host: Host,
+                                                       docker_client: docker.DockerClient) -> None:
+    host = plugin_host
+    backend = backend_id_and_start(docker_client, host)
+
+    run = assert_ok(host.run("plugins", "disable", "dialogue_extras", "--no-restart"))
+    assert "next `pixsim-host up`" in run.stdout, str(run)
+    assert host.plugins_config()["disabled"] == ["dialogue_extras"]
+    assert "dialogue_extras" in (host.dir / "compose.yaml").read_text()
+    installed = assert_ok(host.run("plugins", "install", str(FIXTURES / "hello_external"),
+                                   "--no-restart"))
+    assert "next `pixsim-host up`" in installed.stdout, str(installed)
+    assert host.installed() == ["hello_external"]
+    # Recorded only: the running backend is the same container, never restarted.
+    assert backend_id_and_start(docker_client, host) == backend
+    assert host.backend_enabled() == ALL_ENABLED
+    assert host.get("/api/v1/plugins/hello_external/hello").status_code == 404
+
+    report = host.up_ok()
+    assert report["actions"]["backend"] == "recreated", report["actions"]
+    assert report["actions"]["db"] == "unchanged" and report["actions"]["redis"] == "unchanged"
+    assert host.backend_enabled() == {**ALL_ENABLED, "dialogue_extras": False, "hello_external": True}
+    assert sorted(report["plugins_enabled"]) == ["game_stealth", "hello_external", "romance",
+                                                 "stats_basic"]
+    assert host.get("/api/v1/plugins/hello_external/hello").json() == {"hello": "world"}
+    assert host.get("/api/v1/plugins/dialogue_extras/greetings").status_code == 404
+
+    assert_ok(host.run("plugins", "remove", "hello_external"))
+    assert_ok(host.run("plugins", "enable", "dialogue_extras"))
+    assert host.backend_enabled() == ALL_ENABLED
+
+
+@pytest.mark.engine
+def test_two_hosts_report_their_own_plugin_sets(plugin_host: Host,
+                                               make_host: Callable[[], Host]) -> None:
+    a = plugin_host
+    b = make_host()
+    b.up_ok()
+    assert_ok(a.run("plugins", "disable", "game_stealth"))
+    assert_ok(b.run("plugins", "disable", "dialogue_extras"))
+    assert_ok(b.run("plugins", "install", str(FIXTURES / "hello_external")))
+
+    a_set = {**ALL_ENABLED, "game_stealth": False}
+    b_set = {**ALL_ENABLED, "dialogue_extras": False, "hello_external": True}
+    assert a.backend_enabled() == a_set
+    assert b.backend_enabled() == b_set
+    assert a.listed_loaded() == a_set
+    assert b.listed_loaded() == b_set
+    # The routes each backend mounts follow its own set.
+    assert a.get("/api/v1/plugins/dialogue_extras/greetings").status_code == 200
+    assert b.get("/api/v1/plugins/dialogue_extras/greetings").status_code == 404
+    assert a.get("/api/v1/plugins/hello_external/hello").status_code == 404
+    assert b.get("/api/v1/plugins/hello_external/hello").json() == {"hello": "world"}
+    for host in (a, b):
+        with host.http() as http:
+            assert http.get("/api/v1/server/info").json()["server_id"] == host.host_id
+
+    # Changing one host leaves the other's set alone.
+    assert_ok(a.run("plugins", "enable", "game_stealth"))
+    assert a.backend_enabled() == ALL_ENABLED
+    assert b.backend_enabled() == b_set
+
+
+# ---- hosts of their own ---------------------------------------------------------------------
+
+
+@pytest.mark.engine
+def test_list_when_down_reads_the_saved_catalog(make_host: Callable[[], Host]) -> None:
+    host = make_host()
+    never = host.run("plugins", "list")
+    assert_clean_failure(never)
+    assert "never been up" in never.stderr, str(never)
+
+    host.up_ok()
+    live = host.list_json()
+    assert live["live"] is True
+    assert {row["id"]: row["loaded"] for row in live["plugins"]} == ALL_ENABLED
+    assert_ok(host.run("down"))
+
+    run = assert_ok(host.run("plugins", "list"))
+    assert "saved" in run.stderr and "catalog" in run.stderr, str(run)
+    assert "backend is down" in run.stdout, str(run)
+    for pid in BUILTINS:
+        assert re.search(rf"^{pid}\s", run.stdout, re.MULTILINE), f"{pid} missing from {run}"
+    saved = host.run("plugins", "list", "--json")
+    assert saved.code == 0, str(saved)
+    assert "saved" in saved.stderr, str(saved)
+    data = saved.json()
+    assert data["live"] is False
+    assert data["taken_at"] == pytest.approx(live["taken_at"], abs=120)
+    assert {row["id"]: row["loaded"] for row in data["plugins"]} == dict.fromkeys(BUILTINS)
+    assert {row["id"]: row["dependencies"] for row in data["plugins"]} == {
+        "dialogue_extras": ["romance"], "game_stealth": ["stats_basic"],
+        "romance": ["stats_basic"], "stats_basic": []}
+
+    # A change while down is recorded and applied by the next `up`.
+    changed = assert_ok(host.run("plugins", "disable", "game_stealth"))
+    assert "next `pixsim-host up`" in changed.stdout, str(changed)
+    report = host.up_ok()
+    assert "game_stealth" not in report["plugins_enabled"]
+    assert host.backend_enabled() == {**ALL_ENABLED, "game_stealth": False}
+
+
+@pytest.mark.engine
+def test_up_fails_when_a_plugin_did_not_load(make_host: Callable[[], Host]) -> None:
+    host = make_host()
+    host.up_ok()
+    # Copied by hand, bypassing `plugins install` and its rollback.
+    shutil.copytree(FIXTURES / "broken_plugin", host.plugins_dir / "broken_plugin",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+
+    failed = host.run("up")
+    assert_clean_failure(failed)
+    assert "broken_plugin failed to load" in failed.stderr, str(failed)
+    assert "broken on purpose for tests" in failed.stderr, str(failed)
+    entry = host.backend_plugins()["broken_plugin"]
+    assert entry["enabled"] is False and "broken on purpose" in entry["error"], entry
+    listed = assert_ok(host.run("plugins", "list"))
+    assert re.search(r"^broken_plugin\s.*FAILED", listed.stdout, re.MULTILINE), str(listed)
+
+    # Disabling it is accepted: the backend still tries to import it, but nothing expects it.
+    assert_ok(host.run("plugins", "disable", "broken_plugin"))
+    assert host.plugins_config()["disabled"] == ["broken_plugin"]
+    assert_ok(host.run("up"))
+    assert_ok(host.run("status"))
+    assert host.backend_enabled() == {**ALL_ENABLED, "broken_plugin": False}
+
+    # Or the folder goes (by hand again): `up` notices and the backend forgets it.
+    shutil.rmtree(host.plugins_dir / "broken_plugin")
+    report = host.up_ok()
+    assert report["actions"]["backend"] == "recreated", report["actions"]
+    assert host.backend_enabled() == ALL_ENABLED
