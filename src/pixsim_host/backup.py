@@ -290,6 +290,7 @@ def restore(bundle_path: Path, target: Path, *, port: int | None, name: str | No
             confirm_existing: bool = False) -> tuple[HostDir, HostConfig]:
     """Rebuild a host from a bundle into ``target``: the same host (restore) or a new one (clone)."""
     from pixsim_host.create import pick_port
+    from pixsim_host.hosts import check_claims, load_registry
 
     target = target.expanduser().resolve()
     with verified_bundle(bundle_path) as bundle:
@@ -331,8 +332,10 @@ def restore(bundle_path: Path, target: Path, *, port: int | None, name: str | No
         if port is not None:
             data["backend"]["port"] = port
         elif clone:
-            data["backend"]["port"] = pick_port(bind, set(), start=config.backend.port + 1)
+            claimed = set(load_registry().port_claims())
+            data["backend"]["port"] = pick_port(bind, claimed, start=config.backend.port + 1)
         config = parse_config(data, source="the restored config")
+        check_claims(config)
 
         secrets_file = bundle.staging / SECRETS_MEMBER
         secrets = None
@@ -346,11 +349,27 @@ def restore(bundle_path: Path, target: Path, *, port: int | None, name: str | No
             write_secrets(host.secrets_file, secrets or generate_secrets(), config.host_id)
             _load_into(bundle, host, config, progress, timeout,
                        restamp=bundle.config.host_id if clone else None)
+            _register(host, config, progress)
         except BaseException:
             progress("host", "restore failed: removing what it created")
             _undo_new_host(host, config, created_dir)
             raise
         return host, config
+
+
+def _register(host: HostDir, config: HostConfig, progress: Progress) -> None:
+    """Record the restored host; a restore is a move, so an older entry of it is replaced."""
+    from pixsim_host.hosts import edit_registry, record
+
+    with edit_registry() as registry:
+        moved = [e for e in registry.entries
+                 if e.host_id == config.host_id and e.directory != str(host.root)]
+        registry.entries = [e for e in registry.entries if e not in moved]
+    for entry in moved:
+        progress("host", f"this host was registered in {entry.directory}; the registry now points "
+                         f"here. Delete that directory: `up` there would start a second copy of "
+                         "the same host")
+    record(host, config)
 
 
 def _refuse_project_in_use(config: HostConfig) -> None:

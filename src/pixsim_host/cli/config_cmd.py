@@ -53,14 +53,19 @@ def set_(
     directory: DirOption = None,
 ) -> None:
     """Change one value, validate it, save and re-render."""
+    from pixsim_host import hosts
     from pixsim_host.config import save_config, set_key
+    from pixsim_host.locking import host_lock
     from pixsim_host.render import render_host, write_rendered
 
     host, config = open_host(directory)
-    updated = set_key(config, key, value)
-    rendered = render_host(host, updated)  # render before saving: a bad value writes nothing
-    save_config(updated, host.config_file)
-    written = write_rendered(host, rendered)
+    with host_lock(host, command="config set"):
+        updated = set_key(config, key, value)
+        hosts.check_claims(updated)  # another registered host's name or port is refused
+        rendered = render_host(host, updated)  # render before saving: a bad value writes nothing
+        save_config(updated, host.config_file)
+        written = write_rendered(host, rendered)
+        hosts.record(host, updated)
     info(f"Set {key}." + (f" Rendered {', '.join(written)}." if written else ""))
     if written:
         info("Run `pixsim-host up` to apply it to a running host.")

@@ -62,8 +62,12 @@ def up(
     with locked_host(directory, no_wait=no_wait, command="up") as (host, config), \
             _Progress(f"Starting {config.name}") as progress:
         report = stack.up(host, config, pull=pull, timeout=timeout, progress=progress)
+    from pixsim_host.hosts import client_line, friend_urls
+
+    # Friends and players of a shared host connect from other machines: show those URLs.
+    others = friend_urls(config) if config.model != "self" else []
     if as_json:
-        print_json(report.as_json())
+        print_json({**report.as_json(), "friend_urls": others})
         return
     for note in report.notes:
         warn(note)
@@ -72,8 +76,11 @@ def up(
     for name, service in report.services.items():
         action = report.actions.get(name, "")
         info(f"  {name:8} {service['state']:8} {'healthy':9} {action}")
+    info(f"  plugins  {', '.join(report.plugins) or 'none'}")
     info(f"  backend  {report.url}")
     info(f"  client   VITE_BACKEND_URL={report.client_url}")
+    for url in others:
+        info(f"  others   {client_line(url)}")
 
 
 def down(
