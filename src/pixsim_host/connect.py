@@ -52,6 +52,7 @@ def normalize_url(raw: str) -> str:
     """``raw`` as a canonical backend base URL: scheme, lowercase host, port only if not the
     default, path prefix without a trailing slash. ``host:port`` alone means http://."""
     text = raw.strip()
+    shown = printable(re.sub(r"//[^/@?#]*@", "//***@", text))  # never echo a password
     if not text:
         raise HostError("the URL is empty; give the host's backend URL, e.g. http://192.168.1.20:8000")
     if "://" not in text:
@@ -60,21 +61,21 @@ def normalize_url(raw: str) -> str:
         parts = urlsplit(text)
         port = parts.port
     except ValueError as exc:
-        raise HostError(f"{printable(raw)!r} is not a valid URL ({exc}); "
+        raise HostError(f"{shown!r} is not a valid URL ({exc}); "
                         "give it like http://192.168.1.20:8000") from None
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
-        raise HostError(f"{raw!r} is not an http:// or https:// URL; a PixSim7 backend speaks HTTP")
+        raise HostError(f"{shown!r} is not an http:// or https:// URL; a PixSim7 backend speaks HTTP")
     if not parts.hostname:
-        raise HostError(f"{raw!r} has no host name; give it like http://192.168.1.20:8000")
+        raise HostError(f"{shown!r} has no host name; give it like http://192.168.1.20:8000")
     if parts.username is not None or parts.password is not None:
-        raise HostError(f"{printable(raw)!r} contains a user name or password; a backend URL never "
+        raise HostError(f"{shown!r} contains a user name or password; a backend URL never "
                         "needs one, and it would be stored in plain text: remove it")
     if parts.query or parts.fragment:
-        raise HostError(f"{printable(raw)!r} has a query or fragment (? or #); give the backend's "
+        raise HostError(f"{shown!r} has a query or fragment (? or #); give the backend's "
                         "base URL only")
     if _UNPRINTABLE.search(text) or " " in text:
-        raise HostError(f"{printable(raw)!r} contains spaces or control characters")
+        raise HostError(f"{shown!r} contains spaces or control characters")
     host = parts.hostname.lower()
     if ":" in host:
         host = f"[{host}]"
