@@ -8,7 +8,8 @@ network or volume of its Docker project is left behind.
 One module-scoped host (``shared``) serves the tests that leave a host as they found it (up
 and verified); tests that break a host on purpose get hosts of their own (``make_host``).
 Every command's output is checked against the secrets of every host these tests created:
-no command may ever print one.
+no command may ever print one. Commands use a host registry (``$PIXSIM_HOST_HOME``) of this
+module's own, so the tests neither read nor fill the user's.
 """
 
 from __future__ import annotations
