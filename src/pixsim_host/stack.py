@@ -127,8 +127,8 @@ def up(host: HostDir, config: HostConfig, *, pull: str = "missing", timeout: flo
     for name, state in sorted(runtime.containers().items()):
         services[name] = _service_json(state)
         # Every service passed our own checks just now, whatever the engine's lagging
-        # healthcheck says yet.
-        services[name]["verified"] = True
+        # healthcheck says yet (before Docker 25 it waits a whole interval).
+        services[name].update(health="healthy", engine_health=state.health, verified=True)
     return UpReport(
         host_id=config.host_id,
         name=config.name,
