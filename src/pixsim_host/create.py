@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import socket
 from dataclasses import dataclass, field
@@ -55,7 +56,11 @@ def port_is_free(bind: str, port: int) -> bool:
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         try:
             sock.bind((bind, port))
-        except OSError:
+        except OSError as exc:
+            if exc.errno == errno.EADDRNOTAVAIL and not ipaddress.ip_address(bind).is_unspecified:
+                # Not an address of this machine (yet: a VPN that is down). Whether the port is
+                # free is then best told on every interface; `doctor` reports the address.
+                return port_is_free("::" if family == socket.AF_INET6 else "0.0.0.0", port)
             return False
     return True
 

@@ -118,8 +118,9 @@ def check_rendered(ctx: Context) -> Check:
     except HostError as exc:
         return _failed("rendered", exc)
     if diffs:
+        verb = "differs" if len(diffs) == 1 else "differ"
         return Check("rendered", FAIL,
-                     f"{', '.join(diffs)} differ from what pixsim-host.yaml renders "
+                     f"{', '.join(diffs)} {verb} from what pixsim-host.yaml renders "
                      "(stale, or edited by hand)",
                      "`pixsim-host render --check` shows the difference; move hand edits into "
                      "pixsim-host.yaml or a template override, then run `pixsim-host render`")
@@ -324,10 +325,11 @@ def check_registry(ctx: Context) -> Check:
             return Check("registry", FAIL, f"the registry's {', '.join(stale)} for this host differ from "
                                            "pixsim-host.yaml", f"run `{add}` to refresh the entry")
     if gone:
-        return Check("registry", WARN, f"{len(registry.entries)} hosts registered; the directory of "
+        return Check("registry", WARN, f"{len(registry.entries)} registered; the directory of "
                                        f"{', '.join(gone)} is gone",
                      "`pixsim-host hosts add NEW_DIR` if moved, `pixsim-host hosts forget NAME` if deleted")
-    return Check("registry", PASS, f"{len(registry.entries)} hosts registered, consistent")
+    count = len(registry.entries)
+    return Check("registry", PASS, f"{count} host{'s' if count != 1 else ''} registered, consistent")
 
 
 def check_health(ctx: Context) -> Check:

@@ -330,7 +330,12 @@ def _unpack(source: Path, into: Path) -> Path:
         try:
             with tarfile.open(source, "r:gz") as archive:
                 _safe_members_tar(archive, source)
-                archive.extractall(into, filter="data")
+                # Every member was checked above; the "data" filter (Python 3.11.4+) is a
+                # second line of defence where the interpreter has it.
+                if hasattr(tarfile, "data_filter"):
+                    archive.extractall(into, filter="data")
+                else:
+                    archive.extractall(into)
         except (tarfile.TarError, OSError, EOFError) as exc:
             raise HostError(f"{source.name} is not a readable .tar.gz ({exc}); check the file") from None
     elif name.endswith(".zip"):

@@ -275,12 +275,12 @@ def _uptime(started_at: str | None) -> float | None:
 
 
 def change_host(host: HostDir, old: HostConfig, new: HostConfig, *, progress: Progress,
-                timeout: float = 120.0, restart_backend: bool = False,
+                timeout: float = 120.0,
                 undo: Callable[[], None] | None = None) -> UpReport | None:
     """Save ``new``, apply it to a running host and verify; on failure put ``old`` back.
 
-    ``restart_backend`` restarts the backend even when its config is unchanged (for
-    files it reads at start-up, such as installed plugins); ``undo`` reverts such files.
+    ``undo`` reverts files the change made (installed plugins); ``up`` recreates the
+    backend when the plugins folder changed, since it reads it only at start-up.
     Returns None when the host is not running (the change waits for the next ``up``).
     """
     from pixsim_host.config import save_config
@@ -293,8 +293,6 @@ def change_host(host: HostDir, old: HostConfig, new: HostConfig, *, progress: Pr
     if not running:
         return None
     try:
-        if restart_backend:
-            open_runtime(host, new).restart([BACKEND], progress)
         return up(host, new, timeout=timeout, progress=progress)
     except HostError as failure:
         progress("host", "rolling back to the previous configuration")
@@ -303,8 +301,6 @@ def change_host(host: HostDir, old: HostConfig, new: HostConfig, *, progress: Pr
         if undo is not None:
             undo()
         try:
-            if restart_backend:
-                open_runtime(host, old).restart([BACKEND], progress)
             up(host, old, timeout=timeout, progress=progress)
         except HostError as again:
             raise HostError(

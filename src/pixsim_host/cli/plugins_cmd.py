@@ -145,7 +145,7 @@ def disable(
 
 
 def _apply(host: HostDir, config: HostConfig, enabled: list[str], disabled: list[str],
-           no_restart: bool, timeout: float, *, restart_backend: bool = False,
+           no_restart: bool, timeout: float, *,
            undo: object = None) -> None:
     from pixsim_host import stack
     from pixsim_host.config import parse_config, save_config
@@ -162,7 +162,6 @@ def _apply(host: HostDir, config: HostConfig, enabled: list[str], disabled: list
         info("Recorded; it applies at the next `pixsim-host up`.")
         return
     report = stack.change_host(host, config, new, progress=_progress, timeout=timeout,
-                               restart_backend=restart_backend,
                                undo=undo if callable(undo) else None)
     if report is None:
         info("The host is not running; the change applies at the next `pixsim-host up`.")
@@ -208,7 +207,7 @@ def install(
         if revived:
             info(f"Also enabling {', '.join(revived)} (required by {name}).")
         enabled = sorted(set(config.plugins.enabled) | set(revived))
-        _apply(host, config, enabled, disabled, no_restart, timeout, restart_backend=True,
+        _apply(host, config, enabled, disabled, no_restart, timeout,
                undo=undo)
 
 
@@ -243,7 +242,7 @@ def remove(
 
         enabled = [p for p in config.plugins.enabled if p != plugin_id]
         disabled = [p for p in config.plugins.disabled if p != plugin_id]
-        _apply(host, config, enabled, disabled, no_restart, timeout, restart_backend=True,
+        _apply(host, config, enabled, disabled, no_restart, timeout,
                undo=undo)
         shutil.rmtree(parked.parent, ignore_errors=True)
     info(f"Removed {plugin_id}.")
