@@ -52,6 +52,8 @@ trap stop_our_engine EXIT
 
 bash scripts/ensure-engine.sh
 bash scripts/build-test-images.sh
+# kubectl for `kubectl kustomize` of the Kubernetes folder (no cluster is contacted).
+bash scripts/ensure-kubectl.sh
 
 # --- checks -----------------------------------------------------------------------------------
 # Every step runs even if an earlier one fails, so one run reports everything; the exit code
