@@ -6,6 +6,9 @@
 # Then static checks and the full pytest suite with the engine tests made mandatory.
 set -euo pipefail
 
+# Everything below is one compound command, which bash reads completely before running it: the
+# file may be edited (or checked out anew) during a long test run without derailing that run.
+{
 cd "$(dirname "$0")/.."
 
 say() { echo "test.sh: $*"; }
@@ -80,3 +83,5 @@ if [ "${#failed[@]}" -gt 0 ]; then
     exit 1
 fi
 say "all checks passed"
+exit 0
+}
