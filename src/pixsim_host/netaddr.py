@@ -135,9 +135,12 @@ def is_virtual_interface(name: str | None) -> bool:
     return name is not None and name.startswith(_VIRTUAL_PREFIXES)
 
 
+_LAN = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
+
+
 def _rank(address: Address) -> int:
     if address.version == 4:
-        if address.is_private:
+        if any(address in network for network in _LAN):
             return 0  # LAN
         if address in ipaddress.IPv4Network("100.64.0.0/10"):
             return 1  # carrier-grade NAT range, used by VPNs such as Tailscale
