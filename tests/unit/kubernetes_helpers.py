@@ -156,6 +156,11 @@ class FakeRunner:
     def start(self, args: Sequence[str]) -> FakeForward:
         self.calls.append(list(args))
         self.stdins.append(None)
+        if self.forward_port is None:  # kubectl gives up at once, as with no running pod
+            forward = FakeForward([], running=False, stderr=(
+                "error: unable to forward port because pod is not running. Current status=Pending"))
+            self.forwards.append(forward)
+            return forward
         lines = [f"Forwarding from 127.0.0.1:{self.forward_port} -> 8000",
                  f"Forwarding from [::1]:{self.forward_port} -> 8000"]
         forward = FakeForward(lines)

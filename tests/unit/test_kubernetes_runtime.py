@@ -488,3 +488,40 @@ def test_the_runtime_module_imports_nothing_heavy() -> None:
             "print(sorted(m for m in ('jinja2', 'pydantic', 'httpx', 'docker', 'yaml') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+# ---- the real runner's plumbing (with stand-in programs, not kubectl) ----------------------
+
+
+def test_the_subprocess_runner_passes_stdin_streams_and_stops(tmp_path: Path) -> None:
+    runner = kubernetes.SubprocessRunner()
+    done = runner.run([sys.executable, "-c", "import sys; print(sys.stdin.read().upper())"], stdin="abc")
+    assert (done.returncode, done.stdout) == (0, "ABC\n")
+    slow = runner.run([sys.executable, "-c", "import time; time.sleep(5)"], timeout=0.5)
+    assert slow.returncode == 124
+    assert list(runner.stream([sys.executable, "-c", "print('a'); print('b')"])) == ["a", "b"]
+    with pytest.raises(kubernetes.CommandFailed) as caught:
+        list(runner.stream([sys.executable, "-c", "import sys; sys.exit('boom')"]))
+    assert "boom" in caught.value.completed.stderr
+    forward = runner.start([sys.executable, "-u", "-c",
+                            "import time; print('Forwarding from 127.0.0.1:4321 -> 8000'); time.sleep(60)"])
+    host, config = _host(tmp_path)
+    kube = kubernetes.Kubectl(config, FakeRunner())
+    assert kube._forwarded_port(forward, "svc/x") == 4321
+    assert forward.alive()
+    forward.stop()
+    assert not forward.alive()
+    dead = runner.start([sys.executable, "-c", "import sys; sys.exit('error: no ready pods')"])
+    with pytest.raises(HostError, match="kubectl failed while port-forwarding svc/x"):
+        kube._forwarded_port(dead, "svc/x")
+
+
+def test_status_reports_a_port_forward_that_fails(tmp_path: Path, swap_runner: Any) -> None:
+    host, config = _host(tmp_path)
+    runner = FakeRunner([when(lambda a: verb(a)[:1] == ["get"], ok(_workloads(config)))])
+    assert runner.forward_port is None  # the fake kubectl port-forward exits with an error
+    swap_runner(runner)
+    report = stack.status(host, config)
+    assert report["healthy"] is False
+    assert "port-forwarding" in report["backend"]["problem"]
+    assert "pod is not running" in report["backend"]["problem"]

@@ -292,9 +292,14 @@ class _Process:
 
     def readline(self, timeout: float) -> str | None:
         try:
-            return self.lines.get(timeout=timeout)
+            line = self.lines.get(timeout=timeout)
         except queue.Empty:
             return None
+        if line is None:  # end of output: the process is exiting
+            self.lines.put(None)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=5)
+        return line
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -776,8 +781,11 @@ def status(host: HostDir, config: HostConfig, runner: Runner | None = None) -> d
             healthy = False
     backend: dict[str, Any] = {"url": public_url(config) or f"svc/{names(config).backend} (port-forward)"}
     if services.get("backend", {}).get("state") in ("running", "starting"):
-        with kube.backend_url(config, lambda _s, _m: None) as (url, _forward):
-            report, why = probe_status(url, config.host_id)
+        try:
+            with kube.backend_url(config, lambda _s, _m: None) as (url, _forward):
+                report, why = probe_status(url, config.host_id)
+        except HostError as exc:
+            report, why = None, exc.message
         backend["health"] = report.health if report else None
         backend["verified"] = report is not None
         if report is None:
