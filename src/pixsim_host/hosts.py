@@ -37,7 +37,7 @@ HOME_ENV_VAR = "PIXSIM_HOST_HOME"
 REGISTRY_FILE = "hosts.json"
 REGISTRY_VERSION = 1
 LOCK_TIMEOUT = 30.0
-PROBE_TIMEOUT = 0.5  # every registered host is on this machine: a healthy one answers in ms
+PROBE_TIMEOUT = 0.4  # every registered host is on this machine: a healthy one answers in ms
 MAX_INFO_BYTES = 64 * 1024
 
 # Statuses ``hosts list`` reports.
