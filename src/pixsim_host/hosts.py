@@ -64,10 +64,15 @@ def data_lock(path: Path, what: str) -> Iterator[None]:
     """Exclusive access to one file of the data directory (``<file>.lock`` beside it)."""
     from filelock import FileLock, Timeout
 
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     lock = FileLock(str(path) + ".lock")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         lock.acquire(timeout=LOCK_TIMEOUT)
+    except OSError as exc:
+        raise HostError(
+            f"cannot use pixsim-host's data directory {path.parent} ({exc.strerror or exc}); fix its "
+            f"permissions, or point {HOME_ENV_VAR} at a writable directory"
+        ) from None
     except Timeout:
         raise HostError(
             f"{what} {path} stayed locked for {LOCK_TIMEOUT:.0f} s by another pixsim-host command; "
@@ -196,7 +201,11 @@ def save_registry(registry: Registry) -> None:
 
     entries = sorted(registry.entries, key=lambda e: (e.name.casefold(), e.host_id))
     data = {"version": REGISTRY_VERSION, "hosts": [e.as_json() for e in entries]}
-    atomic_write(registry.path, json.dumps(data, indent=2) + "\n", mode=0o600)
+    try:
+        atomic_write(registry.path, json.dumps(data, indent=2) + "\n", mode=0o600)
+    except OSError as exc:
+        raise HostError(f"cannot write the host registry {registry.path} ({exc.strerror or exc}); "
+                        f"fix its directory's permissions or free disk space") from None
 
 
 @contextmanager
@@ -376,6 +385,8 @@ def lookup_directory(key: str) -> HostDir | None:
     if entry is None:
         return None
     fields = read_host_fields(Path(entry.directory))
+    if fields is None and Path(entry.directory, CONFIG_FILE).is_file():
+        return HostDir(Path(entry.directory))  # there but unreadable: loading it says exactly why
     if fields is None:
         raise HostError(
             f"host {entry.name!r} is registered in {entry.directory}, but there is no host there "
@@ -426,7 +437,9 @@ def _current(entry: HostEntry) -> tuple[HostStatus, bool]:
         return status, False
     data = read_host_fields(directory)
     if data is None:
-        status.status, status.detail = NOT_A_HOST, f"no readable {CONFIG_FILE} there"
+        status.status = NOT_A_HOST
+        status.detail = (f"{CONFIG_FILE} there cannot be read (run `pixsim-host doctor --dir {directory}`)"
+                         if (directory / CONFIG_FILE).is_file() else f"no {CONFIG_FILE} there")
         return status, False
     if data.get("host_id") != entry.host_id:
         status.status = OTHER_HOST

@@ -367,3 +367,25 @@ def test_hosts_commands_keep_help_fast() -> None:
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_an_unusable_data_directory_is_one_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    env = clean_env(PIXSIM_HOST_HOME=str(blocker / "home"))
+    result = run_cli("init", str(tmp_path / "h"), "--yes", "--name", "h", env=env)
+    assert_clean_failure(result)
+    assert "PIXSIM_HOST_HOME" in result.stderr and str(blocker) in result.stderr
+    assert not (tmp_path / "h").exists()
+    listed = run_cli("hosts", "list", env=env)
+    assert_clean_failure(listed)
+
+
+def test_a_registered_host_with_a_broken_config_gets_the_config_error(tmp_path: Path) -> None:
+    assert init(tmp_path / "a", "alpha", "--port", "18822").returncode == 0
+    (tmp_path / "a" / "pixsim-host.yaml").write_text("name: [unclosed\n")
+    result = run_cli("info", "--host", "alpha", cwd=tmp_path)
+    assert_clean_failure(result)
+    assert "YAML syntax error" in result.stderr, str(result)
+    status = hosts_list()["alpha"]
+    assert status["status"] == "not a host" and "doctor" in status["detail"]
