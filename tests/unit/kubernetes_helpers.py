@@ -250,3 +250,115 @@ def start_stub(host_id: str, **kwargs: Any) -> StubBackend:
     stub.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=stub.server.serve_forever, daemon=True).start()
     return stub
+
+
+# ---- a stub API server: just enough for kubectl to reach an RBAC refusal -------------------
+
+
+def _resource(name: str, kind: str, namespaced: bool = True) -> dict[str, Any]:
+    return {"name": name, "singularName": "", "namespaced": namespaced, "kind": kind,
+            "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]}
+
+
+_DISCOVERY: dict[str, Any] = {
+    # Asked first by some kubectl builds (a version dispatcher picks its client by it).
+    "/version": {"major": "1", "minor": "32", "gitVersion": "v1.32.0", "platform": "linux/amd64"},
+    "/api": {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []},
+    "/apis": {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
+        {"name": group, "versions": [{"groupVersion": f"{group}/v1", "version": "v1"}],
+         "preferredVersion": {"groupVersion": f"{group}/v1", "version": "v1"}}
+        for group in ("apps", "networking.k8s.io")]},
+    "/api/v1": {"kind": "APIResourceList", "groupVersion": "v1", "resources": [
+        _resource("namespaces", "Namespace", namespaced=False), _resource("services", "Service"),
+        _resource("configmaps", "ConfigMap"), _resource("secrets", "Secret"),
+        _resource("persistentvolumeclaims", "PersistentVolumeClaim"), _resource("pods", "Pod")]},
+    "/apis/apps/v1": {"kind": "APIResourceList", "groupVersion": "apps/v1", "resources": [
+        _resource("deployments", "Deployment"), _resource("statefulsets", "StatefulSet")]},
+    "/apis/networking.k8s.io/v1": {"kind": "APIResourceList", "groupVersion": "networking.k8s.io/v1",
+                                   "resources": [_resource("ingresses", "Ingress")]},
+}
+
+
+def _status(code: int, reason: str, message: str) -> dict[str, Any]:
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": message, "reason": reason, "code": code}
+
+
+@dataclass
+class StubApi:
+    """An API server whose user "jane" may discover but do nothing (RBAC's own wording).
+
+    ``namespace_exists=False`` answers NotFound for the namespace, so kubectl is asked to
+    create it (and is refused). Only discovery and refusals: nothing is ever stored.
+    """
+
+    namespace_exists: bool = True
+    requests: list[str] = field(default_factory=list)
+    server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def answer(self, method: str, path: str) -> tuple[int, dict[str, Any]]:
+        path = path.split("?")[0]
+        if method == "GET" and path in _DISCOVERY:
+            return 200, _DISCOVERY[path]
+        parts = path.strip("/").split("/")
+        if len(parts) < 3 or parts[0] not in ("api", "apis"):
+            return 404, _status(404, "NotFound", "the server could not find the requested resource")
+        group = "" if parts[0] == "api" else parts[1]
+        namespace = parts[parts.index("namespaces") + 1] if "namespaces" in parts[:-1] else None
+        if parts[-2:] == ["namespaces", parts[-1]] and len(parts) == 4 and method == "GET":
+            if not self.namespace_exists:
+                return 404, _status(404, "NotFound", f'namespaces "{parts[-1]}" not found')
+            resource, name, verb = "namespaces", parts[-1], "get"
+        elif parts[-1] == "namespaces" and method == "POST":
+            return 403, _status(403, "Forbidden", 'namespaces is forbidden: User "jane" cannot create '
+                                'resource "namespaces" in API group "" at the cluster scope')
+        else:
+            resource = parts[-1] if namespace is None or parts[-2] == namespace else parts[-2]
+            name = None if resource == parts[-1] else parts[-1]
+            verb = {"GET": "list" if name is None else "get", "POST": "create", "PATCH": "patch",
+                    "DELETE": "delete" if name else "deletecollection"}.get(method, "get")
+        subject = f'{resource} "{name}"' if name else resource
+        where = f'in the namespace "{namespace or name}"'
+        return 403, _status(403, "Forbidden", f'{subject} is forbidden: User "jane" cannot {verb} '
+                            f'resource "{resource}" in API group "{group}" {where}')
+
+
+def start_stub_api(**kwargs: Any) -> StubApi:
+    api = StubApi(**kwargs)
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)
+            api.requests.append(f"{self.command} {self.path}")
+            code, body = api.answer(self.command, self.path)
+            data = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _answer
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    api.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=api.server.serve_forever, daemon=True).start()
+    return api
+
+
+def write_kubeconfig(path: Path, server: str, context: str = "prod") -> Path:
+    path.write_text(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n"
+        f"    server: {server}\ncontexts:\n- name: {context}\n"
+        f"  context: {{cluster: c, user: jane}}\ncurrent-context: {context}\nusers:\n- name: jane\n"
+        "  user: {token: not-a-real-token}\n", encoding="utf-8")
+    return path

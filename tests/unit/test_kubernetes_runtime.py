@@ -26,8 +26,10 @@ from kubernetes_helpers import (
     ok,
     secrets_of,
     start_stub,
+    start_stub_api,
     verb,
     when,
+    write_kubeconfig,
 )
 from unit_helpers import assert_clean_failure, clean_env, run_cli
 
@@ -309,12 +311,7 @@ def _closed_port() -> int:
 
 
 def _kubeconfig(path: Path, port: int) -> Path:
-    path.write_text(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n"
-        f"    server: https://127.0.0.1:{port}\ncontexts:\n- name: prod\n"
-        "  context: {cluster: c, user: u}\ncurrent-context: prod\nusers:\n- name: u\n"
-        "  user: {token: not-a-real-token}\n", encoding="utf-8")
-    return path
+    return write_kubeconfig(path, f"https://127.0.0.1:{port}")
 
 
 def test_a_real_kubectl_against_an_unreachable_cluster(tmp_path: Path) -> None:
@@ -340,6 +337,33 @@ def test_a_real_kubectl_with_an_unknown_context(tmp_path: Path) -> None:
     result = run_cli("status", "--dir", str(host.root), env=env)
     assert_clean_failure(result)
     assert "kubectl has no context 'staging'" in result.stderr, str(result)
+
+
+@pytest.mark.parametrize("namespace_exists", [True, False])
+def test_a_real_kubectl_refused_by_rbac(tmp_path: Path, namespace_exists: bool) -> None:
+    """kubectl's own Forbidden text, from a stub API server that refuses user jane."""
+    find_kubectl()
+    api = start_stub_api(namespace_exists=namespace_exists)
+    host, config = _host(tmp_path)
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", api.url)
+    env = clean_env(KUBECONFIG=str(kubeconfig), PIXSIM_HOST_HOME=str(tmp_path / "home"))
+    commands = [["up", "--timeout", "20"]] + ([["status"], ["down"]] if namespace_exists else [])
+    for command in commands:
+        result = run_cli(*command, "--dir", str(host.root), env=env)
+        assert result.returncode == 1 and "Traceback" not in result.output, str(result)
+        errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+        assert len(errors) == 1, str(result)
+        assert errors[0].startswith("Error: context 'prod' may not use namespace 'games' ("), str(result)
+        assert 'User "jane" cannot' in errors[0] and "ask the cluster's admin for a Role" in errors[0]
+    if namespace_exists:
+        # up went past the (refused) namespace lookup and stopped at its first namespaced
+        # step, the check for other hosts: nothing was applied.
+        assert "GET /api/v1/namespaces/games" in api.requests
+        assert any("/namespaces/games/deployments?labelSelector" in r for r in api.requests)
+    else:
+        assert any(r.startswith("POST /api/v1/namespaces") for r in api.requests)
+    assert not any(r.startswith(("PATCH", "PUT")) for r in api.requests)
+    assert config.kubernetes.namespace == "games"
 
 
 def test_the_folder_builds_with_the_exact_command_up_runs(tmp_path: Path) -> None:
