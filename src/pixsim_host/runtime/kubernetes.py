@@ -491,7 +491,7 @@ class Kubectl:
         if completed.returncode == 0:
             return
         error = completed.stderr.lower()
-        if "notfound" in error.replace(" ", "") or f'namespaces "{ns}" not found' in error:
+        if f'namespaces "{ns}" not found' in error:
             progress("cluster", f"creating namespace {ns}")
             self.run(self.args("create", "namespace", ns, namespaced=False),
                      f"creating namespace {ns!r}", timeout=60.0)
