@@ -137,10 +137,10 @@ def test_self_model_accepts_ipv6_loopback(tmp_path: Path) -> None:
 
 
 def test_friend_and_shared_without_bind_listen_everywhere_with_a_warning(tmp_path: Path) -> None:
-    for model in ("friend", "shared"):
+    for port, model in ((18707, "friend"), (18717, "shared")):
         host = tmp_path / model
         result = run_cli("init", str(host), "--yes", "--name", model, "--model", model,
-                         "--port", "18707")
+                         "--port", str(port))
         assert result.returncode == 0, str(result)
         assert read_config(host)["backend"]["bind"] == "0.0.0.0"  # type: ignore[index]
         assert "Warning:" in result.stderr and "0.0.0.0" in result.stderr, str(result)

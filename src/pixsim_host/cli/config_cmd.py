@@ -54,13 +54,14 @@ def set_(
 ) -> None:
     """Change one value, validate it, save and re-render."""
     from pixsim_host import hosts
-    from pixsim_host.config import save_config, set_key
+    from pixsim_host.config import load_config, save_config, set_key
     from pixsim_host.locking import host_lock
     from pixsim_host.render import render_host, write_rendered
 
     host, config = open_host(directory)
+    hosts.check_claims(set_key(config, key, value))  # a bad value neither waits nor writes
     with host_lock(host, command="config set"):
-        updated = set_key(config, key, value)
+        updated = set_key(load_config(host.config_file), key, value)  # re-read under the lock
         hosts.check_claims(updated)  # another registered host's name or port is refused
         rendered = render_host(host, updated)  # render before saving: a bad value writes nothing
         save_config(updated, host.config_file)
