@@ -309,7 +309,12 @@ def restore(bundle_path: Path, target: Path, *, port: int | None, name: str | No
             if not confirm_existing:
                 raise HostError(f"restoring replaces the data of host {existing.name!r} in {target}; "
                                 "pass --yes to confirm (a safety backup is taken first)")
-            return _restore_over_existing(bundle, host, existing, progress, timeout)
+            from pixsim_host.locking import host_lock
+
+            # Replacing a host's data: no other command may run on it meanwhile. Taken only
+            # now, so a refused bundle leaves even the lock file unwritten.
+            with host_lock(host, command="restore"):
+                return _restore_over_existing(bundle, host, existing, progress, timeout)
         if target.exists() and (not target.is_dir() or any(target.iterdir())):
             raise HostError(f"{target} exists and is not an empty directory; restore into a new "
                             "directory")

@@ -486,10 +486,12 @@ def test_the_correct_bundle_gets_as_far_as_the_engine(world: World, mode: str) -
     assert "bundle verified" in progress[0][1]
     after = tree(world.root)
     if mode == "restore-existing":
-        # Opening the existing host's runtime (for its safety backup) refreshes the render
-        # bookkeeping every command keeps; the host's own files must not change.
+        # A verified bundle takes the host's lock, and opening the existing host's runtime
+        # (for its safety backup) refreshes the render bookkeeping every command keeps; the
+        # host's own files must not change.
         for state in (before, after):
-            state.pop("existing-host/.pixsim-host/rendered.json", None)
+            for bookkeeping in ("rendered.json", "lock", "lock.owner"):
+                state.pop(f"existing-host/.pixsim-host/{bookkeeping}", None)
     assert after == before, "a restore that could not reach the engine wrote files"
 
 

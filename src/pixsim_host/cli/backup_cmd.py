@@ -52,19 +52,10 @@ def restore(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the restored host.")] = 180.0,
 ) -> None:
     """Rebuild a host from a bundle with the SAME host_id (moving a host)."""
-    from contextlib import AbstractContextManager, nullcontext
-
     from pixsim_host import backup as backups
-    from pixsim_host.hostdir import HostDir
-    from pixsim_host.locking import host_lock
 
-    existing = HostDir(target.expanduser().resolve())
-    # Restoring over a host replaces its data: no other command may run on it meanwhile.
-    guard: AbstractContextManager[None] = (
-        host_lock(existing, command="restore") if existing.exists() else nullcontext())
-    with guard:
-        host, config = backups.restore(bundle, target, port=port, name=name, clone=False,
-                                       progress=_progress, timeout=timeout, confirm_existing=yes)
+    host, config = backups.restore(bundle, target, port=port, name=name, clone=False,
+                                   progress=_progress, timeout=timeout, confirm_existing=yes)
     info(f"Restored host {config.name!r} ({config.host_id}) in {host.root}; it is up and verified "
          f"at {config.local_url}.")
 
