@@ -108,13 +108,16 @@ def main() -> None:
     pixsim, how = pixsim_host_command()
     with tempfile.TemporaryDirectory(prefix="pixsim-bench-") as tmp:
         root = Path(tmp)
+        # init registers every host: use a throw-away registry, never the user's.
+        env["PIXSIM_HOST_HOME"] = str(root / "pixsim-home")
         minimal_file = root / "minimal_app.py"
         minimal_file.write_text(MINIMAL_APP, encoding="utf-8")
         minimal = [sys.executable, str(minimal_file)]
         counter = iter(range(10**6))
 
         def init_args() -> list[str]:
-            return [*pixsim, "init", str(root / f"host{next(counter)}"), "--yes", "--name", "x"]
+            number = next(counter)  # the registry refuses a second host of the same name
+            return [*pixsim, "init", str(root / f"host{number}"), "--yes", "--name", f"x{number}"]
 
         commands: dict[str, Callable[[], list[str]]] = {
             "minimal --version": lambda: [*minimal, "--version"],

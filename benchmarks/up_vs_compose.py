@@ -408,6 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     suffix = secrets.token_hex(4)
     name = f"bench-{suffix}"
     tmp = Path(tempfile.mkdtemp(prefix=f"pixsim-bench-{suffix}-"))
+    # The benchmark's host is registered in a throw-away registry, never the user's.
+    os.environ["PIXSIM_HOST_HOME"] = str(tmp / "pixsim-home")
     hostdir = tmp / "host"
     bench: Bench | None = None
     projects: list[str] = []
