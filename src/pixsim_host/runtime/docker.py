@@ -62,12 +62,34 @@ class ContainerState:
     ports: list[str] = field(default_factory=list)
     config_hash: str = ""
 
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "container": self.name,
+            "state": self.status,
+            "health": self.health,
+            "started_at": self.started_at,
+            "ports": self.ports,
+        }
+
 
 @dataclass
 class ApplyResult:
     actions: dict[str, str]  # service -> created | recreated | started | unchanged
     containers: dict[str, ContainerState]
     watcher: EventWatcher  # still open: the caller keeps watching while it verifies
+    runtime: DockerRuntime | None = None
+
+    def check_alive(self, service: str) -> None:
+        """Fail if ``service``'s container died or restarted since ``apply`` started it."""
+        assert self.runtime is not None
+        started = self.containers[service]
+        self.watcher.raise_if_died(self.runtime, started.id, service)
+        current = self.runtime._state(started.id, service)
+        if current.status in ("exited", "dead") or current.restart_count > started.restart_count:
+            raise self.runtime.failure(service, f"exited with code {current.exit_code} while starting")
+
+    def close(self) -> None:
+        self.watcher.close()
 
 
 def container_name(project: str, service: str) -> str:
@@ -98,14 +120,43 @@ def context_digest(context: Path) -> str:
 class DockerRuntime:
     """Runs one host's project on one engine; touches only that host's resources."""
 
+    kind = "docker"
+
     def __init__(self, engine: Engine, project: ProjectSpec, host_id: str,
-                 secrets: dict[str, str], buildable_images: frozenset[str] = frozenset()) -> None:
+                 secrets: dict[str, str], buildable_images: frozenset[str] = frozenset(),
+                 db_user: str = "pixsim", db_name: str = "pixsim") -> None:
         self.engine = engine
         self.api = engine.api
         self.project = project
         self.host_id = host_id
         self.secrets = secrets
         self.buildable_images = buildable_images
+        self.db_user = db_user
+        self.db_name = db_name
+        self._image_ids: dict[str, str] | None = None
+
+    # ---- the runtime protocol (see pixsim_host.runtime) --------------------------------
+
+    def service_names(self) -> list[str]:
+        return sorted(self.project.services)
+
+    def service_levels(self) -> list[list[str]]:
+        return self.project.levels()
+
+    def prepare(self, pull: str, progress: Progress) -> None:
+        self._image_ids = self.ensure_images(pull, progress)
+
+    def start(self, progress: Progress, deadline: float, *,
+              verified_elsewhere: frozenset[str] = frozenset(),
+              only: frozenset[str] | None = None) -> ApplyResult:
+        if self._image_ids is None:
+            self.prepare("missing", progress)
+        assert self._image_ids is not None
+        return self.apply(self._image_ids, progress, deadline, verified_elsewhere=verified_elsewhere,
+                          only=only)
+
+    def states(self) -> dict[str, ContainerState]:
+        return self.containers()
 
     # ---- inspection -------------------------------------------------------------
 
@@ -365,7 +416,7 @@ class DockerRuntime:
         except BaseException:
             watcher.close()
             raise
-        return ApplyResult(actions, current, watcher)
+        return ApplyResult(actions, current, watcher, self)
 
     def _converge(self, service: ServiceSpec, image_id: str, existing: ContainerState | None,
                   progress: Progress) -> tuple[str, ContainerState]:
@@ -722,12 +773,140 @@ class DockerRuntime:
     def start_container(self, container_id: str) -> None:
         self.api.start(container_id)
 
+    def dump_database(self, target: Path, progress: Progress) -> None:
+        db = self.running_container("db")
+        progress("db", "dumping the database (pg_dump, custom format)")
+        self.exec_to_file(db, ["pg_dump", "-Fc", "-U", self.db_user, "-d", self.db_name], target)
+
+    def dump_redis(self, target: Path, progress: Progress) -> None:
+        redis = self.running_container("redis")
+        progress("redis", "saving and copying the Redis data")
+        self.exec_run(redis, ["redis-cli", "SAVE"])
+        self.copy_out(redis, "/data/dump.rdb", target)
+
+    def load_redis(self, rdb: Path, deadline: float, progress: Progress) -> None:
+        from pixsim_host.runtime import wait_until
+
+        if self._image_ids is None:
+            self.prepare("missing", progress)
+        assert self._image_ids is not None
+        self.ensure_network_and_volumes()
+        progress("redis", "loading the Redis data into its volume")
+        helper = self.oneoff("redis", ["redis-server", "--appendonly", "no", "--dir", "/data",
+                                       "--save", "", "--port", "6399", "--bind", "127.0.0.1"],
+                             self._image_ids["redis"])
+        try:
+            self.copy_in(helper, "/data", {"dump.rdb": rdb})
+            self.start_container(helper)
+            wait_until(lambda: self._redis_ping(helper), deadline, "the Redis loader")
+            # Rebuild the append-only file from the loaded data: Redis ignores dump.rdb at
+            # start-up when appendonly is on, so this is what makes the data survive.
+            self.exec_run(helper, ["redis-cli", "-p", "6399", "CONFIG", "SET", "appendonly", "yes"])
+            wait_until(lambda: self._aof_done(helper), deadline, "the Redis append-only rewrite")
+            self.exec_run(helper, ["redis-cli", "-p", "6399", "SAVE"])
+        finally:
+            self.remove_container(helper)
+
+    def _redis_ping(self, container: str) -> bool:
+        try:
+            return "PONG" in self.exec_run(container, ["redis-cli", "-p", "6399", "PING"])
+        except HostError:
+            return False
+
+    def _aof_done(self, container: str) -> bool:
+        from pixsim_host.runtime import aof_rewritten
+
+        return aof_rewritten(self.exec_run(container, ["redis-cli", "-p", "6399", "INFO", "persistence"]))
+
+    def restore_database(self, dump: Path, progress: Progress) -> None:
+        db = self.running_container("db")
+        progress("db", "restoring the database (pg_restore)")
+        self.copy_in(db, "/tmp", {"pixsim-restore.dump": dump})
+        try:
+            self.exec_run(db, ["pg_restore", "--clean", "--if-exists", "--no-owner", "--exit-on-error",
+                               "-U", self.db_user, "-d", self.db_name, "/tmp/pixsim-restore.dump"])
+        except HostError as exc:
+            if "unsupported version" not in exc.message:
+                raise
+            # The dump is newer than this image's pg_restore reads (a native host's PostgreSQL
+            # 16 dump, a PostgreSQL 15 image): convert it to SQL with a newer local pg_restore.
+            self._restore_as_sql(db, dump, progress)
+        finally:
+            with contextlib.suppress(HostError):
+                self.exec_run(db, ["rm", "-f", "/tmp/pixsim-restore.dump"])
+
+    def _restore_as_sql(self, db: str, dump: Path, progress: Progress) -> None:
+        import subprocess
+        import tempfile
+
+        from pixsim_host.runtime.native import local_pg_tool
+
+        converter = local_pg_tool("pg_restore")
+        if converter is None:
+            raise HostError(
+                "the bundle's database dump was made by a newer pg_dump than this host's database "
+                "image reads; use a database.image of PostgreSQL 16 or newer, or install "
+                "`pixsim-host[native]` so pixsim-host can convert the dump"
+            )
+        progress("db", "the dump is newer than the image's pg_restore: converting it to SQL with "
+                       f"{converter}")
+        with tempfile.TemporaryDirectory(prefix="pixsim-restore-sql-") as tmp:
+            script = Path(tmp) / "pixsim-restore.sql"
+            proc = subprocess.run([str(converter), "--clean", "--if-exists", "--no-owner", "-f",
+                                   str(script), str(dump)], capture_output=True, text=True,
+                                  timeout=3600, check=False)
+            if proc.returncode != 0:
+                raise HostError(f"converting the dump with {converter} failed: "
+                                f"{_first_line(proc.stderr)}; use a database.image of PostgreSQL 16 "
+                                "or newer")
+            self.copy_in(db, "/tmp", {"pixsim-restore.sql": script})
+        try:
+            self.exec_run(db, ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-U", self.db_user,
+                               "-d", self.db_name, "-f", "/tmp/pixsim-restore.sql"])
+        finally:
+            with contextlib.suppress(HostError):
+                self.exec_run(db, ["rm", "-f", "/tmp/pixsim-restore.sql"])
+
+    def set_database_password(self, password: str) -> None:
+        # Passed through the environment, never the command line.
+        db = self.running_container("db")
+        self.exec_run(db, ["sh", "-c", _SET_PASSWORD_SCRIPT],
+                      environment={"PGUSER": self.db_user, "PGDATABASE": self.db_name,
+                                   "NEW_PASSWORD": password})
+
+    def restamp_identity(self, host_id: str) -> None:
+        from pixsim_host.runtime import restamp_sql
+
+        db = self.running_container("db")
+        self.exec_run(db, ["psql", "-v", "ON_ERROR_STOP=1", "-q", "-U", self.db_user,
+                           "-d", self.db_name, "-c", restamp_sql(host_id)])
+
     def project_resources(self) -> tuple[list[str], list[str]]:
         """(containers, volumes) of this host's project: what a fresh restore must not find."""
         label = f"{PROJECT_LABEL}={self.project.name}"
         containers = [c["Id"] for c in self.api.containers(all=True, filters={"label": [label]})]
         volumes = [v["Name"] for v in (self.api.volumes(filters={"label": label}).get("Volumes") or [])]
         return containers, volumes
+
+
+# psql interpolates :"role" and :'pw' (quoted safely) only in input it reads, not in -c.
+_SET_PASSWORD_SCRIPT = (
+    'psql -v ON_ERROR_STOP=1 -q -v pw="$NEW_PASSWORD" -v role="$PGUSER" <<\'SQL\'\n'
+    "ALTER ROLE :\"role\" PASSWORD :'pw';\n"
+    "SQL\n"
+)
+
+
+def check_project_unused(api: Any, project: str) -> None:
+    """A new host must not adopt another's containers or volumes (the origin may run here)."""
+    label = f"{PROJECT_LABEL}={project}"
+    if api.containers(all=True, filters={"label": [label]}) or (
+            api.volumes(filters={"label": label}).get("Volumes")):
+        raise HostError(
+            f"Docker project {project!r} already has containers or volumes on this engine "
+            "(is the origin host still here?); `pixsim-host down --volumes` it first, or make a "
+            "new host from the bundle with `pixsim-host clone`"
+        )
 
 
 def _first_line(text: str) -> str:

