@@ -451,6 +451,7 @@ class NativeRuntime:
         os.chmod(target, 0o755)
         blocked = _blocked_ancestor(bin_dir / "postgres", account)
         if blocked is not None:
+            shutil.rmtree(target, ignore_errors=True)
             raise self._unreachable(blocked, account)
         return bin_dir
 
@@ -499,11 +500,11 @@ class NativeRuntime:
             )
         progress(DB, "initialising the database (initdb)")
         account = _host_account(self.host)
-        bin_dir = self._server_bin()
         if account is not None:
             blocked = _blocked_ancestor(self.data, account)
             if blocked is not None:
                 raise self._unreachable(blocked, account)
+        bin_dir = self._server_bin()
         work = self.data / ".postgres-init"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(mode=0o700)
