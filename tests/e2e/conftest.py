@@ -28,6 +28,7 @@ from typing import Any, NoReturn
 import docker
 import pytest
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from e2e_helpers import remove_labelled
 
 E2E_ENV = "PIXSIM_HOST_E2E"
 TEST_LABEL = "org.pixsim-host.test"
@@ -93,21 +94,6 @@ def e2e_labels(docker_client: docker.DockerClient) -> Iterator[dict[str, str]]:
     run_id = uuid.uuid4().hex[:12]
     yield {TEST_LABEL: "1", RUN_LABEL: run_id}
     remove_labelled(docker_client, f"{RUN_LABEL}={run_id}")
-
-
-def remove_labelled(client: docker.DockerClient, label: str) -> None:
-    """Remove containers, then networks, then volumes carrying ``label`` (key=value)."""
-    flt = {"label": label}
-    # Containers first: networks and volumes in use cannot be removed.
-    for container in client.containers.list(all=True, filters=flt):
-        with contextlib.suppress(NotFound):
-            container.remove(force=True, v=True)
-    for network in client.networks.list(filters=flt):
-        with contextlib.suppress(NotFound, APIError):
-            network.remove()
-    for volume in client.volumes.list(filters=flt):
-        with contextlib.suppress(NotFound, APIError):
-            volume.remove(force=True)
 
 
 class Sandbox:

@@ -22,225 +22,48 @@ import gzip
 import hashlib
 import json
 import os
-import random
 import re
-import socket
 import stat
-import subprocess
-import sys
 import tarfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import docker
-import httpx
 import pytest
-import yaml
+from e2e_helpers import (
+    IMAGES,
+    SECRET_NAMES,
+    Host,
+    Run,
+    assert_answers_as,
+    assert_clean_failure,
+    assert_ok,
+    cli,
+    containers,
+    destroy,
+    destroy_all,
+    project_resources,
+    registry_home,  # noqa: F401 (an autouse fixture: this module's own host registry)
+    unique_name,
+)
 
 from pixsim_host import __version__
 
-PROJECT_LABEL = "com.docker.compose.project"
-SERVICE_LABEL = "com.docker.compose.service"
-SERVICES = ("backend", "db", "redis")
-IMAGES = ("pgvector/pgvector:pg16", "redis:7-alpine", "python:3.11-slim")
-SECRET_NAMES = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "SECRET_KEY")
 BUILTIN_PLUGINS = ["dialogue_extras", "game_stealth", "romance", "stats_basic"]
-CLI_TIMEOUT = 240.0  # a hung command fails its test instead of hanging the run
-
-# Secret values of every host created in this module; no command output may contain one.
-_SECRETS: set[str] = set()
-# Ports handed out in this module, so two hosts of these tests never get the same one.
-_PORTS: set[int] = set()
-# The machine-local host registry ($PIXSIM_HOST_HOME) the commands use: this module's own.
-_HOME: list[Path] = []
-
-
-# ---- running the CLI ------------------------------------------------------------------------
-
-
-@dataclass
-class Run:
-    args: list[str]
-    code: int
-    stdout: str
-    stderr: str
-    elapsed: float
-
-    @property
-    def output(self) -> str:
-        return self.stdout + self.stderr
-
-    def json(self) -> Any:
-        return json.loads(self.stdout)
-
-    def __str__(self) -> str:
-        return (f"`pixsim-host {' '.join(self.args)}` exited {self.code} after {self.elapsed:.1f} s"
-                f"\n--- stdout ---\n{self.stdout}\n--- stderr ---\n{self.stderr}")
-
-
-def cli(*args: str | Path, tmpdir: Path | None = None, timeout: float = CLI_TIMEOUT) -> Run:
-    """Run the real CLI with no stdin (so never a TTY) and check it printed no secret."""
-    environment = dict(os.environ)
-    environment.pop("PIXSIM_HOST_DIR", None)
-    assert _HOME, "the registry_home fixture sets this module's host registry"
-    environment["PIXSIM_HOST_HOME"] = str(_HOME[-1])
-    if tmpdir is not None:  # where the command's temporary (staging) directories go
-        environment["TMPDIR"] = str(tmpdir)
-    argv = [str(a) for a in args]
-    started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "pixsim_host", *argv],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, env=environment, timeout=timeout,
-    )
-    run = Run(argv, proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
-    leaked = [f"secret #{i}" for i, value in enumerate(sorted(_SECRETS)) if value in run.output]
-    assert not leaked, f"a secret ({', '.join(leaked)}) appears in the output of {run}"
-    return run
-
-
-def assert_ok(run: Run) -> Run:
-    assert run.code == 0, str(run)
-    assert "Traceback" not in run.output, str(run)
-    return run
-
-
-def assert_clean_failure(run: Run) -> None:
-    """A failing command: non-zero exit, one ``Error:`` line, and never a traceback."""
-    assert run.code != 0, str(run)
-    assert "Traceback" not in run.output, str(run)
-    errors = [line for line in run.stderr.splitlines() if line.startswith("Error: ")]
-    assert len(errors) == 1, str(run)
-
-
-def free_port() -> int:
-    """A port free on 127.0.0.1 now, below the kernel's ephemeral range and not yet used here."""
-    for _ in range(500):
-        port = random.randint(20000, 32000)
-        if port in _PORTS:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _PORTS.add(port)
-        return port
-    raise AssertionError("no free port found on 127.0.0.1")
-
-
-def unique_name() -> str:
-    return f"e2e-bk-{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def registry_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A host registry of this module's own: hosts made here are never registered in the user's."""
-    home = tmp_path_factory.mktemp("registry")
-    _HOME.append(home)
-    yield home
-    _HOME.remove(home)
+NAME_PREFIX = "e2e-bk"
 
 
 # ---- hosts ----------------------------------------------------------------------------------
-
-
-@dataclass
-class Host:
-    """A host directory made by ``init``, ``restore`` or ``clone``, as its files describe it."""
-
-    dir: Path
-    name: str = ""
-    port: int = 0
-    host_id: str = ""
-    project: str = ""
-    config: dict[str, Any] = field(default_factory=dict)
-    secrets: dict[str, str] = field(default_factory=dict, repr=False)  # never in a test log
-
-    @classmethod
-    def load(cls, directory: Path) -> Host:
-        host = cls(directory)
-        host.config = yaml.safe_load((directory / "pixsim-host.yaml").read_text())
-        host.name = str(host.config["name"])
-        host.port = int(host.config["backend"]["port"])
-        host.host_id = str(host.config["host_id"])
-        host.project = str(host.config["project"])
-        assert re.fullmatch(r"pixsim-[a-z0-9-]+", host.project), host.project
-        host.secrets = read_env(directory / ".env")
-        assert set(host.secrets) >= set(SECRET_NAMES)
-        _SECRETS.update(host.secrets[name] for name in SECRET_NAMES)
-        return host
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def run(self, *args: str | Path, **kwargs: Any) -> Run:
-        return cli(*args, "--dir", self.dir, **kwargs)
-
-    def http(self) -> httpx.Client:
-        # trust_env=False: loopback traffic must never go to a configured proxy.
-        return httpx.Client(base_url=self.url, timeout=10.0, trust_env=False)
-
-
-def read_env(path: Path) -> dict[str, str]:
-    values = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        match = re.match(r"^([A-Z][A-Z0-9_]*)=(.*)$", line)
-        if match:
-            values[match.group(1)] = match.group(2)
-    return values
-
-
-def project_resources(client: docker.DockerClient, project: str) -> dict[str, list[str]]:
-    flt = {"label": f"{PROJECT_LABEL}={project}"}
-    return {
-        "containers": sorted(c.name for c in client.containers.list(all=True, filters=flt)),
-        "networks": sorted(n.name for n in client.networks.list(filters=flt)),
-        "volumes": sorted(v.name for v in client.volumes.list(filters=flt)),
-    }
-
-
-def containers(client: docker.DockerClient, host: Host) -> dict[str, Any]:
-    """The host's containers by service, freshly inspected."""
-    flt = {"label": f"{PROJECT_LABEL}={host.project}"}
-    return {c.labels[SERVICE_LABEL]: c for c in client.containers.list(all=True, filters=flt)}
 
 
 def container_state(client: docker.DockerClient, host: Host) -> dict[str, tuple[str, str, str]]:
     """(id, status, start time) per service: equal before and after means nothing touched them."""
     return {service: (c.id, c.status, c.attrs["State"]["StartedAt"])
             for service, c in containers(client, host).items()}
-
-
-def destroy(client: docker.DockerClient, host: Host) -> None:
-    """``down --volumes --yes``; then nothing of the host's Docker project may remain.
-
-    Whatever remains is removed here anyway (so a failing test leaks nothing) before the
-    assertion reports it.
-    """
-    run = host.run("down", "--volumes", "--yes")
-    left = project_resources(client, host.project)
-    if any(left.values()):
-        flt = {"label": f"{PROJECT_LABEL}={host.project}"}
-        for container in client.containers.list(all=True, filters=flt):
-            container.remove(force=True, v=True)
-        for network in client.networks.list(filters=flt):
-            network.remove()
-        for volume in client.volumes.list(filters=flt):
-            volume.remove(force=True)
-    assert run.code == 0, str(run)
-    assert not any(left.values()), f"left behind by `down --volumes --yes`: {left}"
-
-
-def up(host: Host) -> dict[str, Any]:
-    report: dict[str, Any] = assert_ok(host.run("up", "--json")).json()
-    assert report["backend"]["server"]["server_id"] == host.host_id
-    return report
 
 
 def psql(client: docker.DockerClient, host: Host, sql: str,
@@ -311,19 +134,6 @@ def assert_lacks(host: Host, data: Data) -> None:
             assert http.get(f"/api/v1/kv/{key}").status_code == 404, f"{key} leaked into {host.name}"
 
 
-def assert_answers_as(host: Host) -> None:
-    """What a client sees at the host's URL: this host, with its database and Redis connected."""
-    with host.http() as http:
-        health, ready, info = http.get("/health"), http.get("/ready"), http.get("/api/v1/server/info")
-    assert health.status_code == 200, health.text
-    assert health.json()["database"] == "connected", health.text
-    assert health.json()["redis"] == "connected", health.text
-    assert ready.status_code == 200 and ready.json()["status"] == "ready", ready.text
-    assert info.status_code == 200, info.text
-    assert info.json()["server_id"] == host.host_id, info.text
-    assert info.json()["server_name"] == host.name, info.text
-
-
 # ---- bundles --------------------------------------------------------------------------------
 
 
@@ -386,11 +196,9 @@ def moved(docker_client: docker.DockerClient, require_images: Callable[..., None
     root = tmp_path_factory.mktemp("backup")
     owned: dict[str, Host] = {}
     try:
-        name, port = unique_name(), free_port()
-        assert_ok(cli("init", root / "origin", "--yes", "--name", name, "--port", str(port)))
-        origin = Host.load(root / "origin")
+        origin = Host.init(root, prefix=NAME_PREFIX, dirname="origin")
         owned[origin.project] = origin
-        up(origin)
+        origin.up_ok()
         data = write_data(origin, "before-backup")
         with origin.http() as http:
             version = http.get("/api/v1/version").json()
@@ -434,14 +242,7 @@ def moved(docker_client: docker.DockerClient, require_images: Callable[..., None
             root_after_down_backup=root_after, owned=owned,
         )
     finally:
-        errors: list[BaseException] = []
-        for host in list(owned.values()):
-            try:
-                destroy(docker_client, host)
-            except BaseException as exc:  # every host is torn down before the first failure
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+        destroy_all(docker_client, list(owned.values()))
 
 
 # ---- backup ---------------------------------------------------------------------------------
@@ -579,7 +380,7 @@ def test_clone_runs_beside_its_origin_with_its_own_identity(moved: Moved,
                                                             docker_client: docker.DockerClient) -> None:
     origin = moved.restored
     origin_state = container_state(docker_client, origin)
-    name = unique_name()
+    name = unique_name(NAME_PREFIX)
     target = moved.root / "clone"
     run = cli("clone", moved.bundle, "--dir", target, "--name", name)
     clone = Host.load(target) if (target / "pixsim-host.yaml").is_file() else None
@@ -678,11 +479,9 @@ def test_include_secrets_bundle_is_private_and_restore_keeps_the_secrets(
     require_images(*IMAGES)
     owned: dict[str, Host] = {}
     try:
-        name, port = unique_name(), free_port()
-        assert_ok(cli("init", tmp_path / "origin", "--yes", "--name", name, "--port", str(port)))
-        origin = Host.load(tmp_path / "origin")
+        origin = Host.init(tmp_path, prefix=NAME_PREFIX, dirname="origin")
         owned[origin.project] = origin
-        up(origin)
+        origin.up_ok()
         data = write_data(origin, "secret-bundle", count=1)
         bundle = tmp_path / "private.tar.gz"
 
@@ -709,11 +508,4 @@ def test_include_secrets_bundle_is_private_and_restore_keeps_the_secrets(
         assert_answers_as(restored)
         assert_has(restored, data)
     finally:
-        errors: list[BaseException] = []
-        for host in list(owned.values()):
-            try:
-                destroy(docker_client, host)
-            except BaseException as exc:  # every host is torn down before the first failure
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+        destroy_all(docker_client, list(owned.values()))

@@ -8,133 +8,50 @@
 * ``hosts list`` sees the hosts up; ``doctor`` passes on a healthy host and fails when an
   image is missing or a service of a running host is stopped.
 
-Every host is created with ``init`` in the test's own registry (tests/conftest.py) and torn
-down with ``down --volumes --yes``; anything of its Docker project left after that is
-removed and reported.
+Every host is created with ``init`` under a unique name and a free port, in the test's own
+registry (tests/conftest.py), and torn down with ``down --volumes --yes``; anything of its
+Docker project left after that is removed and reported. Every command's output is checked
+against the hosts' secrets (tests/e2e/e2e_helpers.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import docker
 import pytest
-import yaml
-from docker.errors import APIError, NotFound
-
-PROJECT_LABEL = "com.docker.compose.project"
-IMAGES = ("pgvector/pgvector:pg16", "redis:7-alpine", "python:3.11-slim")
-CLI_TIMEOUT = 240.0
+from e2e_helpers import (
+    REGISTRY_ENV,
+    SERVICE_LABEL,
+    Host,
+    cli,
+    host_maker,
+    project_containers,
+    spawn,
+    use_registry,
+)
 
 pytestmark = pytest.mark.engine
 
 
-@dataclass
-class Run:
-    args: tuple[str, ...]
-    code: int
-    stdout: str
-    stderr: str
-
-    def json(self) -> Any:
-        return json.loads(self.stdout)
-
-    def __str__(self) -> str:
-        return (f"pixsim-host {' '.join(self.args)} -> {self.code}\n"
-                f"--- stdout\n{self.stdout}--- stderr\n{self.stderr}")
-
-
-def env() -> dict[str, str]:
-    environment = {k: v for k, v in os.environ.items() if k != "PIXSIM_HOST_DIR"}
-    environment["NO_COLOR"] = "1"
-    return environment
-
-
-def cli(*args: str, timeout: float = CLI_TIMEOUT) -> Run:
-    proc = subprocess.run([sys.executable, "-m", "pixsim_host", *args], stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, env=env(), timeout=timeout)
-    return Run(args, proc.returncode, proc.stdout, proc.stderr)
-
-
-def spawn(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "pixsim_host", *args], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
-
-
-@dataclass
-class Host:
-    dir: Path
-    name: str
-    host_id: str
-    project: str
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def run(self, *args: str) -> Run:
-        return cli(*args, "--dir", str(self.dir))
+@pytest.fixture(autouse=True)
+def test_registry(_pixsim_home: None) -> Iterator[Path]:
+    """Commands use the test's own registry, the one tests/conftest.py puts in $PIXSIM_HOST_HOME."""
+    with use_registry(Path(os.environ[REGISTRY_ENV])) as home:
+        yield home
 
 
 @pytest.fixture
 def make_host(docker_client: docker.DockerClient, require_images: Callable[..., None],
               tmp_path: Path) -> Iterator[Callable[..., Host]]:
-    require_images(*IMAGES)
-    made: list[Host] = []
-
-    def make(port: int | None = None) -> Host:
-        name = f"e2e-reg-{uuid.uuid4().hex[:8]}"
-        args = ["init", str(tmp_path / name), "--yes", "--name", name]
-        if port is not None:
-            args += ["--port", str(port)]
-        run = cli(*args)
-        assert run.code == 0, str(run)
-        config = yaml.safe_load((tmp_path / name / "pixsim-host.yaml").read_text())
-        host = Host(tmp_path / name, name, config["host_id"], config["project"], config["backend"]["port"])
-        made.append(host)
-        return host
-
-    yield make
-    leftovers = []
-    for host in made:
-        if host.dir.exists():
-            cli("down", "--volumes", "--yes", "--dir", str(host.dir))
-        leftovers += remove_project(docker_client, host.project)
-    assert not leftovers, f"left behind after `down --volumes`: {leftovers}"
-
-
-def remove_project(client: docker.DockerClient, project: str) -> list[str]:
-    flt = {"label": f"{PROJECT_LABEL}={project}"}
-    found = []
-    for container in client.containers.list(all=True, filters=flt):
-        found.append(container.name)
-        with contextlib.suppress(NotFound):
-            container.remove(force=True, v=True)
-    for network in client.networks.list(filters=flt):
-        found.append(network.name)
-        with contextlib.suppress(NotFound, APIError):
-            network.remove()
-    for volume in client.volumes.list(filters=flt):
-        found.append(volume.name)
-        with contextlib.suppress(NotFound, APIError):
-            volume.remove(force=True)
-    return found
-
-
-def project_containers(client: docker.DockerClient, host: Host) -> list[Any]:
-    return client.containers.list(all=True, filters={"label": f"{PROJECT_LABEL}={host.project}"})
+    yield from host_maker(docker_client, require_images, tmp_path, Host, prefix="e2e-reg")
 
 
 def hosts_list() -> dict[str, dict[str, Any]]:
@@ -152,7 +69,7 @@ def test_two_ups_at_once_one_waits_and_both_succeed(make_host: Callable[..., Hos
     first = spawn("up", "--json", "--dir", str(host.dir))
     time.sleep(0.3)
     second = spawn("up", "--json", "--dir", str(host.dir))
-    outs = [proc.communicate(timeout=CLI_TIMEOUT) for proc in (first, second)]
+    outs = [(run.stdout, run.stderr) for run in (proc.finish() for proc in (first, second))]
     for proc, (out, err) in zip((first, second), outs, strict=True):
         assert proc.returncode == 0, f"{out}\n{err}"
     waited = [err for _, err in outs if "Waiting for `pixsim-host up`" in err]
@@ -236,7 +153,7 @@ def test_doctor_fails_on_a_missing_image_and_a_stopped_service(
     host = make_host()
     assert host.run("up").code == 0
     redis = next(c for c in project_containers(docker_client, host)
-                 if c.labels.get("com.docker.compose.service") == "redis")
+                 if c.labels.get(SERVICE_LABEL) == "redis")
     redis.stop(timeout=5)
     stopped = host.run("doctor", "--json")
     assert stopped.code == 1, str(stopped)

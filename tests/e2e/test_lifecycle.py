@@ -16,186 +16,32 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import docker
-import httpx
 import pytest
-import yaml
-
-PROJECT_LABEL = "com.docker.compose.project"
-SERVICE_LABEL = "com.docker.compose.service"
-HOST_ID_LABEL = "org.pixsim-host.host-id"
-SERVICES = ("backend", "db", "redis")
-IMAGES = ("pgvector/pgvector:pg16", "redis:7-alpine", "python:3.11-slim")
-CLI_TIMEOUT = 240.0  # a hung command fails its test instead of hanging the run
-
-# Secret values of every host created in this module; no command output may contain one.
-_SECRETS: set[str] = set()
-# Ports handed out in this module, so two hosts of these tests never get the same one.
-_PORTS: set[int] = set()
-# The machine-local host registry ($PIXSIM_HOST_HOME) the commands use: one of this module's
-# own (set by the ``registry_home`` fixture), never the user's.
-REGISTRY_ENV = "PIXSIM_HOST_HOME"
-_REGISTRY: list[Path] = []
-
-
-# ---- running the CLI ------------------------------------------------------------------------
-
-
-@dataclass
-class Run:
-    args: list[str]
-    code: int
-    stdout: str
-    stderr: str
-    elapsed: float
-
-    @property
-    def output(self) -> str:
-        return self.stdout + self.stderr
-
-    def json(self) -> Any:
-        return json.loads(self.stdout)
-
-    def __str__(self) -> str:
-        return (f"`pixsim-host {' '.join(self.args)}` exited {self.code} after {self.elapsed:.1f} s"
-                f"\n--- stdout ---\n{self.stdout}\n--- stderr ---\n{self.stderr}")
-
-
-def cli(*args: str, env: dict[str, str] | None = None, home: Path | None = None,
-        timeout: float = CLI_TIMEOUT) -> Run:
-    """Run the real CLI with no stdin (so never a TTY) and check it printed no secret.
-
-    ``home`` is the registry directory; by default this module's own.
-    """
-    environment = dict(os.environ if env is None else env)
-    environment.pop("PIXSIM_HOST_DIR", None)
-    registry = home if home is not None else (_REGISTRY[-1] if _REGISTRY else None)
-    assert registry is not None, "no registry home: use the registry_home fixture"
-    environment[REGISTRY_ENV] = str(registry)
-    started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "pixsim_host", *args],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, env=environment,
-        timeout=timeout,
-    )
-    run = Run(list(args), proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
-    leaked = [value for value in _SECRETS if value in run.output]
-    if leaked:
-        # Report where, without printing the secrets themselves into the test log.
-        shown = str(run)
-        for value in leaked:
-            shown = shown.replace(value, "<SECRET>")
-        raise AssertionError(f"{len(leaked)} secret(s) appear (as <SECRET>) in the output of {shown}")
-    return run
-
-
-def assert_clean_failure(run: Run) -> None:
-    """A failing command: non-zero exit, an ``Error:`` line, and never a traceback."""
-    assert run.code != 0, str(run)
-    assert "Traceback" not in run.output, str(run)
-    assert "Error: " in run.stderr, str(run)
-
-
-def free_port() -> int:
-    """A port free on 127.0.0.1 now, below the kernel's ephemeral range and not yet used here."""
-    for _ in range(500):
-        port = random.randint(20000, 32000)
-        if port in _PORTS:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _PORTS.add(port)
-        return port
-    raise AssertionError("no free port found on 127.0.0.1")
-
+from e2e_helpers import (
+    HOST_ID_LABEL,
+    IMAGES,
+    SERVICES,
+    Host,
+    Run,
+    assert_answers_as,
+    assert_clean_failure,
+    containers,
+    destroy,
+    host_maker,
+    project_resources,
+    registry_home,  # noqa: F401 (an autouse fixture: this module's own host registry)
+)
 
 # ---- hosts ----------------------------------------------------------------------------------
-
-
-@dataclass
-class Host:
-    """A host created with ``pixsim-host init`` for a test."""
-
-    dir: Path
-    name: str
-    port: int
-    home: Path | None = None  # its registry directory, when not this module's
-    host_id: str = ""
-    project: str = ""
-    secrets: dict[str, str] = field(default_factory=dict)
-
-    def load(self) -> None:
-        config = yaml.safe_load((self.dir / "pixsim-host.yaml").read_text())
-        self.host_id = str(config["host_id"])
-        self.project = str(config["project"])
-        assert re.fullmatch(r"pixsim-[a-z0-9-]+", self.project), self.project
-        for line in (self.dir / ".env").read_text().splitlines():
-            key, sep, value = line.partition("=")
-            if sep and not key.startswith("#") and value:
-                self.secrets[key] = value
-        assert set(self.secrets) >= {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "SECRET_KEY"}
-        _SECRETS.update(self.secrets.values())
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def run(self, *args: str, **kwargs: Any) -> Run:
-        return cli(*args, "--dir", str(self.dir), home=self.home, **kwargs)
-
-    def up_ok(self, *args: str) -> dict[str, Any]:
-        """``up --json`` that must succeed; its report."""
-        run = self.run("up", "--json", *args)
-        assert run.code == 0, str(run)
-        report: dict[str, Any] = run.json()
-        return report
-
-    def http(self) -> httpx.Client:
-        # trust_env=False: loopback traffic must never go to a configured proxy.
-        return httpx.Client(base_url=self.url, timeout=10.0, trust_env=False)
-
-
-def init_host(root: Path, port: int | None = None, name: str | None = None,
-              home: Path | None = None) -> Host:
-    name = name or f"e2e-{uuid.uuid4().hex[:10]}"
-    host = Host(root / name, name, port if port is not None else free_port(), home)
-    run = cli("init", str(host.dir), "--yes", "--name", name, "--port", str(host.port), home=home)
-    assert run.code == 0, str(run)
-    host.load()
-    return host
-
-
-def project_resources(client: docker.DockerClient, project: str) -> dict[str, list[str]]:
-    flt = {"label": f"{PROJECT_LABEL}={project}"}
-    return {
-        "containers": [c.name for c in client.containers.list(all=True, filters=flt)],
-        "networks": [n.name for n in client.networks.list(filters=flt)],
-        "volumes": [v.name for v in client.volumes.list(filters=flt)],
-    }
-
-
-def containers(client: docker.DockerClient, host: Host) -> dict[str, Any]:
-    """The host's containers by service, freshly inspected."""
-    found: dict[str, Any] = {}
-    for container in client.containers.list(all=True,
-                                             filters={"label": f"{PROJECT_LABEL}={host.project}"}):
-        found[container.labels[SERVICE_LABEL]] = container
-    return found
 
 
 def container_ids(client: docker.DockerClient, host: Host) -> dict[str, str]:
@@ -206,70 +52,7 @@ def started_at(client: docker.DockerClient, host: Host) -> dict[str, str]:
     return {service: c.attrs["State"]["StartedAt"] for service, c in containers(client, host).items()}
 
 
-def destroy(client: docker.DockerClient, host: Host) -> None:
-    """``down --volumes --yes``, then nothing of the host's project may remain.
-
-    Whatever remains is removed here anyway (so a failing test leaks nothing) before the
-    assertions report it.
-    """
-    mounted: set[str] = set()
-    for container in containers(client, host).values():
-        for mount in container.attrs.get("Mounts") or []:
-            if mount.get("Type") == "volume" and mount.get("Name"):
-                mounted.add(mount["Name"])
-    run = host.run("down", "--volumes", "--yes")
-    left = project_resources(client, host.project)
-    # Volumes the containers used (named or anonymous) must be gone too.
-    stray = sorted(name for name in mounted - set(left["volumes"]) if _volume_exists(client, name))
-    if any(left.values()) or stray:
-        _force_remove(client, host.project, stray)
-    assert run.code == 0, str(run)
-    assert not any(left.values()), f"left behind by `down --volumes --yes`: {left}"
-    assert not stray, f"volumes left behind by `down --volumes --yes`: {stray}"
-
-
-def _volume_exists(client: docker.DockerClient, name: str) -> bool:
-    try:
-        client.volumes.get(name)
-    except docker.errors.NotFound:
-        return False
-    return True
-
-
-def _force_remove(client: docker.DockerClient, project: str, volumes: list[str]) -> None:
-    flt = {"label": f"{PROJECT_LABEL}={project}"}
-    for container in client.containers.list(all=True, filters=flt):
-        container.remove(force=True)
-    for network in client.networks.list(filters=flt):
-        network.remove()
-    for volume in client.volumes.list(filters=flt):
-        volume.remove(force=True)
-    for name in volumes:
-        client.volumes.get(name).remove(force=True)
-
-
-def destroy_all(client: docker.DockerClient, hosts: list[Host]) -> None:
-    """Tear down every host even if one teardown fails; then report the first failure."""
-    errors: list[BaseException] = []
-    for host in hosts:
-        try:
-            destroy(client, host)
-        except BaseException as exc:  # every host is torn down before the first failure is raised
-            errors.append(exc)
-    if errors:
-        raise errors[0]
-
-
 # ---- fixtures -------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module", autouse=True)
-def registry_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A host registry of this module's own, so tests neither read nor fill the user's."""
-    home = tmp_path_factory.mktemp("registry")
-    _REGISTRY.append(home)
-    yield home
-    _REGISTRY.remove(home)
 
 
 @pytest.fixture(scope="module")
@@ -280,7 +63,7 @@ def shared(docker_client: docker.DockerClient, require_images: Callable[..., Non
     Tests that use it leave it up and verified (or restore that before they end).
     """
     require_images(*IMAGES)
-    host = init_host(tmp_path_factory.mktemp("shared"))
+    host = Host.init(tmp_path_factory.mktemp("shared"))
     try:
         cold = host.run("up", "--json")
         yield host, cold
@@ -292,16 +75,7 @@ def shared(docker_client: docker.DockerClient, require_images: Callable[..., Non
 def make_host(docker_client: docker.DockerClient, require_images: Callable[..., None],
               tmp_path: Path) -> Iterator[Callable[..., Host]]:
     """Creates hosts of the test's own; all are torn down (and checked) when it ends."""
-    require_images(*IMAGES)
-    hosts: list[Host] = []
-
-    def make(port: int | None = None, name: str | None = None, home: Path | None = None) -> Host:
-        host = init_host(tmp_path / f"h{len(hosts)}", port, name, home)
-        hosts.append(host)
-        return host
-
-    yield make
-    destroy_all(docker_client, hosts)
+    yield from host_maker(docker_client, require_images, tmp_path, Host)
 
 
 def shared_up(shared: tuple[Host, Run]) -> Host:
@@ -334,27 +108,12 @@ def assert_readable(host: Host, world: dict[str, Any], key: str, value: str) -> 
         assert kv.json() == {"key": key, "value": value}
 
 
-def assert_answers_as(host: Host) -> None:
-    """What a client sees at the host's URL: this host, healthy and ready."""
-    with host.http() as http:
-        health, ready, info = http.get("/health"), http.get("/ready"), http.get("/api/v1/server/info")
-    assert health.status_code == 200, health.text
-    assert health.json()["status"] == "healthy"
-    assert health.json()["database"] == "connected"
-    assert health.json()["redis"] == "connected"
-    assert ready.status_code == 200, ready.text
-    assert ready.json()["status"] == "ready"
-    assert info.status_code == 200, info.text
-    assert info.json()["server_id"] == host.host_id
-    assert info.json()["server_name"] == host.name
-
-
 # ---- no engine ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("command", [["up"], ["status"], ["down"], ["logs", "backend"]])
 def test_unreachable_engine_is_one_clear_error(tmp_path: Path, command: list[str]) -> None:
-    host = init_host(tmp_path)
+    host = Host.init(tmp_path)
     env = {k: v for k, v in os.environ.items() if k not in ("DOCKER_CONTEXT", "DOCKER_HOST")}
     env["DOCKER_HOST"] = "unix:///nonexistent.sock"
     run = host.run(*command, env=env, timeout=60)

@@ -15,20 +15,11 @@ Tests that take a host down or break it on purpose get hosts of their own (``mak
 
 from __future__ import annotations
 
-import json
-import os
-import random
 import re
 import shutil
-import socket
-import subprocess
-import sys
 import tarfile
-import time
-import uuid
 import zipfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,129 +27,29 @@ import docker
 import httpx
 import pytest
 import yaml
+from e2e_helpers import (
+    IMAGES,
+    PROJECT_LABEL,
+    SERVICE_LABEL,
+    Host,
+    assert_clean_failure,
+    assert_ok,
+    destroy,
+    host_maker,
+    registry_home,  # noqa: F401 (an autouse fixture: this module's own host registry)
+)
 
-PROJECT_LABEL = "com.docker.compose.project"
-SERVICE_LABEL = "com.docker.compose.service"
-IMAGES = ("pgvector/pgvector:pg16", "redis:7-alpine", "python:3.11-slim")
-CLI_TIMEOUT = 240.0  # a hung command fails its test instead of hanging the run
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "plugins"
 BUILTINS = ("dialogue_extras", "game_stealth", "romance", "stats_basic")
 ALL_ENABLED = dict.fromkeys(BUILTINS, True)
 LIST_PATH = "/api/v1/admin/plugins/list"
 
-# Secret values of every host created in this module; no command output may contain one.
-_SECRETS: set[str] = set()
-# Ports handed out in this module, so two hosts of these tests never get the same one.
-_PORTS: set[int] = set()
-# The machine-local host registry ($PIXSIM_HOST_HOME) the commands use: one of this module's
-# own (set by the ``registry_home`` fixture), never the user's.
-REGISTRY_ENV = "PIXSIM_HOST_HOME"
-_REGISTRY: list[Path] = []
-
-
-# ---- running the CLI ------------------------------------------------------------------------
-
-
-@dataclass
-class Run:
-    args: list[str]
-    code: int
-    stdout: str
-    stderr: str
-    elapsed: float
-
-    @property
-    def output(self) -> str:
-        return self.stdout + self.stderr
-
-    def json(self) -> Any:
-        return json.loads(self.stdout)
-
-    def __str__(self) -> str:
-        return (f"`pixsim-host {' '.join(self.args)}` exited {self.code} after {self.elapsed:.1f} s"
-                f"\n--- stdout ---\n{self.stdout}\n--- stderr ---\n{self.stderr}")
-
-
-def cli(*args: str, timeout: float = CLI_TIMEOUT) -> Run:
-    """Run the real CLI with no stdin (so never a TTY) and check it printed no secret."""
-    environment = dict(os.environ)
-    environment.pop("PIXSIM_HOST_DIR", None)
-    assert _REGISTRY, "no registry home: use the registry_home fixture"
-    environment[REGISTRY_ENV] = str(_REGISTRY[-1])
-    started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "pixsim_host", *args],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, env=environment,
-        timeout=timeout,
-    )
-    run = Run(list(args), proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
-    leaked = [f"secret #{i}" for i, value in enumerate(sorted(_SECRETS)) if value in run.output]
-    assert not leaked, f"a secret ({', '.join(leaked)}) appears in the output of {run}"
-    return run
-
-
-def assert_clean_failure(run: Run) -> None:
-    """A failing command: non-zero exit, an ``Error:`` line, and never a traceback."""
-    assert run.code != 0, str(run)
-    assert "Traceback" not in run.output, str(run)
-    assert "Error: " in run.stderr, str(run)
-
-
-def assert_ok(run: Run) -> Run:
-    assert run.code == 0, str(run)
-    assert "Traceback" not in run.output, str(run)
-    return run
-
-
-def free_port() -> int:
-    """A port free on 127.0.0.1 now, below the kernel's ephemeral range and not yet used here."""
-    for _ in range(500):
-        port = random.randint(20000, 32000)
-        if port in _PORTS:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _PORTS.add(port)
-        return port
-    raise AssertionError("no free port found on 127.0.0.1")
-
 
 # ---- hosts ----------------------------------------------------------------------------------
 
 
-@dataclass
-class Host:
-    """A host created with ``pixsim-host init`` for a test."""
-
-    dir: Path
-    name: str
-    port: int
-    host_id: str = ""
-    project: str = ""
-    secrets: dict[str, str] = field(default_factory=dict)
-
-    def load(self) -> None:
-        config = yaml.safe_load(self.config_file.read_text())
-        self.host_id = str(config["host_id"])
-        self.project = str(config["project"])
-        assert re.fullmatch(r"pixsim-[a-z0-9-]+", self.project), self.project
-        for line in (self.dir / ".env").read_text().splitlines():
-            key, sep, value = line.partition("=")
-            if sep and not key.startswith("#") and value:
-                self.secrets[key] = value
-        assert set(self.secrets) >= {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "SECRET_KEY"}
-        _SECRETS.update(self.secrets.values())
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def config_file(self) -> Path:
-        return self.dir / "pixsim-host.yaml"
+class PluginHost(Host):
+    """A host created with ``pixsim-host init`` for a test, and what it says of its plugins."""
 
     @property
     def plugins_dir(self) -> Path:
@@ -171,20 +62,6 @@ class Host:
 
     def installed(self) -> list[str]:
         return sorted(p.name for p in self.plugins_dir.iterdir()) if self.plugins_dir.is_dir() else []
-
-    def run(self, *args: str, **kwargs: Any) -> Run:
-        return cli(*args, "--dir", str(self.dir), **kwargs)
-
-    def up_ok(self, *args: str) -> dict[str, Any]:
-        """``up --json`` that must succeed; its report."""
-        run = self.run("up", "--json", *args)
-        assert run.code == 0, str(run)
-        report: dict[str, Any] = run.json()
-        return report
-
-    def http(self) -> httpx.Client:
-        # trust_env=False: loopback traffic must never go to a configured proxy.
-        return httpx.Client(base_url=self.url, timeout=10.0, trust_env=False)
 
     def backend_plugins(self) -> dict[str, dict[str, Any]]:
         """The backend's own plugin list, by id."""
@@ -213,69 +90,19 @@ class Host:
             return http.get(path)
 
 
-def init_host(root: Path) -> Host:
-    name = f"e2e-{uuid.uuid4().hex[:10]}"
-    host = Host(root / name, name, free_port())
-    run = cli("init", str(host.dir), "--yes", "--name", name, "--port", str(host.port))
-    assert run.code == 0, str(run)
-    host.load()
-    return host
-
-
-def project_resources(client: docker.DockerClient, project: str) -> dict[str, list[str]]:
-    flt = {"label": f"{PROJECT_LABEL}={project}"}
-    return {
-        "containers": [c.name for c in client.containers.list(all=True, filters=flt)],
-        "networks": [n.name for n in client.networks.list(filters=flt)],
-        "volumes": [v.name for v in client.volumes.list(filters=flt)],
-    }
-
-
-def backend_container(client: docker.DockerClient, host: Host) -> Any:
+def backend_container(client: docker.DockerClient, host: PluginHost) -> Any:
     found = client.containers.list(all=True, filters={"label": [f"{PROJECT_LABEL}={host.project}",
                                                                 f"{SERVICE_LABEL}=backend"]})
     assert len(found) == 1, f"expected one backend container, found {[c.name for c in found]}"
     return found[0]
 
 
-def backend_id_and_start(client: docker.DockerClient, host: Host) -> tuple[str, str]:
+def backend_id_and_start(client: docker.DockerClient, host: PluginHost) -> tuple[str, str]:
     container = backend_container(client, host)
     return container.id, container.attrs["State"]["StartedAt"]
 
 
-def destroy(client: docker.DockerClient, host: Host) -> None:
-    """``down --volumes --yes``, then nothing labelled with the host's project may remain.
-
-    Whatever remains is removed here anyway (so a failing test leaks nothing) before the
-    assertions report it.
-    """
-    run = host.run("down", "--volumes", "--yes")
-    left = project_resources(client, host.project)
-    if any(left.values()):
-        flt = {"label": f"{PROJECT_LABEL}={host.project}"}
-        for container in client.containers.list(all=True, filters=flt):
-            container.remove(force=True, v=True)
-        for network in client.networks.list(filters=flt):
-            network.remove()
-        for volume in client.volumes.list(filters=flt):
-            volume.remove(force=True)
-    assert run.code == 0, str(run)
-    assert not any(left.values()), f"left behind by `down --volumes --yes`: {left}"
-
-
-def destroy_all(client: docker.DockerClient, hosts: list[Host]) -> None:
-    """Tear down every host even if one teardown fails; then report the first failure."""
-    errors: list[BaseException] = []
-    for host in hosts:
-        try:
-            destroy(client, host)
-        except BaseException as exc:  # every host is torn down before the first failure is raised
-            errors.append(exc)
-    if errors:
-        raise errors[0]
-
-
-def put_back(host: Host) -> None:
+def put_back(host: PluginHost) -> None:
     """Bring the shared host back to every plugin enabled and nothing installed."""
     for name in host.installed():
         if host.run("plugins", "remove", name).code != 0:
@@ -308,21 +135,12 @@ def archive_of(folder: Path, dest: Path, kind: str) -> Path:
 # ---- fixtures -------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", autouse=True)
-def registry_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A host registry of this module's own, so tests neither read nor fill the user's."""
-    home = tmp_path_factory.mktemp("registry")
-    _REGISTRY.append(home)
-    yield home
-    _REGISTRY.remove(home)
-
-
 @pytest.fixture(scope="module")
 def shared(docker_client: docker.DockerClient, require_images: Callable[..., None],
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[PluginHost]:
     """A host brought up once for the module; tests put its plugin set back as they found it."""
     require_images(*IMAGES)
-    host = init_host(tmp_path_factory.mktemp("plugins-shared"))
+    host = PluginHost.init(tmp_path_factory.mktemp("plugins-shared"))
     try:
         host.up_ok()
         yield host
@@ -331,7 +149,7 @@ def shared(docker_client: docker.DockerClient, require_images: Callable[..., Non
 
 
 @pytest.fixture
-def plugin_host(shared: Host) -> Host:
+def plugin_host(shared: PluginHost) -> PluginHost:
     """The shared host, up, with every built-in plugin enabled and nothing installed."""
     if shared.installed() or shared.plugins_config()["disabled"]:
         put_back(shared)  # an earlier test failed before it could
@@ -345,25 +163,16 @@ def plugin_host(shared: Host) -> Host:
 
 @pytest.fixture
 def make_host(docker_client: docker.DockerClient, require_images: Callable[..., None],
-              tmp_path: Path) -> Iterator[Callable[[], Host]]:
+              tmp_path: Path) -> Iterator[Callable[[], PluginHost]]:
     """Creates hosts of the test's own; all are torn down (and checked) when it ends."""
-    require_images(*IMAGES)
-    hosts: list[Host] = []
-
-    def make() -> Host:
-        host = init_host(tmp_path / "hosts")
-        hosts.append(host)
-        return host
-
-    yield make
-    destroy_all(docker_client, hosts)
+    yield from host_maker(docker_client, require_images, tmp_path, PluginHost)
 
 
 # ---- the shared host ------------------------------------------------------------------------
 
 
 @pytest.mark.engine
-def test_disable_and_enable_as_the_backend_reports_them(plugin_host: Host,
+def test_disable_and_enable_as_the_backend_reports_them(plugin_host: PluginHost,
                                                         docker_client: docker.DockerClient) -> None:
     host = plugin_host
     before, _ = backend_id_and_start(docker_client, host)
@@ -391,7 +200,7 @@ def test_disable_and_enable_as_the_backend_reports_them(plugin_host: Host,
 
 
 @pytest.mark.engine
-def test_enable_pulls_in_what_a_plugin_needs(plugin_host: Host,
+def test_enable_pulls_in_what_a_plugin_needs(plugin_host: PluginHost,
                                              docker_client: docker.DockerClient) -> None:
     """dialogue_extras needs romance: enabling it enables romance too, and says so.
 
@@ -420,7 +229,7 @@ def test_enable_pulls_in_what_a_plugin_needs(plugin_host: Host,
 
 
 @pytest.mark.engine
-def test_unknown_id_is_refused_with_the_closest_id(plugin_host: Host,
+def test_unknown_id_is_refused_with_the_closest_id(plugin_host: PluginHost,
                                                    docker_client: docker.DockerClient) -> None:
     host = plugin_host
     config = host.config_file.read_bytes()
@@ -440,7 +249,7 @@ def test_unknown_id_is_refused_with_the_closest_id(plugin_host: Host,
 
 @pytest.mark.engine
 def test_disabling_a_dependency_is_refused_and_changes_nothing(
-        plugin_host: Host, docker_client: docker.DockerClient) -> None:
+        plugin_host: PluginHost, docker_client: docker.DockerClient) -> None:
     host = plugin_host
     config, compose = host.config_file.read_bytes(), (host.dir / "compose.yaml").read_bytes()
     backend = backend_id_and_start(docker_client, host)
@@ -474,7 +283,7 @@ def test_disabling_a_dependency_is_refused_and_changes_nothing(
 
 
 @pytest.mark.engine
-def test_install_enables_the_disabled_dependency(plugin_host: Host) -> None:
+def test_install_enables_the_disabled_dependency(plugin_host: PluginHost) -> None:
     host = plugin_host
     assert_ok(host.run("plugins", "disable", "game_stealth"))
     assert host.backend_enabled()["game_stealth"] is False
@@ -511,7 +320,7 @@ def test_install_enables_the_disabled_dependency(plugin_host: Host) -> None:
 
 @pytest.mark.engine
 def test_failing_plugin_is_rolled_back_and_the_host_stays_healthy(
-        plugin_host: Host, docker_client: docker.DockerClient) -> None:
+        plugin_host: PluginHost, docker_client: docker.DockerClient) -> None:
     host = plugin_host
     config = host.config_file.read_bytes()
     state_before = sorted(p.name for p in (host.dir / ".pixsim-host").iterdir())
@@ -538,7 +347,7 @@ def test_failing_plugin_is_rolled_back_and_the_host_stays_healthy(
 
 @pytest.mark.engine
 @pytest.mark.parametrize("form", ["folder", "tar.gz", "zip"])
-def test_install_and_remove_an_external_plugin(plugin_host: Host, tmp_path: Path, form: str) -> None:
+def test_install_and_remove_an_external_plugin(plugin_host: PluginHost, tmp_path: Path, form: str) -> None:
     host = plugin_host
     source = FIXTURES / "hello_external" if form == "folder" else archive_of(
         FIXTURES / "hello_external", tmp_path, form)
@@ -576,7 +385,7 @@ def test_install_and_remove_an_external_plugin(plugin_host: Host, tmp_path: Path
 
 
 @pytest.mark.engine
-def test_no_restart_records_the_choice_for_the_next_up(plugin_host: Host,
+def test_no_restart_records_the_choice_for_the_next_up(plugin_host: PluginHost,
                                                        docker_client: docker.DockerClient) -> None:
     host = plugin_host
     backend = backend_id_and_start(docker_client, host)
@@ -609,8 +418,8 @@ def test_no_restart_records_the_choice_for_the_next_up(plugin_host: Host,
 
 
 @pytest.mark.engine
-def test_two_hosts_report_their_own_plugin_sets(plugin_host: Host,
-                                               make_host: Callable[[], Host]) -> None:
+def test_two_hosts_report_their_own_plugin_sets(plugin_host: PluginHost,
+                                               make_host: Callable[[], PluginHost]) -> None:
     a = plugin_host
     b = make_host()
     b.up_ok()
@@ -643,7 +452,7 @@ def test_two_hosts_report_their_own_plugin_sets(plugin_host: Host,
 
 
 @pytest.mark.engine
-def test_list_when_down_reads_the_saved_catalog(make_host: Callable[[], Host]) -> None:
+def test_list_when_down_reads_the_saved_catalog(make_host: Callable[[], PluginHost]) -> None:
     host = make_host()
     never = host.run("plugins", "list")
     assert_clean_failure(never)
@@ -680,7 +489,7 @@ def test_list_when_down_reads_the_saved_catalog(make_host: Callable[[], Host]) -
 
 
 @pytest.mark.engine
-def test_up_fails_when_a_plugin_did_not_load(make_host: Callable[[], Host]) -> None:
+def test_up_fails_when_a_plugin_did_not_load(make_host: Callable[[], PluginHost]) -> None:
     host = make_host()
     host.up_ok()
     # Copied by hand, bypassing `plugins install` and its rollback.
