@@ -155,6 +155,51 @@ def test_plugins_disable_enable_and_an_external_plugin(hosts: Hosts) -> None:
     assert "hello_external" not in host.plugins_enabled()
 
 
+def test_a_failing_plugin_is_rolled_back(hosts: Hosts) -> None:
+    host = hosts.init()
+    host.up()
+    config = (host.dir / "pixsim-host.yaml").read_bytes()
+    run = host.run("plugins", "install", FIXTURES / "broken_plugin")
+    assert_clean_failure(run)
+    assert "broken on purpose for tests" in run.stderr, str(run)
+    assert "The previous configuration was put back and the host is healthy again" in run.stderr
+    assert not (host.dir / "plugins" / "broken_plugin").exists()
+    assert (host.dir / "pixsim-host.yaml").read_bytes() == config
+    assert host.run("status").code == 0
+    assert "broken_plugin" not in host.plugins_enabled()
+
+
+def test_a_crashed_postgres_and_a_stale_lock_file_do_not_block_up(hosts: Hosts) -> None:
+    host = hosts.init()
+    host.up()
+    host.put_kv("survives", "a crash")
+    world = host.create_world("crash")
+    pids = host.pids()
+    for service in ("backend", "db", "redis"):
+        os.kill(int(pids[service] or 0), signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while processes_under(host.dir) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # PostgreSQL's lock file now names a pid that another program may get after a reboot:
+    # give it one that is alive and not PostgreSQL, of the account PostgreSQL runs as (so
+    # PostgreSQL itself would refuse to start: "lock file already exists").
+    lock = host.dir / "data" / "postgres" / "postmaster.pid"
+    owner = lock.stat().st_uid
+    as_owner = {"user": owner, "group": lock.stat().st_gid} if os.geteuid() == 0 else {}
+    bystander = subprocess.Popen(["sleep", "120"], **as_owner)
+    try:
+        lines = lock.read_text().splitlines()
+        lock.write_text("\n".join([str(bystander.pid), *lines[1:]]) + "\n")
+        report = host.up()
+        assert report["actions"] == {"db": "started", "redis": "started", "backend": "started"}
+        assert host.get_kv("survives") == "a crash"
+        assert world["name"] in host.world_names()
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
 def test_a_killed_backend_is_reported_by_status(hosts: Hosts) -> None:
     host = hosts.init()
     host.up()

@@ -29,7 +29,6 @@ import hashlib
 import importlib.util
 import json
 import os
-import pwd
 import shutil
 import stat
 import subprocess
@@ -239,6 +238,8 @@ def _account() -> tuple[int, int, str] | None:
     """Who runs PostgreSQL when we are root (uid, gid, name); None when we are not root."""
     if os.geteuid() != 0:
         return None
+    import pwd
+
     try:
         entry = pwd.getpwnam(FALLBACK_ACCOUNT)
     except KeyError:
@@ -253,6 +254,8 @@ def _host_account(host: HostDir) -> tuple[int, int, str] | None:
     """Root: the host directory's owner when that is a regular user, else ``nobody``."""
     if os.geteuid() != 0:
         return None
+    import pwd
+
     with contextlib.suppress(OSError, KeyError):
         info = host.root.stat()
         if info.st_uid != 0:
@@ -671,6 +674,8 @@ class NativeRuntime:
             launched: dict[str, PidRecord] = {}
             for name in names:
                 launch = self._launch(name)
+                if name == DB:
+                    self._reconcile_postmaster_pid()
                 record = procs.read_record(self.pid_file(name))
                 if procs.alive(record) and record is not None:
                     if record.config_hash == launch.config_hash:
@@ -691,6 +696,36 @@ class NativeRuntime:
                     continue
                 self._wait_ready(name, launched.get(name), deadline, progress)
         return started
+
+    def _reconcile_postmaster_pid(self) -> None:
+        """PostgreSQL's own lock file, when our record does not show a running server.
+
+        After a crash or a reboot ``postmaster.pid`` stays behind. PostgreSQL ignores it
+        when its pid is gone, but refuses to start ("lock file already exists") when that
+        pid now belongs to another program: such a stale lock is removed. A live postgres
+        on this data directory (its pid file lost) is adopted, so ``up`` restarts it cleanly
+        instead of failing.
+        """
+        if procs.alive(procs.read_record(self.pid_file(DB))):
+            return
+        lock = self.pgdata / "postmaster.pid"
+        try:
+            pid = int(lock.read_text().splitlines()[0])
+        except (OSError, ValueError, IndexError):
+            return
+        token = procs.start_token(pid)
+        if token is None:
+            return  # gone: PostgreSQL itself ignores the file
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            cmdline = subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True,
+                                     text=True, timeout=10, check=False).stdout
+        if "postgres" in cmdline and str(self.pgdata) in cmdline:
+            procs.write_record(self.pid_file(DB), PidRecord(pid=pid, start=token, config_hash="",
+                                                           command=cmdline.split()[:1]))
+            return
+        lock.unlink(missing_ok=True)
 
     def _spawn(self, service: str, launch: Launch) -> PidRecord:
         proc = procs.spawn(launch.argv, env=launch.env, cwd=launch.cwd, log=self.log_file(service),
