@@ -321,3 +321,24 @@ def test_init_chooses_native_when_no_docker_engine_answers(hosts: Hosts) -> None
     assert config["runtime"] == "native"
     assert config["native"]["postgres_port"] and config["native"]["redis_port"]
     hosts.adopt(directory)
+
+
+def test_logs_are_read_from_the_files_masked_and_restart_replaces_a_process(hosts: Hosts) -> None:
+    host = hosts.init()
+    host.up()
+    with (host.dir / "logs" / "backend.log").open("a") as log:
+        log.write(f"a line with the redis password {host.secrets['REDIS_PASSWORD']} in it\n")
+    masked = assert_ok(host.run("logs", "backend", "--tail", "1"))  # cli() fails on any secret
+    assert masked.stdout.strip() == "a line with the redis password ******** in it", str(masked)
+    every = assert_ok(host.run("logs", "--tail", "2"))
+    assert {line.split("|")[0].strip() for line in every.stdout.splitlines()} == {"backend", "db", "redis"}
+    refused = host.run("logs", "nope")
+    assert_clean_failure(refused)
+    assert "backend, db, redis" in refused.stderr
+
+    before = host.pids()
+    assert_ok(host.run("restart", "db"))
+    after = host.pids()
+    assert after["db"] != before["db"]
+    assert (after["redis"], after["backend"]) == (before["redis"], before["backend"])
+    assert host.run("status").code == 0
