@@ -569,24 +569,21 @@ class DockerRuntime:
     # ---- other lifecycle --------------------------------------------------------
 
     def stop_and_remove(self, progress: Progress) -> list[str]:
-        """Stop in reverse dependency order, remove containers and the network."""
+        """Stop every container at once, then remove them and the network.
+
+        All at once rather than in reverse dependency order: each service shuts down
+        cleanly on its own signal (PostgreSQL's fast shutdown, Redis' save, the backend's
+        SIGTERM), and nothing is served meanwhile, so waiting for one before signalling
+        the next only makes `down` slower.
+        """
         from docker.errors import APIError, NotFound
 
-        current = self.containers()
-        removed: list[str] = []
-        try:
-            levels = self.project.levels()
-        except HostError:
-            levels = [sorted(current)]
-        known = {name for level in levels for name in level}
-        levels = [sorted(set(current) - known), *levels] if set(current) - known else levels
-        for level in reversed(levels):
-            targets = [current[name] for name in level if name in current]
-            with ThreadPoolExecutor(max_workers=max(1, len(targets))) as pool:
-                for state in targets:
-                    progress(state.service, "stopping")
-                list(pool.map(self._remove, targets))
-            removed.extend(state.name for state in targets)
+        targets = sorted(self.containers().values(), key=lambda state: state.service)
+        for state in targets:
+            progress(state.service, "stopping")
+        with ThreadPoolExecutor(max_workers=max(1, len(targets))) as pool:
+            list(pool.map(self._remove, targets))
+        removed = [state.name for state in targets]
         try:
             self.api.remove_network(network_name(self.project.name))
         except NotFound:
