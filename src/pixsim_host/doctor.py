@@ -383,7 +383,8 @@ HOST_CHECKS: list[tuple[str, Callable[[Context], Check], tuple[str, ...]]] = [
 MACHINE_CHECKS = ("engine", "disk", "registry")
 
 
-DOCKER_ONLY = ("port", "images", "health")
+# A native or Kubernetes host needs no local Docker engine: those checks would only mislead.
+DOCKER_ONLY = ("engine", "port", "images", "health")
 
 
 def run_checks(host: HostDir | None, **options: Any) -> list[Check]:
