@@ -387,6 +387,20 @@ MACHINE_CHECKS = ("engine", "disk", "registry")
 DOCKER_ONLY = ("engine", "port", "images", "health")
 
 
+def _runtime_hint(host: HostDir | None) -> str | None:
+    """The runtime the host's config names, read before the config check validates it."""
+    if host is None:
+        return None
+    try:
+        import yaml
+
+        data = yaml.safe_load(host.config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    runtime = data.get("runtime") if isinstance(data, dict) else None
+    return str(runtime) if isinstance(runtime, str) else None
+
+
 def run_checks(host: HostDir | None, **options: Any) -> list[Check]:
     """Every check, in order; with no host, only the machine's (engine, disk, registry)."""
     ctx = Context(host, **options)
@@ -398,8 +412,9 @@ def run_checks(host: HostDir | None, **options: Any) -> list[Check]:
         if blocked:
             results[name] = Check(name, SKIP, f"needs a valid {blocked[0]}")
             continue
-        if name in DOCKER_ONLY and ctx.config is not None and ctx.config.runtime != "docker":
-            results[name] = Check(name, SKIP, f"the host runs on {ctx.config.runtime}, not Docker")
+        runtime = ctx.config.runtime if ctx.config is not None else _runtime_hint(host)
+        if name in DOCKER_ONLY and runtime not in (None, "docker"):
+            results[name] = Check(name, SKIP, f"the host runs on {runtime}, not Docker")
             continue
         try:
             results[name] = check(ctx)
