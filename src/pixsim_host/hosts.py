@@ -116,6 +116,12 @@ class HostEntry:
     bind: str
     project: str
     registered_at: float = field(default_factory=time.time)
+    # Other ports the host listens on (the native runtime's PostgreSQL and Redis).
+    extra_ports: list[int] = field(default_factory=list)
+
+    @property
+    def all_ports(self) -> list[int]:
+        return [self.port, *self.extra_ports]
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -132,6 +138,7 @@ class HostEntry:
                 port=int(data["port"]), bind=str(data.get("bind", "127.0.0.1")),
                 project=str(data.get("project", "")),
                 registered_at=float(data.get("registered_at", 0.0)),
+                extra_ports=[int(p) for p in data.get("extra_ports") or []],
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"an entry lacks or mangles {exc}") from None
@@ -141,8 +148,14 @@ class HostEntry:
         return cls(
             name=config.name, host_id=config.host_id, directory=str(host.root), model=config.model,
             backend_url=config.client_url, local_url=config.local_url, port=config.backend.port,
-            bind=config.backend.bind, project=config.project,
+            bind=config.backend.bind, project=config.project, extra_ports=_extra_ports(config),
         )
+
+
+def _extra_ports(config: HostConfig) -> list[int]:
+    if config.runtime != "native":
+        return []
+    return [p for p in (config.native.postgres_port, config.native.redis_port) if p is not None]
 
 
 @dataclass
@@ -165,7 +178,7 @@ class Registry:
         return next((e for e in self.entries if e.host_id == host_id), None)
 
     def port_claims(self, exclude_host_id: str | None = None) -> dict[int, HostEntry]:
-        return {e.port: e for e in self.entries if e.host_id != exclude_host_id}
+        return {port: e for e in self.entries if e.host_id != exclude_host_id for port in e.all_ports}
 
 
 _FIX_REGISTRY = (
@@ -286,7 +299,7 @@ def _check_claims(registry: Registry, *, host_id: str | None, directory: str | N
                 f"(in {_where(entry)}) already uses; choose a name that differs in letters or "
                 f"digits{gone}"
             )
-        if port is not None and entry.port == port:
+        if port is not None and port in entry.all_ports:
             raise HostError(
                 f"port {port} is claimed by host {entry.name!r} (in {_where(entry)}); choose "
                 f"another port, or leave it out to get a free one{gone}"
@@ -303,8 +316,12 @@ def check_port_claim(port: int, host_id: str | None = None) -> None:
 
 def check_claims(config: HostConfig) -> None:
     """Refuse a changed config whose name, project or port another registered host claims."""
-    _check_claims(load_registry(), host_id=config.host_id, directory=None, name=config.name,
+    registry = load_registry()
+    _check_claims(registry, host_id=config.host_id, directory=None, name=config.name,
                   project=config.project, port=config.backend.port)
+    for port in _extra_ports(config):
+        _check_claims(registry, host_id=config.host_id, directory=None, name=None, project=None,
+                      port=port)
 
 
 def record(host: HostDir, config: HostConfig) -> list[str]:
@@ -316,6 +333,9 @@ def record(host: HostDir, config: HostConfig) -> list[str]:
 def _upsert(registry: Registry, entry: HostEntry) -> list[str]:
     _check_claims(registry, host_id=entry.host_id, directory=entry.directory,
                   name=entry.name, project=entry.project, port=entry.port)
+    for port in entry.extra_ports:
+        _check_claims(registry, host_id=entry.host_id, directory=entry.directory, name=None,
+                      project=None, port=port)
     warnings: list[str] = []
     kept: list[HostEntry] = []
     for other in registry.entries:
