@@ -263,17 +263,22 @@ def status(host: HostDir, config: HostConfig) -> dict[str, Any]:
             services[name]["last_log_lines"] = runtime.log_tail(name, 15).splitlines()
     backend: dict[str, Any] = {"url": config.local_url}
     if containers.get(BACKEND) is not None and containers[BACKEND].status == "running":
-        report, why = probe_status(config.local_url, config.host_id)
-        backend["health"] = report.health if report else None
-        backend["verified"] = report is not None
-        if report is None:
-            backend["problem"] = why
-            healthy = False
+        healthy = record_backend_probe(backend, *probe_status(config.local_url, config.host_id)) \
+            and healthy
     else:
         backend["verified"] = False
         healthy = False
     return {"host_id": config.host_id, "name": config.name, "healthy": healthy,
             "services": services, "backend": backend}
+
+
+def record_backend_probe(backend: dict[str, Any], report: Any, why: str) -> bool:
+    """Put one status probe's outcome into ``backend``; whether it verified the host."""
+    backend["health"] = report.health if report else None
+    backend["verified"] = report is not None
+    if report is None:
+        backend["problem"] = why
+    return report is not None
 
 
 def _uptime(started_at: str | None) -> float | None:

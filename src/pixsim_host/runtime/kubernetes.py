@@ -746,6 +746,7 @@ def delete_claims(host: HostDir, config: HostConfig, claim_names: list[str],
 
 def status(host: HostDir, config: HostConfig, runner: Runner | None = None) -> dict[str, Any]:
     from pixsim_host.health import probe_status
+    from pixsim_host.stack import record_backend_probe
 
     kube = _open(host, config, runner)
     completed = kube.run(
@@ -786,11 +787,7 @@ def status(host: HostDir, config: HostConfig, runner: Runner | None = None) -> d
                 report, why = probe_status(url, config.host_id)
         except HostError as exc:
             report, why = None, exc.message
-        backend["health"] = report.health if report else None
-        backend["verified"] = report is not None
-        if report is None:
-            backend["problem"] = why
-            healthy = False
+        healthy = record_backend_probe(backend, report, why) and healthy
     else:
         backend["verified"] = False
         healthy = False
