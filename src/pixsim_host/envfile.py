@@ -52,8 +52,21 @@ def read_secrets(path: Path) -> dict[str, str]:
             f"{path} is readable by other users (mode {oct(stat.S_IMODE(info.st_mode))}); "
             f"run `chmod 600 {path}` and retry"
         )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        # Not the codec's message: it quotes neither the bytes nor the line, but a
+        # broken secrets file is no place to start echoing fragments of it.
+        raise HostError(
+            f"{path} is not UTF-8 text; restore it from a backup made with --include-secrets"
+        ) from None
+    except OSError as exc:
+        raise HostError(
+            f"cannot read {path}: {exc.strerror or exc}; it must be the host's secrets file "
+            "(KEY=VALUE lines, mode 0600): restore it from a backup made with --include-secrets"
+        ) from None
     values: dict[str, str] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         match = _LINE.match(line.strip())
