@@ -150,6 +150,24 @@ def render_host(host: HostDir, config: HostConfig) -> Rendered:
                 f"template {template_name}{line} failed to render: {exc.message or exc}; "
                 f"fix or remove the override in {host.templates_dir}"
             ) from None
+        except HostError:
+            raise  # a filter refused a value: its message already says what to do
+        except UnicodeDecodeError:
+            raise HostError(
+                f"template {template_name} is not UTF-8 text; fix or remove the override in "
+                f"{host.templates_dir}"
+            ) from None
+        except RecursionError:
+            raise HostError(
+                f"template {template_name} includes or extends itself without end; fix or remove "
+                f"the override in {host.templates_dir}"
+            ) from None
+        except (ArithmeticError, AttributeError, LookupError, TypeError, ValueError) as exc:
+            # An override is code: its expressions can fail like any Python expression.
+            raise HostError(
+                f"template {template_name} failed to render: {type(exc).__name__}: {exc}; "
+                f"fix or remove the override in {host.templates_dir}"
+            ) from None
     _check_compose(files[COMPOSE_FILE])
     for output in kubernetes.GENERATED:
         if output in files:
@@ -157,12 +175,22 @@ def render_host(host: HostDir, config: HostConfig) -> Rendered:
     return Rendered(files)
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line: PyYAML's own text spans several and quotes the source."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        return f"{exc.problem or exc.context or 'invalid YAML'}{where}"
+    return " ".join(str(exc).split())
+
+
 def _check_yaml(name: str, text: str) -> None:
     try:
         list(yaml.safe_load_all(text))
     except yaml.YAMLError as exc:
         raise HostError(
-            f"the rendered {name} is not valid YAML ({exc}); check your template overrides"
+            f"the rendered {name} is not valid YAML ({_yaml_problem(exc)}); "
+            "check your template overrides"
         ) from None
 
 
@@ -171,7 +199,7 @@ def _check_compose(text: str) -> None:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise HostError(
-            f"the rendered {COMPOSE_FILE} is not valid YAML ({exc}); "
+            f"the rendered {COMPOSE_FILE} is not valid YAML ({_yaml_problem(exc)}); "
             "check your template overrides"
         ) from None
     if not isinstance(data, dict) or not isinstance(data.get("services"), dict):

@@ -26,3 +26,30 @@ def test_env_that_is_a_directory_is_a_clean_error(make_host: MakeHost) -> None:
     result = run_cli("status", "--dir", str(host))
     assert_clean_failure(result)
     assert "cannot read" in result.stderr and "\n" not in result.stderr.rstrip("\n")
+
+
+@pytest.mark.parametrize(("template", "expected"), [
+    (b"{{ 1/0 }}\n", "ZeroDivisionError"),
+    (b"\xff\xfe{{ x }}\n", "not UTF-8"),
+    (b'{% extends "frontend.env.j2" %}\n', "extends itself"),
+])
+def test_broken_template_override_is_a_clean_error(make_host: MakeHost, template: bytes,
+                                                   expected: str) -> None:
+    host = make_host()
+    (host / "templates").mkdir()
+    (host / "templates" / "frontend.env.j2").write_bytes(template)
+    before = (host / "frontend.env").read_bytes()
+    result = run_cli("render", "--dir", str(host))
+    assert_clean_failure(result)
+    assert expected in result.stderr and "frontend.env.j2" in result.stderr
+    assert (host / "frontend.env").read_bytes() == before
+
+
+def test_override_rendering_invalid_yaml_is_a_one_line_error(make_host: MakeHost) -> None:
+    host = make_host()
+    (host / "templates").mkdir()
+    (host / "templates" / "compose.yaml.j2").write_text("services: [\n", encoding="utf-8")
+    result = run_cli("render", "--dir", str(host))
+    assert_clean_failure(result)
+    assert result.stderr.count("\n") == 1, str(result)
+    assert "not valid YAML" in result.stderr
