@@ -175,7 +175,7 @@ def render_host(host: HostDir, config: HostConfig) -> Rendered:
     return Rendered(files)
 
 
-def _yaml_problem(exc: yaml.YAMLError) -> str:
+def yaml_problem(exc: yaml.YAMLError) -> str:
     """A YAML error on one line: PyYAML's own text spans several and quotes the source."""
     if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
@@ -189,7 +189,7 @@ def _check_yaml(name: str, text: str) -> None:
         list(yaml.safe_load_all(text))
     except yaml.YAMLError as exc:
         raise HostError(
-            f"the rendered {name} is not valid YAML ({_yaml_problem(exc)}); "
+            f"the rendered {name} is not valid YAML ({yaml_problem(exc)}); "
             "check your template overrides"
         ) from None
 
@@ -199,7 +199,7 @@ def _check_compose(text: str) -> None:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise HostError(
-            f"the rendered {COMPOSE_FILE} is not valid YAML ({_yaml_problem(exc)}); "
+            f"the rendered {COMPOSE_FILE} is not valid YAML ({yaml_problem(exc)}); "
             "check your template overrides"
         ) from None
     if not isinstance(data, dict) or not isinstance(data.get("services"), dict):
@@ -222,6 +222,25 @@ def _recorded(host: HostDir) -> dict[str, str]:
     return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
 
+def _on_disk(path: Path) -> str | None:
+    """A generated file's text as it is on disk, None when there is none.
+
+    Bytes that are not UTF-8 are replaced, so a mangled file reads as edited by hand
+    (reported, or overwritten by `render`) instead of failing every command.
+    """
+    if path.is_file():
+        try:
+            return path.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise HostError(f"cannot read {path}: {exc.strerror or exc}; check its permissions") from None
+    if path.exists():
+        raise HostError(
+            f"{path} is not a file, so it cannot be rendered; move it out of the way and run "
+            "`pixsim-host render`"
+        )
+    return None
+
+
 def write_rendered(host: HostDir, rendered: Rendered) -> list[str]:
     """Write the files that changed; return their names.
 
@@ -231,7 +250,7 @@ def write_rendered(host: HostDir, rendered: Rendered) -> list[str]:
     changed = []
     for name, content in rendered.files.items():
         path = host.root / name
-        if path.is_file() and path.read_text(encoding="utf-8") == content:
+        if _on_disk(path) == content:
             continue
         atomic_write(path, content, mode=0o644)
         changed.append(name)
@@ -262,8 +281,7 @@ def refresh_rendered(host: HostDir, config: HostConfig) -> tuple[list[str], list
     inputs = _inputs_digest(host)
     recorded = _recorded(host)
     if recorded.get(INPUTS_KEY) == inputs and all(
-        (host.root / name).is_file()
-        and recorded.get(name) == _digest((host.root / name).read_text(encoding="utf-8"))
+        (current := _on_disk(host.root / name)) is not None and recorded.get(name) == _digest(current)
         for name in generated_files(config)
     ):
         return [], []
@@ -273,7 +291,7 @@ def refresh_rendered(host: HostDir, config: HostConfig) -> tuple[list[str], list
     edited: list[str] = []
     for name, content in rendered.files.items():
         path = host.root / name
-        current = path.read_text(encoding="utf-8") if path.is_file() else None
+        current = _on_disk(path)
         if current == content:
             continue
         if current is None or recorded.get(name) == _digest(current):
@@ -299,7 +317,7 @@ def diff_rendered(host: HostDir, rendered: Rendered) -> dict[str, str]:
     diffs: dict[str, str] = {}
     for name, content in rendered.files.items():
         path = host.root / name
-        current = path.read_text(encoding="utf-8") if path.is_file() else ""
+        current = _on_disk(path) or ""
         if current != content:
             diffs[name] = "".join(
                 difflib.unified_diff(

@@ -53,3 +53,26 @@ def test_override_rendering_invalid_yaml_is_a_one_line_error(make_host: MakeHost
     assert_clean_failure(result)
     assert result.stderr.count("\n") == 1, str(result)
     assert "not valid YAML" in result.stderr
+
+
+def test_generated_file_that_is_not_utf8_reads_as_edited(make_host: MakeHost) -> None:
+    host = make_host()
+    (host / "compose.yaml").write_bytes(b"\xff\n")
+    check = run_cli("render", "--check", "--dir", str(host))
+    assert check.returncode == 1 and "Traceback" not in check.output, str(check)
+    assert "compose.yaml differ" in check.stderr
+    status = run_cli("status", "--dir", str(host))
+    assert_clean_failure(status)
+    assert "not UTF-8" in status.stderr
+    assert run_cli("render", "--dir", str(host)).returncode == 0
+    assert (host / "compose.yaml").read_text(encoding="utf-8").startswith("# Generated")
+
+
+def test_generated_file_that_is_a_directory_is_a_clean_error(make_host: MakeHost) -> None:
+    host = make_host()
+    (host / "compose.yaml").unlink()
+    (host / "compose.yaml").mkdir()
+    for command in ("render", "status"):
+        result = run_cli(command, "--dir", str(host))
+        assert_clean_failure(result)
+        assert "is not a file" in result.stderr

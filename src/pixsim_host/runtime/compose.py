@@ -327,6 +327,14 @@ def load_project(path: Path, variables: Mapping[str, str]) -> ProjectSpec:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise HostError(f"{path} is missing; run `pixsim-host render`") from None
+    except UnicodeDecodeError:
+        raise HostError(f"{path} is not UTF-8 text; run `pixsim-host render`") from None
+    except OSError as exc:
+        raise HostError(f"cannot read {path}: {exc.strerror or exc}; run `pixsim-host render`") from None
     except yaml.YAMLError as exc:
-        raise HostError(f"{path.name} is not valid YAML ({exc}); run `pixsim-host render`") from None
+        from pixsim_host.render import yaml_problem
+
+        raise HostError(
+            f"{path.name} is not valid YAML ({yaml_problem(exc)}); run `pixsim-host render`"
+        ) from None
     return parse_project(data, path.parent, variables)
