@@ -76,3 +76,22 @@ def test_generated_file_that_is_a_directory_is_a_clean_error(make_host: MakeHost
         result = run_cli(command, "--dir", str(host))
         assert_clean_failure(result)
         assert "is not a file" in result.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ("connect", "127.0.0.1:1", "--timeout", "-1"),
+    ("hosts", "list", "--timeout", "nan"),
+    ("up", "--timeout", "-1"),
+    ("plugins", "enable", "x", "--timeout", "inf"),
+    ("logs", "--tail", "-5"),
+])
+def test_negative_or_nan_timeout_and_tail_are_usage_errors(make_host: MakeHost,
+                                                          args: tuple[str, ...]) -> None:
+    host = make_host()
+    before = sorted(p.name for p in host.iterdir())
+    result = run_cli(*args, "--dir", str(host)) if args[0] in ("up", "plugins", "logs") \
+        else run_cli(*args)
+    assert result.returncode == 2, str(result)
+    assert "Traceback" not in result.output
+    assert "Invalid value for '--t" in result.stderr
+    assert sorted(p.name for p in host.iterdir()) == before

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from pixsim_host.cli.common import DirOption, JsonOption, YesOption, open_host
+from pixsim_host.cli.common import DirOption, JsonOption, YesOption, open_host, seconds
 from pixsim_host.cli.output import info, print_json
 
 RuntimeOption = Annotated[
@@ -54,7 +54,8 @@ def restore(
     port: Annotated[int | None, typer.Option(help="Backend port (default: the bundle's).")] = None,
     name: Annotated[str | None, typer.Option(help="A new display name.")] = None,
     yes: YesOption = False,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for the restored host.")] = 180.0,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the restored host.",
+                                           callback=seconds)] = 180.0,
     runtime: RuntimeOption = None,
 ) -> None:
     """Rebuild a host from a bundle with the SAME host_id (moving a host)."""
@@ -72,7 +73,8 @@ def clone(
     target: Annotated[Path, typer.Option("--dir", "-d", help="Directory of the new host.")],
     name: Annotated[str | None, typer.Option(help="Name of the new host.")] = None,
     port: Annotated[int | None, typer.Option(help="Backend port (default: a free one).")] = None,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for the new host.")] = 180.0,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the new host.",
+                                           callback=seconds)] = 180.0,
     runtime: RuntimeOption = None,
 ) -> None:
     """Make a NEW host (new host_id, new secrets, own port) from a bundle's data."""

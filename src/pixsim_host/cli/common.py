@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,6 +37,14 @@ NoWaitOption = Annotated[
     typer.Option("--no-wait", help="If another command is changing this host, fail at once instead of "
                                    "waiting for it."),
 ]
+
+
+def seconds(value: float) -> float:
+    """Callback of every ``--timeout``: a finite number of seconds, never negative or NaN
+    (a socket refuses those with a traceback, and a wait loop never ends on NaN)."""
+    if not math.isfinite(value) or value < 0:
+        raise typer.BadParameter(f"{value} is not a number of seconds; give 0 or more, like 30")
+    return value
 
 
 def _could_be_a_name(path: Path) -> bool:

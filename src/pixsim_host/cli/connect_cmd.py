@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pixsim_host.cli.common import JsonOption
+from pixsim_host.cli.common import JsonOption, seconds
 from pixsim_host.cli.output import info, print_json
 
 Opt = Path | None
@@ -27,7 +27,8 @@ def connect(
         show_default=False)] = None,
     list_known: Annotated[bool, typer.Option("--list", help="List the hosts connected to before.")] = False,
     forget: Annotated[bool, typer.Option("--forget", help="Forget the host known at URL.")] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait to connect and for each answer.")] = 5.0,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait to connect and for each answer.",
+                                           callback=seconds)] = 5.0,
     as_json: JsonOption = False,
 ) -> None:
     """Check the host at URL speaks the PixSim7 contract, remember its identity, print the client config."""

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pixsim_host.cli.common import JsonOption
+from pixsim_host.cli.common import JsonOption, seconds
 from pixsim_host.cli.output import info, print_json, warn
 
 app = typer.Typer(help="The hosts on this machine: list them with their live status, register or "
@@ -17,7 +17,8 @@ app = typer.Typer(help="The hosts on this machine: list them with their live sta
 @app.command("list")
 def list_(
     as_json: JsonOption = False,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for each host's answer.")] = 0.4,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each host's answer.",
+                                           callback=seconds)] = 0.4,
 ) -> None:
     """Every registered host: name, status (probed live, in parallel), model, URL, host_id, directory."""
     from pixsim_host.hosts import UP, load_registry, probe_hosts, registry_path

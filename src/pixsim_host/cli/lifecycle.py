@@ -14,6 +14,7 @@ from pixsim_host.cli.common import (
     YesOption,
     locked_host,
     open_host,
+    seconds,
     stdin_is_tty,
 )
 from pixsim_host.cli.output import info, print_json, warn
@@ -52,7 +53,8 @@ class _Progress:
 def up(
     directory: DirOption = None,
     pull: Annotated[str, typer.Option(help="Pull images: missing, always or never.")] = "missing",
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for a verified, healthy host.")] = 120.0,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for a verified, healthy host.",
+                                           callback=seconds)] = 120.0,
     as_json: JsonOption = False,
     no_wait: NoWaitOption = False,
 ) -> None:
@@ -167,7 +169,7 @@ def logs(
     service: Annotated[str | None, typer.Argument(help="db, redis or backend (default: all).")] = None,
     directory: DirOption = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
-    tail: Annotated[int, typer.Option("--tail", "-n", help="Lines from the end of each log.")] = 100,
+    tail: Annotated[int, typer.Option("--tail", "-n", min=0, help="Lines from the end of each log.")] = 100,
 ) -> None:
     """Print the logs of the host's services (secrets are masked)."""
     from pixsim_host.errors import HostError
@@ -201,7 +203,8 @@ def logs(
 def restart(
     service: Annotated[str | None, typer.Argument(help="db, redis or backend (default: all).")] = None,
     directory: DirOption = None,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for health again.")] = 120.0,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for health again.",
+                                           callback=seconds)] = 120.0,
     no_wait: NoWaitOption = False,
 ) -> None:
     """Restart services, then wait until the host is verified healthy again."""

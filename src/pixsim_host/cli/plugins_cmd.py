@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from pixsim_host.cli.common import DirOption, JsonOption, NoWaitOption, locked_host, open_host
+from pixsim_host.cli.common import DirOption, JsonOption, NoWaitOption, locked_host, open_host, seconds
 from pixsim_host.cli.output import info, print_json, warn
 
 if TYPE_CHECKING:
@@ -21,7 +21,8 @@ app = typer.Typer(help="List, enable, disable, install and remove this host's pl
 NoRestart = Annotated[
     bool, typer.Option("--no-restart", help="Only record the choice; it applies at the next `up`.")
 ]
-Timeout = Annotated[float, typer.Option(help="Seconds to wait for the backend after a restart.")]
+Timeout = Annotated[float, typer.Option(help="Seconds to wait for the backend after a restart.",
+                                        callback=seconds)]
 
 
 def _catalog(host: HostDir, config: HostConfig) -> Catalog:
