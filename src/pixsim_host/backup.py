@@ -67,6 +67,9 @@ def backup(host: HostDir, config: HostConfig, *, output: Path | None, include_se
     from pixsim_host import stack
     from pixsim_host.health import get_json, make_client, probe_status
 
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    target = (output or host.root / "backups" / f"{config.project}-{stamp}.tar.gz").expanduser().resolve()
+    _check_target(target)
     runtime = stack.open_runtime(host, config)
     report, why = probe_status(config.local_url, config.host_id)
     if report is None:
@@ -80,9 +83,7 @@ def backup(host: HostDir, config: HostConfig, *, output: Path | None, include_se
                                    *(plugin_list.get("route_plugins") or [])]
         if isinstance(p, dict) and p.get("enabled")
     )
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    target = (output or host.root / "backups" / f"{config.project}-{stamp}.tar.gz").expanduser().resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _prepare_target_dir(target)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".backup-") as tmp:
         staging = Path(tmp)
         runtime.dump_database(staging / DATABASE_MEMBER, progress)
@@ -129,6 +130,37 @@ def backup(host: HostDir, config: HostConfig, *, output: Path | None, include_se
             partial.unlink(missing_ok=True)
             raise
     return BackupResult(target, target.stat().st_size, manifest)
+
+
+def _is_bundle(path: Path) -> bool:
+    """Whether ``path`` starts like a bundle (a gzipped tar whose first member is the manifest)."""
+    try:
+        with tarfile.open(path, mode="r|gz") as archive:
+            first = next(iter(archive), None)
+    except (OSError, tarfile.TarError, EOFError, zlib.error):
+        return False
+    return first is not None and first.name == MANIFEST
+
+
+def _check_target(target: Path) -> None:
+    """Where a bundle goes: a new file, or an older bundle it replaces, never anything else
+    (``-o .env`` would overwrite the host's only copy of its secrets)."""
+    if target.is_dir():
+        raise HostError(f"{target} is a directory; give the bundle's file name, like "
+                        f"{target / 'host.tar.gz'}")
+    if (target.exists() or target.is_symlink()) and not (target.is_file() and _is_bundle(target)):
+        raise HostError(f"{target} exists and is not a pixsim-host bundle; nothing was written: "
+                        "choose a new file name (a backup only ever replaces an older bundle)")
+
+
+def _prepare_target_dir(target: Path) -> None:
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".backup-"):
+            pass  # the dump is staged beside the bundle: fail now, not after it
+    except OSError as exc:
+        raise HostError(f"cannot write a bundle in {target.parent}: {exc.strerror or exc}; "
+                        "choose another place for it with -o") from None
 
 
 class _BytesReader:

@@ -95,3 +95,27 @@ def test_negative_or_nan_timeout_and_tail_are_usage_errors(make_host: MakeHost,
     assert "Traceback" not in result.output
     assert "Invalid value for '--t" in result.stderr
     assert sorted(p.name for p in host.iterdir()) == before
+
+
+def test_backup_never_overwrites_a_file_that_is_not_a_bundle(make_host: MakeHost) -> None:
+    host = make_host()
+    other = make_host()
+    secrets = (host / ".env").read_bytes()
+    config = (other / "pixsim-host.yaml").read_bytes()
+    for target in (host / ".env", other / "pixsim-host.yaml"):
+        result = run_cli("backup", "--dir", str(host), "-o", str(target))
+        assert_clean_failure(result)
+        assert "is not a pixsim-host bundle" in result.stderr
+    assert (host / ".env").read_bytes() == secrets
+    assert (host / ".env").stat().st_mode & 0o777 == 0o600
+    assert (other / "pixsim-host.yaml").read_bytes() == config
+
+
+@pytest.mark.parametrize("where", ["/", "host-dir"])
+def test_backup_to_a_directory_is_a_clean_error(make_host: MakeHost,
+                                                                    where: str) -> None:
+    host = make_host()
+    target = str(host) if where == "host-dir" else where
+    result = run_cli("backup", "--dir", str(host), "-o", target)
+    assert_clean_failure(result)
+    assert "\n" not in result.stderr.rstrip("\n")
