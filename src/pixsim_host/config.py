@@ -20,6 +20,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    Strict,
     ValidationError,
     field_validator,
     model_validator,
@@ -165,7 +166,8 @@ def _external_url(value: str) -> str:
 
 HostName = Annotated[str, AfterValidator(_host_name)]
 ExternalUrl = Annotated[str, AfterValidator(_external_url)]
-Port = Annotated[int, AfterValidator(_port)]
+# Strict: YAML's `true` must not become port 1 through pydantic's lax int conversion.
+Port = Annotated[int, Strict(), AfterValidator(_port)]
 Image = Annotated[str, AfterValidator(_image)]
 SqlName = Annotated[str, AfterValidator(_sql_name)]
 PluginIds = Annotated[list[str], AfterValidator(_plugin_ids)]
@@ -186,7 +188,7 @@ class BackendConfig(_Section):
     cors_origins: list[Origin] = Field(default_factory=lambda: list(LOCAL_CLIENT_ORIGINS))
     command: list[str] | None = None
     # Kubernetes only: the backend is stateless apart from PostgreSQL and Redis.
-    replicas: Annotated[int, AfterValidator(_replicas)] = 1
+    replicas: Annotated[int, Strict(), AfterValidator(_replicas)] = 1
 
     @field_validator("bind")
     @classmethod
@@ -251,7 +253,7 @@ def _native_port(value: int | None) -> int | None:
     return value
 
 
-NativePort = Annotated[int | None, AfterValidator(_native_port)]
+NativePort = Annotated[int | None, Strict(), AfterValidator(_native_port)]
 
 
 class NativeConfig(_Section):
@@ -298,7 +300,7 @@ class LineageEntry(_Section):
 
 
 class HostConfig(_Section):
-    version: int = CONFIG_VERSION
+    version: Annotated[int, Strict()] = CONFIG_VERSION
     host_id: str
     name: HostName
     # Derived from the name at init and then fixed: it names the Docker project, its

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from unit_helpers import MakeHost, assert_clean_failure, run_cli
 
@@ -119,3 +123,28 @@ def test_backup_to_a_directory_is_a_clean_error(make_host: MakeHost,
     result = run_cli("backup", "--dir", str(host), "-o", target)
     assert_clean_failure(result)
     assert "\n" not in result.stderr.rstrip("\n")
+
+
+def test_init_refuses_an_empty_directory_argument(tmp_path: Path) -> None:
+    # Typer turns "" into Path("."): the host would quietly be made in the current directory.
+    result = subprocess.run([sys.executable, "-m", "pixsim_host", "init", ""], cwd=tmp_path,
+                            capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert result.returncode != 0
+    assert result.stderr.startswith("Error: the host directory is empty"), result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("key", ["backend:\n  port", "version"])
+def test_yaml_booleans_are_not_numbers(tmp_path: Path, key: str) -> None:
+    # pydantic's lax mode would read `true` as 1: port 1, or config version 1.
+    from pixsim_host.config import load_config
+    from pixsim_host.errors import ConfigError
+
+    config = tmp_path / "pixsim-host.yaml"
+    config.write_text(
+        "host_id: 0b6a3d7e-6f1c-4f4e-9d2a-3c5b7e9f1a2b\nname: strict\n" + f"{key}: true\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError, match="must be a whole number"):
+        load_config(config)

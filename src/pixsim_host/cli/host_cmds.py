@@ -12,9 +12,11 @@ from pixsim_host.cli.output import info, print_json, warn
 
 
 def init(
+    # Text, not Path: Typer turns an empty argument into Path("."), which would quietly
+    # make a host of the current directory.
     directory: Annotated[
-        Path, typer.Argument(help="Where to create the host (created if missing).")
-    ] = Path("."),
+        str, typer.Argument(help="Where to create the host (created if missing).")
+    ] = ".",
     name: Annotated[str | None, typer.Option(help="Host name; its slug names the Docker project.")] = None,
     model: Annotated[
         str | None, typer.Option(help="Hosting model: self, friend or shared.", show_default=False)
@@ -51,7 +53,11 @@ def init(
         description=description, backend_image=backend_image,
         postgres_image=postgres_image, redis_image=redis_image, runtime=runtime,
     )
-    root = directory.expanduser().resolve()
+    if not directory.strip():
+        from pixsim_host.errors import HostError
+
+        raise HostError("the host directory is empty; give a directory, e.g. `pixsim-host init my-host`")
+    root = Path(directory).expanduser().resolve()
     fresh = not (root / "pixsim-host.yaml").exists()
     if fresh and not yes and stdin_is_tty():
         if options.name is None:
