@@ -148,3 +148,36 @@ def test_yaml_booleans_are_not_numbers(tmp_path: Path, key: str) -> None:
     )
     with pytest.raises(ConfigError, match="must be a whole number"):
         load_config(config)
+
+
+def test_ctrl_c_while_waiting_is_one_clean_line(make_host: MakeHost) -> None:
+    # `up` waits for the host's lock (held here), before it needs any engine; Ctrl-C there
+    # must end with one line and exit 130, never a traceback.
+    import os
+    import signal
+    import time
+
+    from filelock import FileLock
+
+    host = make_host()
+    (host / ".pixsim-host").mkdir(exist_ok=True)
+    with FileLock(str(host / ".pixsim-host" / "lock")):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pixsim_host", "up", "--dir", str(host)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "DOCKER_HOST": "unix:///nonexistent.sock"},
+        )
+        try:
+            deadline = time.monotonic() + 30
+            assert process.stderr is not None
+            first = process.stderr.readline()  # the "Waiting for ..." line
+            assert "Waiting" in first, first
+            assert time.monotonic() < deadline
+            process.send_signal(signal.SIGINT)
+            _, rest = process.communicate(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    assert process.returncode == 130
+    assert "Traceback" not in rest
+    assert rest.strip().splitlines()[-1].startswith("Interrupted."), rest

@@ -83,5 +83,8 @@ def run() -> None:
             show()
             sys.exit(code)
         raise
-    # Outside standalone mode click returns the code of a typer.Exit instead of exiting.
+    # Outside standalone mode click returns the code of a typer.Exit instead of exiting,
+    # and Typer turns Ctrl-C into such an exit with code 130.
+    if code == 130:
+        sys.stderr.write("Interrupted. Nothing is lost: run the command again to finish.\n")
     sys.exit(code if isinstance(code, int) else 0)
