@@ -11,9 +11,7 @@ leaves a process behind even when it fails half-way.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import random
 import re
 import shutil
 import signal
@@ -31,6 +29,9 @@ import httpx
 import pytest
 import yaml
 
+# Shared with the Docker e2e tests; re-exported for test_native*.py.
+from e2e_helpers import Run, assert_clean_failure, assert_ok, free_port  # noqa: F401
+
 CLI_TIMEOUT = 180.0
 SECRET_NAMES = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "SECRET_KEY")
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "plugins"
@@ -38,7 +39,6 @@ BUILTINS = ("dialogue_extras", "game_stealth", "romance", "stats_basic")
 E2E_ENV = "PIXSIM_HOST_E2E"
 
 _SECRETS: set[str] = set()
-_PORTS: set[int] = set()
 
 
 def require_native() -> None:
@@ -54,26 +54,6 @@ def require_native() -> None:
     pytest.skip(reason)
 
 
-@dataclass
-class Run:
-    args: list[str]
-    code: int
-    stdout: str
-    stderr: str
-    elapsed: float
-
-    @property
-    def output(self) -> str:
-        return self.stdout + self.stderr
-
-    def json(self) -> Any:
-        return json.loads(self.stdout)
-
-    def __str__(self) -> str:
-        return (f"`pixsim-host {' '.join(self.args)}` exited {self.code} after {self.elapsed:.1f} s"
-                f"\n--- stdout ---\n{self.stdout}\n--- stderr ---\n{self.stderr}")
-
-
 def cli(*args: str | Path, env: dict[str, str] | None = None, timeout: float = CLI_TIMEOUT) -> Run:
     environment = dict(os.environ)
     environment.pop("PIXSIM_HOST_DIR", None)
@@ -86,35 +66,6 @@ def cli(*args: str | Path, env: dict[str, str] | None = None, timeout: float = C
     leaked = [f"secret #{i}" for i, value in enumerate(sorted(_SECRETS)) if value in run.output]
     assert not leaked, f"a secret ({', '.join(leaked)}) appears in the output of {run}"
     return run
-
-
-def assert_ok(run: Run) -> Run:
-    assert run.code == 0, str(run)
-    assert "Traceback" not in run.output, str(run)
-    return run
-
-
-def assert_clean_failure(run: Run) -> None:
-    assert run.code != 0, str(run)
-    assert "Traceback" not in run.output, str(run)
-    errors = [line for line in run.stderr.splitlines() if line.startswith("Error: ")]
-    assert len(errors) == 1, str(run)
-
-
-def free_port() -> int:
-    """A port free on 127.0.0.1 now, below the ephemeral range and not yet used by these tests."""
-    for _ in range(500):
-        port = random.randint(20000, 32000)
-        if port in _PORTS:
-            continue
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _PORTS.add(port)
-        return port
-    raise AssertionError("no free port found on 127.0.0.1")
 
 
 def read_env(path: Path) -> dict[str, str]:
