@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import signal
 import socket
@@ -30,7 +29,7 @@ import pytest
 import yaml
 
 # Shared with the Docker e2e tests; re-exported for test_native*.py.
-from e2e_helpers import Run, assert_clean_failure, assert_ok, free_port  # noqa: F401
+from e2e_helpers import Run, assert_clean_failure, assert_ok, free_port, read_env  # noqa: F401
 
 CLI_TIMEOUT = 180.0
 SECRET_NAMES = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "SECRET_KEY")
@@ -66,15 +65,6 @@ def cli(*args: str | Path, env: dict[str, str] | None = None, timeout: float = C
     leaked = [f"secret #{i}" for i, value in enumerate(sorted(_SECRETS)) if value in run.output]
     assert not leaked, f"a secret ({', '.join(leaked)}) appears in the output of {run}"
     return run
-
-
-def read_env(path: Path) -> dict[str, str]:
-    values = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        match = re.match(r"^([A-Z][A-Z0-9_]*)=(.*)$", line)
-        if match:
-            values[match.group(1)] = match.group(2)
-    return values
 
 
 @dataclass
