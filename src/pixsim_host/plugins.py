@@ -18,7 +18,8 @@ import tarfile
 import tempfile
 import time
 import zipfile
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,13 @@ from pixsim_host.hostdir import HostDir
 CATALOG_FILE = "plugins.json"
 MAX_PLUGIN_BYTES = 20 * 1024 * 1024
 MAX_PLUGIN_FILES = 2000
+LIST_PATH = "/api/v1/admin/plugins/list"
+DETAILS_PATH = "/api/v1/admin/plugins/{}/details"
+# PixSim7 serves LIST_PATH and DETAILS_PATH from this plugin: with it disabled they are 404.
+LIST_PLUGIN = "admin_plugins"
+# Where PixSim7's checkout keeps the plugins it ships (its default EXTERNAL_PLUGINS_DIR).
+BUNDLED_PLUGINS = Path("packages") / "plugins"
+PLUGIN_VIEW_DIR = "plugin-view"
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,10 @@ class PluginInfo:
     default_enabled: bool  # what the plugin's manifest says without any list
     error: str | None = None
     description: str = ""
+    # The package folder (installed or bundled), which may differ from the id.
+    folder: str | None = None
+    # Where the dependencies were learnt: list, details, manifest, saved, or unknown.
+    dependencies_from: str = "list"
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -51,6 +63,7 @@ class PluginInfo:
             "dependencies": list(self.dependencies), "source": self.source,
             "enabled": self.enabled, "default_enabled": self.default_enabled,
             "error": self.error, "description": self.description,
+            "folder": self.folder, "dependencies_from": self.dependencies_from,
         }
 
 
@@ -59,10 +72,13 @@ class Catalog:
     plugins: dict[str, PluginInfo]
     taken_at: float
     live: bool = False  # True when read from the running backend just now
+    # False when the backend answers but does not list its plugins (admin_plugins disabled).
+    listed: bool = True
 
     def get(self, plugin_id: str) -> PluginInfo:
         found = self.plugins.get(plugin_id)
         if found is None:
+            check_not_a_folder(plugin_id, self)
             close = difflib.get_close_matches(plugin_id, sorted(self.plugins), n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join(close)}?" if close else (
                 "; see `pixsim-host plugins list`")
@@ -137,26 +153,79 @@ def load_catalog(host: HostDir) -> Catalog | None:
                 source=str(p.get("source") or "builtin"), enabled=bool(p.get("enabled")),
                 default_enabled=bool(p.get("default_enabled")), error=p.get("error"),
                 description=str(p.get("description") or ""),
+                folder=str(p["folder"]) if p.get("folder") else None,
+                dependencies_from=str(p.get("dependencies_from") or "saved"),
             )
             for p in data["plugins"]
         }
         return Catalog(plugins, float(data.get("taken_at") or 0))
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return None
 
 
-def fetch_catalog(url: str, denylist: list[str]) -> Catalog:
-    from pixsim_host.health import ProbeError, get_json, make_client
+class PluginListUnavailable(HostError):
+    """The backend answers, but serves no plugin list: PixSim7 with ``admin_plugins`` disabled."""
 
-    with make_client() as client:
-        try:
-            answer = get_json(client, url, "/api/v1/admin/plugins/list")
-        except ProbeError as exc:
-            raise HostError(f"the backend at {url} did not list its plugins ({exc}); "
-                            "check `pixsim-host status`") from None
+
+def fetch_catalog(url: str, denylist: list[str], *, client: Any = None) -> Catalog:
+    """The running backend's plugins, with their dependencies.
+
+    PixSim7's list has no dependencies: they come from each plugin's details (one request
+    per plugin the list gives without them). A plugin whose details cannot be read keeps
+    ``dependencies_from="unknown"`` for :func:`with_installed` to fill from its manifest.
+    """
+    from pixsim_host.health import make_client
+
+    if client is None:
+        with make_client() as own:
+            return fetch_catalog(url, denylist, client=own)
+    answer = _get_list(client, url)
     catalog = catalog_from_list(answer, denylist, time.time())
+    lacking = {
+        str(entry["id"]) for entry in
+        [*(answer.get("feature_plugins") or []), *(answer.get("route_plugins") or [])]
+        if isinstance(entry, dict) and entry.get("id") and "dependencies" not in entry
+    }
+    for pid in sorted(lacking & set(catalog.plugins)):
+        dependencies = _details_dependencies(client, url, pid)
+        catalog.plugins[pid] = replace(
+            catalog.plugins[pid], dependencies=dependencies or (),
+            dependencies_from="details" if dependencies is not None else "unknown")
     catalog.live = True
     return catalog
+
+
+def _get_list(client: Any, url: str) -> dict[str, Any]:
+    from pixsim_host.health import ProbeError, get_json
+
+    try:
+        return get_json(client, url, LIST_PATH)
+    except ProbeError as exc:
+        failure = str(exc)
+    if failure.endswith("answered HTTP 404"):
+        # The backend answered (the caller verified who it is): only the route is gone.
+        raise PluginListUnavailable(
+            f"the backend at {url} serves no plugin list ({LIST_PATH} is 404: its "
+            f"{LIST_PLUGIN} plugin is disabled), so pixsim-host cannot see which plugins it "
+            f"loaded; enable it again with `pixsim-host plugins enable {LIST_PLUGIN}`")
+    raise HostError(f"the backend at {url} did not list its plugins ({failure}); "
+                    "check `pixsim-host status`")
+
+
+def _details_dependencies(client: Any, url: str, plugin_id: str) -> tuple[str, ...] | None:
+    """``dependencies`` from the plugin's details, or None when they cannot be read."""
+    from urllib.parse import quote
+
+    from pixsim_host.health import ProbeError, get_json
+
+    try:
+        details = get_json(client, url, DETAILS_PATH.format(quote(plugin_id, safe="")))
+    except ProbeError:
+        return None
+    found = details.get("dependencies")
+    if not isinstance(found, list) or not all(isinstance(d, str) for d in found):
+        return None
+    return tuple(found)
 
 
 # ---- resolution -------------------------------------------------------------------
@@ -259,6 +328,38 @@ def registration_problems(config: HostConfig, catalog: Catalog) -> list[str]:
     return problems
 
 
+def verify_registration(host: HostDir, config: HostConfig, url: str,
+                        notes: list[str] | None = None) -> list[str]:
+    """Check what the running backend loaded against this host's set; the enabled ids.
+
+    The catalog (completed from the manifests) is saved for commands run while the
+    backend is down. A backend that serves no plugin list (``admin_plugins`` disabled)
+    was verified by identity and health already: that is said in ``notes``, and the
+    last catalog is kept, rather than failing (and rolling back) a healthy backend.
+    """
+    try:
+        live = fetch_catalog(url, list(config.plugins.disabled))
+    except PluginListUnavailable:
+        if notes is not None:
+            notes.append(f"the backend serves no plugin list (its {LIST_PLUGIN} plugin is "
+                         "disabled): its identity and health are verified, its plugin set "
+                         "cannot be")
+        return []
+    problems = registration_problems(config, live)
+    for package in read_packages(host.plugins_dir, "external"):
+        # PixSim7 leaves a plugin that failed to import out of its list altogether.
+        if package.id and package.id not in live.plugins and package.id not in config.plugins.disabled:
+            problems.append(f"{package.id} (installed in plugins/{package.folder.name}) did not "
+                            "load: see `pixsim-host logs backend`")
+    save_catalog(host, with_installed(live, host, config))
+    if problems:
+        raise HostError(
+            f"the backend is up but its plugins are not this host's set: {'; '.join(problems)}; "
+            "fix or disable them (`pixsim-host plugins disable ID`, `pixsim-host plugins list`)"
+        )
+    return sorted(p.id for p in live.plugins.values() if p.enabled)
+
+
 # ---- external plugin packages -------------------------------------------------------
 
 
@@ -279,15 +380,24 @@ def _check_tree(root: Path, name: str) -> None:
             )
 
 
-def _validate_package(folder: Path) -> str:
+def _validate_package(folder: Path) -> PluginPackage:
     name = folder.name
     problem = plugin_id_problem(name)
     if problem:
+        # PixSim7 silently skips such a folder: installed, it would never load.
         raise HostError(f"plugin folder name {name!r} {problem}; rename the folder")
     if not (folder / "backend" / "manifest.py").is_file():
         raise HostError(f"{name} is not a PixSim7 plugin package: {name}/backend/manifest.py is missing")
     _check_tree(folder, name)
-    return name
+    package = PluginPackage(folder, "external", static_manifest(folder) or {})
+    if package.id is None:
+        raise HostError(f"{name}/backend/manifest.py has no literal id (like `id=\"my_plugin\"`): "
+                        "pixsim-host reads manifests without running them and needs the id, "
+                        "which PixSim7 names the plugin by; write the id as a plain string")
+    problem = plugin_id_problem(package.id)
+    if problem:
+        raise HostError(f"{name}'s manifest id {package.id!r} {problem}; fix the manifest's id")
+    return package
 
 
 def _safe_members_tar(archive: tarfile.TarFile, source: Path) -> None:
@@ -353,8 +463,14 @@ def _unpack(source: Path, into: Path) -> Path:
     return entries[0]
 
 
-def install_package(host: HostDir, source: Path) -> str:
-    """Copy a validated plugin package into the host's plugins/; return its id."""
+def install_package(host: HostDir, source: Path, *, config: HostConfig | None = None,
+                    known: Iterable[str] = ()) -> PluginPackage:
+    """Copy a validated plugin package into the host's plugins/; return it (id from its manifest).
+
+    Refused when its id is one the backend already has (``known``: the catalog's ids) or
+    another package here holds, or its folder name is taken (installed or bundled with
+    the checkout: the backend sees both in one directory).
+    """
     source = source.expanduser()
     if not source.exists():
         raise HostError(f"{source} does not exist; give a plugin folder, .tar.gz or .zip")
@@ -370,21 +486,111 @@ def install_package(host: HostDir, source: Path) -> str:
             shutil.copytree(source, folder, symlinks=True)
         else:
             folder = _unpack(source, staging)
-        name = _validate_package(folder)
-        target = host.plugins_dir / name
-        if target.exists():
-            raise HostError(f"plugin {name} is already installed; `pixsim-host plugins remove {name}` first")
+        package = _validate_package(folder)
+        pid, name = package.id, folder.name
+        assert pid is not None
+        present = host_packages(host, config)
+        holder = next((p for p in present if p.id == pid), None)
+        if holder is not None:
+            where = ("installed in this host" if holder.source == "external"
+                     else f"bundled with the checkout ({holder.folder})")
+            fix = (f"`pixsim-host plugins remove {pid}` first" if holder.source == "external"
+                   else "give the package another id, or leave the bundled one in use")
+            raise HostError(f"plugin {pid} (folder {name}) is already {where}; {fix}")
+        if pid in set(known):
+            raise HostError(f"this host's backend already has a plugin {pid!r}; a second package "
+                            "with the same id would replace or shadow it: give it another id")
+        taken = next((p for p in present if p.folder.name == name), None)
+        if taken is not None or (host.plugins_dir / name).exists():
+            raise HostError(f"a plugin folder named {name} is already in use"
+                            f"{f' (by {taken.id})' if taken and taken.id else ''}; rename the "
+                            "package's folder")
         host.plugins_dir.mkdir(exist_ok=True)
         for path in [folder, *folder.rglob("*")]:
             path.chmod(0o755 if path.is_dir() else 0o644)  # the backend runs as another user
+        target = host.plugins_dir / name
         folder.rename(target)
-    return name
+    return PluginPackage(target, "external", package.manifest)
+
+
+@dataclass(frozen=True)
+class PluginPackage:
+    """A plugin package on disk: this host's plugins/ or the checkout's packages/plugins."""
+
+    folder: Path
+    source: str  # external (this host's plugins/) | bundled (the operator's checkout)
+    manifest: dict[str, Any]
+
+    @property
+    def id(self) -> str | None:
+        """The manifest's id: PixSim7's name for the plugin (the folder name is not)."""
+        value = self.manifest.get("id")
+        return value if isinstance(value, str) and value else None
+
+
+def checkout_dir(host: HostDir, config: HostConfig) -> Path | None:
+    """The operator's PixSim7 checkout, when this host is configured with one."""
+    raw = getattr(config.backend, "source", None) or config.native.backend_workdir
+    if not raw:
+        return None
+    path = Path(str(raw)).expanduser()
+    return path if path.is_absolute() else host.root / path
+
+
+def bundled_plugins_dir(host: HostDir, config: HostConfig | None) -> Path | None:
+    """The checkout's ``packages/plugins`` (PixSim7's own plugins), if there is one."""
+    checkout = checkout_dir(host, config) if config is not None else None
+    found = checkout / BUNDLED_PLUGINS if checkout is not None else None
+    return found if found is not None and found.is_dir() else None
+
+
+def read_packages(root: Path | None, source: str) -> list[PluginPackage]:
+    """Every folder PixSim7 would discover under ``root`` (``<name>/backend/manifest.py``)."""
+    if root is None or not root.is_dir():
+        return []
+    return [
+        PluginPackage(folder, source, static_manifest(folder) or {})
+        for folder in sorted(root.iterdir(), key=lambda p: p.name)
+        if folder.is_dir() and plugin_id_problem(folder.name) is None
+        and (folder / "backend" / "manifest.py").is_file()
+    ]
+
+
+def host_packages(host: HostDir, config: HostConfig | None = None) -> list[PluginPackage]:
+    """This host's installed packages, then (with a checkout) the ones bundled with it."""
+    return [*read_packages(host.plugins_dir, "external"),
+            *read_packages(bundled_plugins_dir(host, config), "bundled")]
 
 
 def installed_ids(host: HostDir) -> list[str]:
-    if not host.plugins_dir.is_dir():
-        return []
-    return sorted(p.name for p in host.plugins_dir.iterdir() if (p / "backend" / "manifest.py").is_file())
+    """The ids (from their manifests) of the packages installed in this host's plugins/."""
+    return sorted(p.id for p in read_packages(host.plugins_dir, "external") if p.id)
+
+
+def installed_package(host: HostDir, plugin_id: str) -> PluginPackage:
+    """The installed package whose manifest id is ``plugin_id``; a folder name is refused."""
+    packages = read_packages(host.plugins_dir, "external")
+    for package in packages:
+        if package.id == plugin_id:
+            return package
+    for package in packages:
+        if package.folder.name == plugin_id and package.id:
+            raise _folder_not_id(plugin_id, package.id)
+    raise HostError(f"{plugin_id!r} is not installed in {host.plugins_dir}; only plugins "
+                    "added with `pixsim-host plugins install` can be removed")
+
+
+def _folder_not_id(folder: str, plugin_id: str) -> HostError:
+    return HostError(f"{folder} is a plugin folder, not a plugin id: the plugin in it is "
+                     f"{plugin_id!r} (PixSim7 names plugins by their manifest's id); use "
+                     f"{plugin_id}")
+
+
+def check_not_a_folder(name: str, catalog: Catalog) -> None:
+    """Refuse a folder name given where an id is meant, naming the id to use."""
+    for info in catalog.plugins.values():
+        if info.folder == name and info.id != name:
+            raise _folder_not_id(name, info.id)
 
 
 def static_manifest(folder: Path) -> dict[str, Any] | None:
@@ -398,13 +604,17 @@ def static_manifest(folder: Path) -> dict[str, Any] | None:
 
     try:
         tree = ast.parse((folder / "backend" / "manifest.py").read_text(encoding="utf-8"))
-    except (OSError, SyntaxError, ValueError):
+    except (OSError, SyntaxError, ValueError, RecursionError, MemoryError):
         return None
     for node in tree.body:
-        if not (isinstance(node, ast.Assign) and any(
-                isinstance(t, ast.Name) and t.id == "manifest" for t in node.targets)):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) \
+                and node.target.id == "manifest" and node.value is not None:
+            value = node.value  # manifest: PluginManifest = PluginManifest(...)
+        elif isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "manifest" for t in node.targets):
+            value = node.value
+        else:
             continue
-        value = node.value
         pairs: list[tuple[str, ast.expr]] = []
         if isinstance(value, ast.Dict):
             pairs = [(k.value, v) for k, v in zip(value.keys, value.values, strict=True)
@@ -415,27 +625,45 @@ def static_manifest(folder: Path) -> dict[str, Any] | None:
         for key, expr in pairs:
             try:
                 data[key] = ast.literal_eval(expr)
-            except ValueError:
+            except (ValueError, TypeError, RecursionError, MemoryError):
                 continue
         return data
     return None
 
 
-def with_installed(catalog: Catalog, host: HostDir) -> Catalog:
-    """The catalog plus installed packages the backend has not loaded yet."""
-    extra: dict[str, PluginInfo] = {}
-    for pid in installed_ids(host):
-        if pid in catalog.plugins:
+def with_installed(catalog: Catalog, host: HostDir, config: HostConfig | None = None) -> Catalog:
+    """The catalog completed from the manifests pixsim-host can read.
+
+    Packages installed here (and, with ``config``, bundled with its checkout) that the
+    backend has not loaded yet are added; for those it has, the folder is recorded and
+    dependencies the backend did not give (``unknown``) or that are only remembered
+    (``saved``) come from the manifest, which is what the next start-up will read.
+    """
+    plugins = dict(catalog.plugins)
+    seen: set[str] = set()
+    for package in host_packages(host, config):
+        pid = package.id
+        if pid is None or pid in seen:
+            continue  # no literal id; or a bundled package shadowed by an installed one
+        seen.add(pid)
+        manifest = package.manifest
+        raw = manifest.get("dependencies")
+        dependencies = tuple(str(d) for d in raw) if isinstance(raw, list | tuple) else None
+        known = plugins.get(pid)
+        if known is not None:
+            update: dict[str, Any] = {"folder": package.folder.name}
+            if dependencies is not None and known.dependencies_from in ("unknown", "saved"):
+                update.update(dependencies=dependencies, dependencies_from="manifest")
+            plugins[pid] = replace(known, **update)
             continue
-        manifest = static_manifest(host.plugins_dir / pid) or {}
-        extra[pid] = PluginInfo(
+        plugins[pid] = PluginInfo(
             id=pid, name=str(manifest.get("name") or pid), version=str(manifest.get("version") or ""),
-            kind=manifest.get("kind"),
-            dependencies=tuple(str(d) for d in manifest.get("dependencies") or []),
-            source="external", enabled=False,
+            kind=manifest.get("kind") if isinstance(manifest.get("kind"), str) else None,
+            dependencies=dependencies or (),
+            source=package.source, enabled=False,
             default_enabled=bool(manifest.get("enabled", True)),
             description=str(manifest.get("description") or ""),
+            folder=package.folder.name,
+            dependencies_from="manifest" if dependencies is not None else "unknown",
         )
-    if not extra:
-        return catalog
-    return Catalog({**catalog.plugins, **extra}, catalog.taken_at, catalog.live)
+    return Catalog(plugins, catalog.taken_at, catalog.live, catalog.listed)

@@ -140,7 +140,7 @@ def up(host: HostDir, config: HostConfig, *, pull: str = "missing", timeout: flo
             raise runtime.failure(BACKEND, f"did not pass its checks before the timeout ({exc})") from None
     finally:
         result.close()
-    plugins = _verify_plugins(host, config, report.url)
+    plugins = _verify_plugins(host, config, report.url, notes)
     services = {}
     for name, state in sorted(runtime.states().items()):
         services[name] = _service_json(state)
@@ -162,6 +162,41 @@ def up(host: HostDir, config: HostConfig, *, pull: str = "missing", timeout: flo
     )
 
 
+def _restart_if_hung(runtime: Runtime, config: HostConfig, progress: Progress) -> None:
+    """A backend that runs but answers nothing is restarted, not waited for until the timeout."""
+    from pixsim_host.health import backend_hung
+
+    state = runtime.states().get(BACKEND)
+    if state is None or state.status != "running" or not backend_hung(config.local_url):
+        return
+    progress(BACKEND, "running but not answering (hung); restarting it")
+    runtime.restart([BACKEND], progress)
+
+
+def stray_dotenv_notes(config: HostConfig) -> list[str]:
+    """Warnings about a ``.env`` in the backend's working directory.
+
+    PixSim7 calls ``load_dotenv()`` there, so a variable the host does not set would come,
+    unnoticed, from the operator's checkout.
+    """
+    from pathlib import Path
+
+    from pixsim_host.backend_env import Endpoints, backend_environment
+    from pixsim_host.services import dotenv_keys
+
+    workdir = config.native.backend_workdir or config.backend.source
+    if not workdir:
+        return []
+    path = Path(workdir).expanduser() / ".env"
+    contract = {key.upper() for key in backend_environment(config, Endpoints("", "", "", "", ""))}
+    stray = sorted(key for key in dotenv_keys(path) if key.upper() not in contract)
+    if not stray:
+        return []
+    shown = ", ".join(stray[:8]) + (f" and {len(stray) - 8} more" if len(stray) > 8 else "")
+    return [f"{path} sets {shown}, which this host does not: the backend reads that file at start-up "
+            "and will use them; move what the host needs into pixsim-host.yaml and remove the file"]
+
+
 def _check_plugin_lists(host: HostDir, config: HostConfig) -> None:
     """Refuse a plugin set that would abort the backend's start-up (hand-edited config)."""
     from pixsim_host.plugins import load_catalog, trap_problems, with_installed
@@ -169,7 +204,7 @@ def _check_plugin_lists(host: HostDir, config: HostConfig) -> None:
     saved = load_catalog(host)
     if saved is None:
         return
-    problems = trap_problems(with_installed(saved, host), set(config.plugins.disabled))
+    problems = trap_problems(with_installed(saved, host, config), set(config.plugins.disabled))
     if problems:
         raise HostError(
             f"plugins.disabled in pixsim-host.yaml would abort the backend's start-up "
@@ -177,19 +212,12 @@ def _check_plugin_lists(host: HostDir, config: HostConfig) -> None:
         )
 
 
-def _verify_plugins(host: HostDir, config: HostConfig, url: str) -> list[str]:
+def _verify_plugins(host: HostDir, config: HostConfig, url: str,
+                    notes: list[str] | None = None) -> list[str]:
     """Record what the backend loaded, and fail if it is not what the config asks for."""
-    from pixsim_host.plugins import fetch_catalog, registration_problems, save_catalog
+    from pixsim_host.plugins import verify_registration
 
-    catalog = fetch_catalog(url, list(config.plugins.disabled))
-    save_catalog(host, catalog)
-    problems = registration_problems(config, catalog)
-    if problems:
-        raise HostError(
-            f"the backend is up but its plugins are not this host's set: {'; '.join(problems)}; "
-            "fix or disable them (`pixsim-host plugins disable ID`, `pixsim-host plugins list`)"
-        )
-    return sorted(p.id for p in catalog.plugins.values() if p.enabled)
+    return verify_registration(host, config, url, notes)
 
 
 def backend_running(host: HostDir, config: HostConfig) -> bool:

@@ -433,12 +433,13 @@ def make_zip(path: Path, members: list[tuple[str | zipfile.ZipInfo, bytes]]) -> 
 
 def test_a_clean_archive_installs(host: HostDir, src: Path) -> None:
     """The baseline the hostile cases differ from: the same archive, minus the hostile member."""
-    name = install_package(host, make_tar(src / "ok.tar.gz", good_tar_members()))
+    name = install_package(host, make_tar(src / "ok.tar.gz", good_tar_members())).id
     assert name == "evil_pkg"
     assert (host.plugins_dir / "evil_pkg" / "backend" / "manifest.py").read_bytes() == MANIFEST
     assert not [p for p in os.listdir(host.state_dir) if p.startswith("install-")]
-    zipped = make_zip(src / "ok2.zip", [("evil_two/backend/manifest.py", MANIFEST)])
-    assert install_package(host, zipped) == "evil_two"
+    zipped = make_zip(src / "ok2.zip", [("evil_two/backend/manifest.py",
+                                         MANIFEST.replace(b"evil_pkg", b"evil_two"))])
+    assert install_package(host, zipped).folder.name == "evil_two"
     mode = stat.S_IMODE((host.plugins_dir / "evil_two" / "backend" / "manifest.py").stat().st_mode)
     assert mode == 0o644
 
@@ -624,5 +625,6 @@ def test_folder_with_a_fifo(host: HostDir, src: Path) -> None:
 def test_already_installed_is_not_overwritten(host: HostDir, src: Path) -> None:
     folder = write_manifest(src, "manifest = {'id': 'hello_external'}\n", name="hello_external")
     refused(host, folder, "already installed")
+    # Another id in a folder of the same name: the backend sees one folder per name.
     archive = make_tar(src / "hello_external.tar.gz", good_tar_members("hello_external"))
-    refused(host, archive, "already installed")
+    refused(host, archive, "folder named hello_external is already in use")

@@ -28,24 +28,38 @@ Timeout = Annotated[float, typer.Option(help="Seconds to wait for the backend af
 def _catalog(host: HostDir, config: HostConfig) -> Catalog:
     """The live catalog when the backend runs, else the last one saved, saying so."""
     from pixsim_host.errors import HostError
-    from pixsim_host.plugins import fetch_catalog, load_catalog, save_catalog, with_installed
+    from pixsim_host.plugins import (
+        PluginListUnavailable,
+        fetch_catalog,
+        load_catalog,
+        save_catalog,
+        with_installed,
+    )
 
     try:
-        catalog = fetch_catalog(config.local_url, list(config.plugins.disabled))
-    except HostError:
+        catalog = with_installed(fetch_catalog(config.local_url, list(config.plugins.disabled)),
+                                 host, config)
+    except HostError as exc:
+        unlisted = isinstance(exc, PluginListUnavailable)
         saved = load_catalog(host)
         if saved is None:
             raise HostError(
+                f"{exc.message}; and no catalog was saved before" if unlisted else
                 "this host has never been up, so its plugin catalog is unknown; "
                 "run `pixsim-host up` once"
             ) from None
         import time
 
         age = time.strftime("%Y-%m-%d %H:%M", time.localtime(saved.taken_at))
-        warn(f"the backend is not answering; showing the catalog saved at {age}")
-        return with_installed(saved, host)
+        if unlisted:
+            warn(f"the backend answers but serves no plugin list (its admin_plugins plugin is "
+                 f"disabled); using the catalog saved at {age} and the manifests")
+            saved.listed = False
+        else:
+            warn(f"the backend is not answering; showing the catalog saved at {age}")
+        return with_installed(saved, host, config)
     save_catalog(host, catalog)
-    return with_installed(catalog, host)
+    return catalog
 
 
 def _progress(service: str, message: str) -> None:
@@ -92,11 +106,12 @@ def show(plugin_id: Annotated[str, typer.Argument(metavar="ID")], directory: Dir
     host, config = open_host(directory)
     catalog = _catalog(host, config)
     plugin = catalog.get(plugin_id)
+    plugin_id = plugin.id
     data = {
         **plugin.as_json(),
         "required_by": sorted(catalog.dependents(plugin_id)),
         "needs": sorted(catalog.requirements(plugin_id)),
-        "installed_in_host_dir": (host.plugins_dir / plugin_id).is_dir(),
+        "installed_in_host_dir": plugin.source == "external" and plugin.folder is not None,
         "live": catalog.live,
     }
     if as_json:
@@ -180,16 +195,23 @@ def install(
     import shutil
 
     from pixsim_host.errors import HostError
-    from pixsim_host.plugins import install_package, trap_problems
+    from pixsim_host.plugins import install_package, trap_problems, with_installed
 
     with locked_host(directory, no_wait=no_wait, command="plugins install") as (host, config):
-        name = install_package(host, source)
+        try:
+            before = _catalog(host, config)
+        except HostError:
+            before = None  # never up: the collision check has only the packages on disk
+        package = install_package(host, source, config=config,
+                                  known=before.plugins if before else ())
+        name = package.id
+        assert name is not None
 
         def undo() -> None:
-            shutil.rmtree(host.plugins_dir / name, ignore_errors=True)
+            shutil.rmtree(package.folder, ignore_errors=True)
 
         try:
-            catalog = _catalog(host, config)
+            catalog = with_installed(before, host, config) if before else _catalog(host, config)
             needs = catalog.requirements(name)
             missing = sorted(d for d in needs if d not in catalog.plugins)
             if missing:
@@ -204,7 +226,7 @@ def install(
         except HostError:
             undo()
             raise
-        info(f"Installed {name} into {host.plugins_dir / name}.")
+        info(f"Installed {name} into {package.folder}.")
         if revived:
             info(f"Also enabling {', '.join(revived)} (required by {name}).")
         enabled = sorted(set(config.plugins.enabled) | set(revived))
@@ -223,23 +245,22 @@ def remove(
     import tempfile
 
     from pixsim_host.errors import HostError
-    from pixsim_host.plugins import installed_ids, load_catalog
+    from pixsim_host.plugins import installed_package, load_catalog, with_installed
 
     with locked_host(directory, no_wait=no_wait, command="plugins remove") as (host, config):
-        if plugin_id not in installed_ids(host):
-            raise HostError(f"{plugin_id!r} is not installed in {host.plugins_dir}; only plugins "
-                            "added with `pixsim-host plugins install` can be removed")
-        catalog = load_catalog(host)
+        package = installed_package(host, plugin_id)
+        saved = load_catalog(host)
+        catalog = with_installed(saved, host, config) if saved else None
         dependents = sorted(catalog.dependents(plugin_id)) if catalog else []
         if dependents:
             raise HostError(f"cannot remove {plugin_id}: {', '.join(dependents)} depend on it; "
                             "remove or disable those first")
         host.state_dir.mkdir(parents=True, exist_ok=True)
-        parked = Path(tempfile.mkdtemp(dir=host.state_dir, prefix="removed-")) / plugin_id
-        (host.plugins_dir / plugin_id).rename(parked)
+        parked = Path(tempfile.mkdtemp(dir=host.state_dir, prefix="removed-")) / package.folder.name
+        package.folder.rename(parked)
 
         def undo() -> None:
-            parked.rename(host.plugins_dir / plugin_id)
+            parked.rename(package.folder)
 
         enabled = [p for p in config.plugins.enabled if p != plugin_id]
         disabled = [p for p in config.plugins.disabled if p != plugin_id]
