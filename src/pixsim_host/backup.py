@@ -24,11 +24,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pixsim_host import __version__
+from pixsim_host import __version__, safeload
 from pixsim_host.config import HostConfig, load_config, parse_config, save_config, slugify
 from pixsim_host.envfile import generate_secrets, read_secrets, write_secrets
 from pixsim_host.errors import HostError
-from pixsim_host.fsutil import atomic_write
+from pixsim_host.fsutil import atomic_write, write_error
 from pixsim_host.hostdir import HostDir
 
 FORMAT = "pixsim-host-bundle"
@@ -113,19 +113,23 @@ def backup(host: HostDir, config: HostConfig, *, output: Path | None, include_se
             "members": members,
         }
         progress("host", f"writing {target.name}")
-        mode = 0o600 if include_secrets else 0o644
+        # 0600 with or without secrets: the database alone is the players' private data.
+        mode = 0o600
         partial = target.with_name(f".{target.name}.partial")
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         try:
             with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as archive:
                 data = json.dumps(manifest, indent=2, sort_keys=True).encode()
                 info = tarfile.TarInfo(MANIFEST)
-                info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
+                info.size, info.mtime, info.mode = len(data), int(time.time()), 0o600
                 archive.addfile(info, _BytesReader(data))
                 for name in members:
                     archive.add(staging / name, arcname=name, recursive=False, filter=_normalize)
             os.chmod(partial, mode)
             os.replace(partial, target)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            raise write_error(target, exc) from None
         except BaseException:
             partial.unlink(missing_ok=True)
             raise
@@ -176,7 +180,8 @@ class _BytesReader:
 def _normalize(info: tarfile.TarInfo) -> tarfile.TarInfo:
     info.uid = info.gid = 0
     info.uname = info.gname = ""
-    info.mode = 0o644
+    # Every member private: extracting a bundle by hand yields no world-readable dump or secret.
+    info.mode = 0o600
     return info
 
 
@@ -236,10 +241,8 @@ def _extract_checked(bundle: Path, staging: Path) -> dict[str, Any]:
                 raise HostError(f"{name}: manifest.json is implausibly large; refused")
             handle = archive.extractfile(first)
             assert handle is not None
-            try:
-                manifest = json.loads(handle.read())
-            except ValueError:
-                raise HostError(f"{name}: manifest.json is not valid JSON; the bundle is corrupt") from None
+            manifest = safeload.parse_json(handle.read(), f"{name}: manifest.json",
+                                           "the bundle is corrupt: use another copy of the backup")
             _check_manifest(manifest, name)
             expected: dict[str, dict[str, Any]] = manifest["members"]
             seen: set[str] = set()

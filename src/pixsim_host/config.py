@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from pixsim_host import __version__
+from pixsim_host import __version__, safeload
 from pixsim_host.errors import ConfigError, HostError
 from pixsim_host.fsutil import atomic_write
 
@@ -415,14 +415,13 @@ def parse_config(data: Any, *, source: str, hint: str | None = None) -> HostConf
 
 
 def load_config(path: Path) -> HostConfig:
+    if not path.exists():
+        raise HostError(f"{path} does not exist; create a host with `pixsim-host init`")
+    fix = "fix the file and retry"
+    text = safeload.read_text(path, "the host config", fix)
+    assert text is not None
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise HostError(f"{path} does not exist; create a host with `pixsim-host init`") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise HostError(f"cannot read {path}: {exc}; check the file and its permissions") from None
-    try:
-        data = yaml.safe_load(text)
+        data = safeload.parse_yaml(text, path.name, fix)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -482,7 +481,7 @@ def _parse_cli_value(raw: str, current: Any) -> Any:
     """Turn command-line text into the type the key holds (YAML for lists and null)."""
     if isinstance(current, list) or raw.startswith("["):
         try:
-            value = yaml.safe_load(raw)
+            value = safeload.parse_yaml(raw, "the new value", "write it like [a, b]")
         except yaml.YAMLError:
             raise HostError(f"cannot parse {raw!r} as a list; write it like [a, b]") from None
         return value

@@ -391,12 +391,9 @@ def _runtime_hint(host: HostDir | None) -> str | None:
     """The runtime the host's config names, read before the config check validates it."""
     if host is None:
         return None
-    try:
-        import yaml
+    from pixsim_host.hosts import read_host_fields
 
-        data = yaml.safe_load(host.config_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError, yaml.YAMLError):
-        return None
+    data = read_host_fields(host.root)
     runtime = data.get("runtime") if isinstance(data, dict) else None
     return str(runtime) if isinstance(runtime, str) else None
 

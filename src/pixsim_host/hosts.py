@@ -86,16 +86,13 @@ def data_lock(path: Path, what: str) -> Iterator[None]:
 
 def read_json_file(path: Path, what: str, fix: str) -> dict[str, Any] | None:
     """A JSON object from ``path``, None when the file does not exist yet."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    from pixsim_host import safeload
+
+    damaged = f"the file is damaged: {fix}"
+    text = safeload.read_text(path, what, damaged, missing_ok=True)
+    if text is None:
         return None
-    except OSError as exc:
-        raise HostError(f"cannot read {what} {path}: {exc.strerror}; check its permissions") from None
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise HostError(f"{what} {path} is damaged (not JSON: {exc}); {fix}") from None
+    data = safeload.parse_json(text, f"{what} {path}", damaged)
     if not isinstance(data, dict):
         raise HostError(f"{what} {path} is damaged (not a JSON object); {fix}")
     return data
@@ -238,16 +235,11 @@ def edit_registry() -> Iterator[Registry]:
 
 def read_host_fields(directory: Path) -> dict[str, Any] | None:
     """The raw config of the host in ``directory`` (plain YAML, no validation), or None."""
-    import yaml
+    from pixsim_host import safeload
 
     try:
-        text = (directory / CONFIG_FILE).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return None
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    try:
-        data = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
-    except yaml.YAMLError:
+        data = safeload.load_yaml(directory / CONFIG_FILE, "the host config", "fix it")
+    except HostError:
         return None
     return data if isinstance(data, dict) else None
 

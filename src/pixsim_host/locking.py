@@ -29,7 +29,7 @@ def _describe_holder(owner_file: Path) -> str:
     try:
         data = json.loads(owner_file.read_text(encoding="utf-8"))
         pid, command, started = int(data["pid"]), str(data["command"]), float(data["started"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return "another pixsim-host command"
     age = max(0.0, time.time() - started)
     what = f"`pixsim-host {command}`" if command else "another pixsim-host command"

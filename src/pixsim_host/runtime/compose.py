@@ -324,7 +324,9 @@ def parse_project(data: Any, directory: Path, variables: Mapping[str, str]) -> P
 
 def load_project(path: Path, variables: Mapping[str, str]) -> ProjectSpec:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        from pixsim_host.safeload import parse_yaml
+
+        data = parse_yaml(path.read_text(encoding="utf-8"), path.name, "run `pixsim-host render`")
     except FileNotFoundError:
         raise HostError(f"{path} is missing; run `pixsim-host render`") from None
     except UnicodeDecodeError:

@@ -444,7 +444,7 @@ class NativeRuntime:
         stamp = target / "source.json"
         wanted = {"source": str(source), "mtime": (source / "postgres").stat().st_mtime}
         bin_dir = target / "pgserver" / "pginstall" / "bin"
-        with contextlib.suppress(OSError, ValueError):
+        with contextlib.suppress(OSError, ValueError, RecursionError):
             if json.loads(stamp.read_text()) == wanted and (bin_dir / "postgres").is_file():
                 return bin_dir
         shutil.rmtree(target, ignore_errors=True)

@@ -96,12 +96,12 @@ def read_record(path: Path) -> PidRecord | None:
                          config_hash=str(data.get("config_hash", "")),
                          started_at=str(data.get("started_at", "")),
                          command=[str(a) for a in data.get("command", [])])
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         return PidRecord(pid=0, start="unreadable")
 
 
 def write_record(path: Path, record: PidRecord) -> None:
-    atomic_write(path, json.dumps(record.as_json(), indent=2) + "\n", mode=0o644)
+    atomic_write(path, json.dumps(record.as_json(), indent=2) + "\n", mode=0o600)
 
 
 def _rotate(log: Path) -> None:
