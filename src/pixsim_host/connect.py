@@ -9,9 +9,10 @@ A host_id is not a secret, so pinning catches a different host at a familiar add
 (a reinstall, a DHCP reshuffle, a mistyped port), not an attacker who copies the id; TLS
 (an https:// URL) is what authenticates a host.
 
-Everything fetched is bounded: connect and read timeouts plus an overall deadline (a server
-dripping one byte at a time cannot hold us), a cap on the body size (counted after
-decompression), redirects followed only within the same origin, JSON objects required.
+Everything fetched is bounded (see webclient): connect and read timeouts plus one overall
+deadline across both requests, their headers and bodies (a server dripping one header line
+at a time cannot hold us), a cap on the body size (counted after decompression), JSON
+nesting depth, redirects followed only within the same origin, JSON objects required.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
+from pixsim_host import webclient as web
 from pixsim_host.errors import HostError
+from pixsim_host.webclient import WebClient
 
 KNOWN_HOSTS_FILE = "known-hosts.json"
 KNOWN_HOSTS_VERSION = 1
@@ -36,13 +39,8 @@ MAX_BYTES = 256 * 1024  # a contract answer is a few hundred bytes
 MAX_REDIRECTS = 3
 SUPPORTED_API = ("v1",)
 IDENTITY_CHANGED_EXIT = 3
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-
-
-def printable(value: str, limit: int = 120) -> str:
-    """A string from the network, safe to print: no control or bidi characters, bounded."""
-    text = _UNPRINTABLE.sub("?", value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+_UNPRINTABLE = web.UNPRINTABLE
+printable = web.safe_text  # a string from the network, safe to print
 
 
 # ---- URLs ----------------------------------------------------------------------------------
@@ -111,122 +109,71 @@ class RemoteHost:
         }
 
 
-def _tls_problem(exc: BaseException) -> str | None:
-    import ssl
-
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ssl.SSLCertVerificationError):
-            return f"its TLS certificate is not trusted ({seen.verify_message or seen.reason})"
-        if isinstance(seen, ssl.SSLError):
-            return f"the TLS handshake failed ({seen.reason or seen})"
-        seen = seen.__cause__ or seen.__context__
-    text = str(exc)
-    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
-        return "its TLS certificate is not trusted"
-    if "SSL" in text or "TLS" in text:
-        return f"the TLS handshake failed ({text})"
-    return None
-
-
-def fetch_json(client: Any, base: str, path: str, *, deadline: float = DEADLINE,
+def fetch_json(client: WebClient, base: str, path: str, *,
                max_bytes: int = MAX_BYTES) -> dict[str, Any]:
-    """GET ``base + path`` as a JSON object, or a one-line HostError saying what went wrong."""
-    import httpx
+    """GET ``base + path`` as a JSON object, or a one-line HostError saying what went wrong.
 
+    Redirects are followed only within the same origin; the client's deadline bounds the
+    whole exchange, redirects included.
+    """
     url = base + path
     first = url
     for _ in range(MAX_REDIRECTS + 1):
-        started = time.monotonic()
         try:
-            with client.stream("GET", url) as response:
-                if response.is_redirect:
-                    target = urljoin(url, response.headers.get("location", ""))
-                    if origin(target) != origin(first):
-                        raise HostError(
-                            f"{first} redirects to another origin ({printable(target)}); refusing to "
-                            "follow it. If that is where the host really is, connect to that URL"
-                        )
-                    url = target
-                    continue
-                declared = response.headers.get("content-length")
-                if declared and declared.isdigit() and int(declared) > max_bytes:
+            reply = client.get(url, max_bytes=max_bytes)
+            if reply.is_redirect:
+                target = urljoin(url, reply.headers["location"])
+                if origin(target) != origin(first):
                     raise HostError(
-                        f"{url} answered {int(declared)} bytes, far more than a PixSim7 contract "
-                        f"answer (limit {max_bytes}); this is not a PixSim7 backend"
+                        f"{first} redirects to another origin ({printable(target)}); refusing to "
+                        "follow it. If that is where the host really is, connect to that URL"
                     )
-                body = bytearray()
-                for chunk in response.iter_bytes():
-                    body += chunk
-                    if len(body) > max_bytes:
-                        raise HostError(
-                            f"{url} answered more than {max_bytes} bytes, far more than a PixSim7 "
-                            "contract answer; this is not a PixSim7 backend"
-                        )
-                    if time.monotonic() - started > deadline:
-                        raise HostError(f"{url} is answering too slowly (no complete answer after "
-                                        f"{deadline:.0f} s); check the host and the network")
-                status = response.status_code
-                content_type = response.headers.get("content-type", "")
-        except httpx.ConnectTimeout:
-            raise HostError(f"connecting to {url} timed out; check the address and port, and that "
-                            "the host is up and reachable from here (firewall, VPN)") from None
-        except httpx.ReadTimeout:
+                url = target
+                continue
+            if reply.status != 200:
+                raise web.BadStatus(url, reply.status)
+            return reply.json_object()
+        except web.Timeout as exc:
+            if exc.deadline_passed:
+                raise HostError(f"{url} is answering too slowly (no complete answer after "
+                                f"{client.deadline.seconds or 0:.0f} s); check the host and the "
+                                "network") from None
+            if exc.phase == "connect":
+                raise HostError(f"connecting to {url} timed out; check the address and port, and "
+                                "that the host is up and reachable from here (firewall, VPN)") from None
             raise HostError(f"{url} accepted the connection but did not answer in time; the host "
                             "may be overloaded or not a PixSim7 backend") from None
-        except httpx.TimeoutException:
-            raise HostError(f"{url} timed out; check the host and the network") from None
-        except httpx.ConnectError as exc:
-            tls = _tls_problem(exc)
-            if tls:
-                raise HostError(f"cannot connect securely to {url}: {tls}; if the host uses its own "
-                                "certificate, pass its CA with --ca-cert FILE") from None
-            raise HostError(f"cannot connect to {url} ({_reason(exc)}); check the address and port, "
+        except web.TLSFailure as exc:
+            raise HostError(f"cannot connect securely to {url}: {exc.reason}; if the host uses its "
+                            "own certificate, pass its CA with --ca-cert FILE") from None
+        except (web.Refused, web.Unreachable) as exc:
+            raise HostError(f"cannot connect to {url} ({exc.reason}); check the address and port, "
                             "and that the host is up (`pixsim-host status` on its machine)") from None
-        except httpx.HTTPError as exc:
-            tls = _tls_problem(exc)
-            reason = tls or _reason(exc)
-            raise HostError(f"talking to {url} failed ({reason}); check the URL") from None
-        if status != 200:
-            hint = "this is not a PixSim7 backend, or not its base URL" if status == 404 else \
+        except web.TooBig as exc:
+            size = f"{exc.declared} bytes" if exc.declared is not None else f"more than {exc.limit} bytes"
+            raise HostError(f"{url} answered {size}, far more than a PixSim7 contract answer "
+                            f"(limit {exc.limit}); this is not a PixSim7 backend") from None
+        except web.BadStatus as exc:
+            hint = "this is not a PixSim7 backend, or not its base URL" if exc.status == 404 else \
                 "the host is not healthy"
-            raise HostError(f"{url} answered HTTP {status}; {hint}")
-        try:
-            data = json.loads(bytes(body))
-        except ValueError:
-            kind = "an HTML page" if "html" in content_type.lower() or body.lstrip()[:1] == b"<" else \
-                "something that is not JSON"
+            raise HostError(f"{url} answered HTTP {exc.status}; {hint}") from None
+        except web.TooDeep as exc:
+            raise HostError(f"{url} {exc.reason}; this is not a PixSim7 backend") from None
+        except web.NotJSON as exc:
+            if exc.reason.endswith("not an object"):
+                raise HostError(f"{url} answered JSON that is not an object; this is not a "
+                                "PixSim7 backend") from None
+            kind = "an HTML page" if exc.html else "something that is not JSON"
             raise HostError(f"{url} answered {kind}; this is not a PixSim7 backend's base URL "
                             "(the frontend's URL instead of the backend's?)") from None
-        if not isinstance(data, dict):
-            raise HostError(f"{url} answered JSON that is not an object; this is not a PixSim7 backend")
-        return data
     raise HostError(f"{first} redirects more than {MAX_REDIRECTS} times; check the URL")
 
 
-def _reason(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    if "Connection refused" in text or "ECONNREFUSED" in text:
-        return "connection refused: nothing listens there"
-    if "Name or service not known" in text or "nodename nor servname" in text:
-        return "the host name does not resolve"
-    return printable(text.splitlines()[0], 160)
-
-
-def make_client(ca_cert: Path | None = None, timeout: float = TIMEOUT) -> Any:
-    import ssl
-
-    import httpx
-
-    verify: ssl.SSLContext | bool = True
-    if ca_cert is not None:
-        try:
-            verify = ssl.create_default_context(cafile=str(ca_cert))
-        except (OSError, ssl.SSLError) as exc:
-            raise HostError(f"cannot use {ca_cert} as a CA certificate ({exc}); give a PEM file") from None
-    # trust_env=False: no proxy or netrc from the environment sees (or authenticates to) the host.
-    return httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=False, trust_env=False,
-                        verify=verify, headers={"Accept": "application/json"})
+def make_client(ca_cert: Path | None = None, timeout: float = TIMEOUT,
+                deadline: float = DEADLINE) -> WebClient:
+    # One deadline for the whole conversation with the host (both contract requests).
+    return WebClient(timeout=timeout, deadline=deadline, max_bytes=MAX_BYTES,
+                     verify=web.tls_context(ca_cert))
 
 
 def _text(data: dict[str, Any], key: str, where: str, *, required: bool = True) -> str:
@@ -242,8 +189,8 @@ def _text(data: dict[str, Any], key: str, where: str, *, required: bool = True) 
 def fetch_remote(url: str, *, ca_cert: Path | None = None, timeout: float = TIMEOUT,
                  deadline: float = DEADLINE, max_bytes: int = MAX_BYTES) -> RemoteHost:
     """What the host at ``url`` (normalized) says it is, checked against the contract."""
-    with make_client(ca_cert, timeout) as client:
-        info = fetch_json(client, url, "/api/v1/server/info", deadline=deadline, max_bytes=max_bytes)
+    with make_client(ca_cert, timeout, deadline) as client:
+        info = fetch_json(client, url, "/api/v1/server/info", max_bytes=max_bytes)
         where = f"{url}/api/v1/server/info"
         server_id = _text(info, "server_id", where)
         if len(server_id) > 200 or _UNPRINTABLE.search(server_id):
@@ -251,7 +198,7 @@ def fetch_remote(url: str, *, ca_cert: Path | None = None, timeout: float = TIME
         name = _text(info, "server_name", where, required=False)
         description = _text(info, "server_description", where, required=False)
         api_version = _text(info, "api_version", where)
-        version_data = fetch_json(client, url, "/api/v1/version", deadline=deadline, max_bytes=max_bytes)
+        version_data = fetch_json(client, url, "/api/v1/version", max_bytes=max_bytes)
     version_api = _text(version_data, "api_version", f"{url}/api/v1/version")
     if version_api != api_version:
         raise HostError(f"{url} reports API {printable(api_version)!r} in server info but "

@@ -21,6 +21,7 @@ from pixsim_host.hostdir import HostDir
 
 if TYPE_CHECKING:
     from pixsim_host.config import HostConfig
+    from pixsim_host.runtime import RuntimeType
     from pixsim_host.runtime.engine import Engine
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
@@ -140,11 +141,9 @@ def _bind_problem(bind: str, port: int) -> int | None:
 
 def _answers_as(url: str, host_id: str, timeout: float) -> str | None:
     """The server_id the backend at ``url`` reports, or None when nothing sensible answers."""
-    import httpx
+    from pixsim_host.health import ProbeError, get_json, make_client
 
-    from pixsim_host.health import ProbeError, get_json
-
-    with httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=False, trust_env=False) as client:
+    with make_client(timeout) as client:
         try:
             info = get_json(client, url, "/api/v1/server/info")
         except ProbeError:
@@ -333,36 +332,43 @@ def check_registry(ctx: Context) -> Check:
 
 
 def check_health(ctx: Context) -> Check:
+    """The host's services as its runtime sees them now, and the backend's own answers."""
+    from pixsim_host import stack
     from pixsim_host.health import probe_status
+    from pixsim_host.progress import quiet
 
-    assert ctx.config is not None
-    if ctx.engine is None:
-        return Check("health", SKIP, "needs the Docker Engine")
+    assert ctx.host is not None and ctx.config is not None
     config = ctx.config
-    label = f"com.docker.compose.project={config.project}"
+    kind = stack.runtime_type(config)
+    if "engine" in kind.doctor_checks and ctx.engine is None:
+        return Check("health", SKIP, "needs the Docker Engine")
     try:
-        found = ctx.engine.api.containers(all=True, filters={"label": [label]})
-    except Exception as exc:  # noqa: BLE001
-        return Check("health", FAIL, f"cannot list the host's containers: {exc}", "check the Docker Engine")
+        runtime = stack.open_runtime(ctx.host, config, refresh=False)  # doctor only reads
+        found = runtime.states()
+    except HostError as exc:
+        return _failed("health", exc)
     if not found:
-        return Check("health", SKIP, "the host is not up (no containers)")
+        return Check("health", SKIP, f"the host is not up (no {kind.words.units})")
     problems = []
-    for summary in found:
-        service = (summary.get("Labels") or {}).get("com.docker.compose.service", "?")
-        state, status = summary.get("State"), str(summary.get("Status", ""))
-        if state != "running":
-            problems.append(f"{service} is {state}")
-        elif "(unhealthy)" in status:
+    for service, state in found.items():
+        if state.status != "running":
+            problems.append(f"{service} is {state.status}")
+        elif state.health == "unhealthy":
             problems.append(f"{service} is unhealthy")
-    report, why = probe_status(config.local_url, config.host_id)
+    try:
+        with runtime.backend_endpoint(config, quiet) as endpoint:
+            report, why = probe_status(endpoint.url, config.host_id)
+    except HostError as exc:  # the way to the backend (a port-forward) failed
+        report, why = None, exc.message
     if report is None:
-        problems.append(f"the backend at {config.local_url} does not pass its checks ({why})")
+        problems.append(f"the backend at {runtime.public_backend(config)[0]} does not pass its checks "
+                        f"({why})")
     if problems:
         return Check("health", FAIL, "; ".join(problems),
                      "see `pixsim-host status` and `pixsim-host logs SERVICE`; `pixsim-host up` "
                      "repairs what it can")
-    return Check("health", PASS, f"{len(found)} containers running; the backend answers as this host, "
-                                 "healthy")
+    return Check("health", PASS, f"{len(found)} {kind.words.units} running; the backend answers as this "
+                                 "host, healthy")
 
 
 # ---- running them ---------------------------------------------------------------------------
@@ -383,8 +389,9 @@ HOST_CHECKS: list[tuple[str, Callable[[Context], Check], tuple[str, ...]]] = [
 MACHINE_CHECKS = ("engine", "disk", "registry")
 
 
-# A native or Kubernetes host needs no local Docker engine: those checks would only mislead.
-DOCKER_ONLY = ("engine", "port", "images", "health")
+# The checks that depend on how the host runs: each runtime names those that apply to it
+# (a native host needs no Docker engine, a Kubernetes one no local port).
+RUNTIME_CHECKS = ("engine", "port", "images", "health")
 
 
 def _runtime_hint(host: HostDir | None) -> str | None:
@@ -398,6 +405,16 @@ def _runtime_hint(host: HostDir | None) -> str | None:
     return str(runtime) if isinstance(runtime, str) else None
 
 
+def _runtime_type(ctx: Context) -> RuntimeType | None:
+    """The host's runtime (its class: nothing is opened), from the config once it is valid."""
+    from pixsim_host import stack
+
+    if ctx.config is not None:
+        return stack.runtime_type(ctx.config)
+    hint = _runtime_hint(ctx.host)
+    return stack.runtime_type_named(hint) if hint is not None else None
+
+
 def run_checks(host: HostDir | None, **options: Any) -> list[Check]:
     """Every check, in order; with no host, only the machine's (engine, disk, registry)."""
     ctx = Context(host, **options)
@@ -409,9 +426,10 @@ def run_checks(host: HostDir | None, **options: Any) -> list[Check]:
         if blocked:
             results[name] = Check(name, SKIP, f"needs a valid {blocked[0]}")
             continue
-        runtime = ctx.config.runtime if ctx.config is not None else _runtime_hint(host)
-        if name in DOCKER_ONLY and runtime not in (None, "docker"):
-            results[name] = Check(name, SKIP, f"the host runs on {runtime}, not Docker")
+        kind = _runtime_type(ctx)
+        if name in RUNTIME_CHECKS and kind is not None and name not in kind.doctor_checks:
+            results[name] = Check(name, SKIP, f"the host runs on {kind.kind}, where this check does "
+                                              "not apply")
             continue
         try:
             results[name] = check(ctx)

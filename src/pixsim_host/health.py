@@ -32,35 +32,31 @@ class ProbeError(Exception):
 
 
 def make_client(timeout: float = 3.0) -> Any:
-    import httpx
+    from pixsim_host.webclient import WebClient
 
-    # These probes go to the host's own published port over plain http (config.local_url).
-    # trust_env=False: a proxy configured for the internet must not see loopback traffic;
-    # verify=False: no TLS is spoken, and loading the CA store would cost ~80 ms a client.
-    return httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=False, trust_env=False,
-                        verify=False)
+    # These probes go to the host's own published port over plain http (config.local_url):
+    # no TLS is spoken, and loading the CA store would cost ~80 ms a client.
+    return WebClient(timeout=timeout, max_bytes=MAX_BODY, verify=False)
 
 
 def get_json(client: Any, url: str, path: str, *, ok: tuple[int, ...] = (200,)) -> dict[str, Any]:
-    import httpx
+    from pixsim_host import webclient as web
 
+    # Each probe gets the client's timeout as its overall bound, headers and body included.
+    client.reset_deadline(client.timeout)
     try:
-        response = client.get(url + path)
-    except httpx.TimeoutException:
+        return dict(client.get_json(url + path, ok=ok))
+    except web.Timeout:
         raise ProbeError(f"{path} timed out") from None
-    except httpx.TransportError as exc:
-        raise ProbeError(f"{path}: {type(exc).__name__} ({exc})") from None
-    if len(response.content) > MAX_BODY:
-        raise ProbeError(f"{path} answered {len(response.content)} bytes, far more than the contract")
-    if response.status_code not in ok:
-        raise ProbeError(f"{path} answered HTTP {response.status_code}")
-    try:
-        data = response.json()
-    except ValueError:
-        raise ProbeError(f"{path} did not answer JSON") from None
-    if not isinstance(data, dict):
-        raise ProbeError(f"{path} did not answer a JSON object")
-    return data
+    except web.TooBig:
+        raise ProbeError(f"{path} answered more than {MAX_BODY} bytes, far more than the contract") from None
+    except web.BadStatus as exc:
+        raise ProbeError(f"{path} answered HTTP {exc.status}") from None
+    except web.NotJSON as exc:
+        what = "a JSON object" if exc.reason.endswith("not an object") else "JSON"
+        raise ProbeError(f"{path} did not answer {what}") from None
+    except web.WebError as exc:
+        raise ProbeError(f"{path}: {exc.kind} ({exc.reason})") from None
 
 
 def check_identity(info: dict[str, Any], url: str, host_id: str) -> None:

@@ -480,31 +480,23 @@ def _current(entry: HostEntry) -> tuple[HostStatus, bool]:
 
 
 def _probe(client: Any, status: HostStatus) -> tuple[str, str]:
-    import httpx
+    from pixsim_host import webclient as web
 
     url = status.local_url + "/api/v1/server/info"
     try:
-        with client.stream("GET", url) as response:
-            body = b""
-            for chunk in response.iter_bytes():
-                body += chunk
-                if len(body) > MAX_INFO_BYTES:
-                    return BAD_ANSWER, "answers far more than server info"
-            code = response.status_code
-    except httpx.ConnectError:
+        info = client.get_json(url, max_bytes=MAX_INFO_BYTES)
+    except (web.Refused, web.Unreachable):
         return DOWN, "nothing listening"
-    except httpx.TimeoutException:
+    except web.Timeout:
         return NO_ANSWER, "did not answer in time"
-    except httpx.HTTPError as exc:
-        return BAD_ANSWER, type(exc).__name__
-    if code != 200:
-        return BAD_ANSWER, f"/api/v1/server/info answered HTTP {code}"
-    try:
-        info = json.loads(body)
-    except ValueError:
-        return BAD_ANSWER, "/api/v1/server/info is not JSON"
-    if not isinstance(info, dict):
-        return BAD_ANSWER, "/api/v1/server/info is not a JSON object"
+    except web.TooBig:
+        return BAD_ANSWER, "answers far more than server info"
+    except web.BadStatus as exc:
+        return BAD_ANSWER, f"/api/v1/server/info answered HTTP {exc.status}"
+    except web.NotJSON as exc:
+        return BAD_ANSWER, f"/api/v1/server/info {exc.reason.removeprefix('answered ')}"
+    except web.WebError as exc:
+        return BAD_ANSWER, exc.reason
     server_id = info.get("server_id")
     if server_id != status.entry.host_id:
         from pixsim_host.connect import printable
@@ -518,13 +510,12 @@ def probe_hosts(entries: list[HostEntry], timeout: float = PROBE_TIMEOUT) -> lis
     """Every entry's live status, probed in parallel: the whole takes about one timeout."""
     from concurrent.futures import ThreadPoolExecutor
 
-    import httpx
+    from pixsim_host.webclient import WebClient
 
     if not entries:
         return []
-    limits = httpx.Limits(max_connections=len(entries), max_keepalive_connections=0)
-    with httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=False, trust_env=False,
-                      limits=limits) as client:
+    # The probes run in parallel under one deadline: a slow host cannot stretch the listing.
+    with WebClient(timeout=timeout, deadline=timeout * 2, max_connections=len(entries)) as client:
 
         def one(entry: HostEntry) -> HostStatus:
             status, present = _current(entry)
