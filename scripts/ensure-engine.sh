@@ -18,12 +18,13 @@
 #           newer glibc)
 # Both engines would otherwise fight over the default bridge (docker0) and the iptables chains
 # dockerd owns (each dockerd deletes and recreates DOCKER* chains when it starts). So the modern
-# engine runs without a default bridge (`--bridge=none`), allocates its networks from its own
-# address pool, and leaves iptables alone (`--iptables=false`). What it then needs from the
-# firewall is one rule, added here and removed again on --stop: forwarding inside its own pool
-# (traffic between its containers crosses the host's FORWARD chain, whose policy the other
-# dockerd sets to DROP). Ports are published by docker-proxy, so 127.0.0.1:<port> works as on
-# any engine.
+# engine's default bridge is an interface of its own (docker26, made here; `--bridge=none`
+# would not do: dockerd then deletes docker0, the other engine's bridge), it allocates its
+# networks from its own address pool, and it leaves iptables alone (`--iptables=false`). What
+# it then needs from the firewall is one rule, added here and removed again on --stop:
+# forwarding inside its own addresses (traffic between its containers crosses the host's
+# FORWARD chain, whose policy the other dockerd sets to DROP). Ports are published by
+# docker-proxy, so 127.0.0.1:<port> works as on any engine.
 set -euo pipefail
 
 say() { echo "ensure-engine: $*"; }
@@ -42,8 +43,12 @@ while [ $# -gt 0 ]; do
 done
 
 MODERN_DIR="${PIXSIM_HOST_MODERN_ENGINE_DIR:-/opt/pixsim-host-engine-modern}"
-MODERN_POOL=10.226.0.0/16
-MODERN_RULE=(FORWARD -s "$MODERN_POOL" -d "$MODERN_POOL" -m comment --comment pixsim-host-modern-engine -j ACCEPT)
+# All of the modern engine's addresses: its networks' pool and its default bridge.
+MODERN_NET=10.226.0.0/16
+MODERN_POOL=10.226.0.0/17
+MODERN_BRIDGE=docker26
+MODERN_BRIDGE_IP=10.226.200.1/24
+MODERN_RULE=(FORWARD -s "$MODERN_NET" -d "$MODERN_NET" -m comment --comment pixsim-host-modern-engine -j ACCEPT)
 case "$ENGINE" in
     debian)
         SOCKET=/var/run/docker.sock
@@ -114,7 +119,16 @@ stop_engine() {
     rm -f "$MARKER"
     if [ "$ENGINE" = modern ]; then
         while forward_rule -C; do forward_rule -D || break; done
+        ip link delete "$MODERN_BRIDGE" 2>/dev/null || true
     fi
+}
+
+ensure_modern_bridge() {
+    if ! ip link show "$MODERN_BRIDGE" >/dev/null 2>&1; then
+        ip link add "$MODERN_BRIDGE" type bridge
+        ip addr add "$MODERN_BRIDGE_IP" dev "$MODERN_BRIDGE"
+    fi
+    ip link set "$MODERN_BRIDGE" up
 }
 
 if [ "$ACTION" = stop ]; then
@@ -178,8 +192,11 @@ if ! engine_ok; then
         ensure_modern_binaries
         DOCKERD=("$MODERN_BIN/dockerd"
             --data-root /var/lib/docker26 --exec-root /var/run/docker26
-            --bridge=none --iptables=false --default-address-pool "base=$MODERN_POOL,size=24")
+            --bridge="$MODERN_BRIDGE" --iptables=false
+            --default-address-pool "base=$MODERN_POOL,size=24")
         DOCKERD_PATH="$MODERN_BIN:$PATH"
+        command -v ip >/dev/null 2>&1 || { apt_update_once; apt-get install -y -qq iproute2 >/dev/null; }
+        ensure_modern_bridge
         forward_rule -C || forward_rule -I || die "could not add the iptables rule '${MODERN_RULE[*]}'"
     else
         if ! command -v dockerd >/dev/null 2>&1 || ! command -v docker >/dev/null 2>&1; then

@@ -2,8 +2,18 @@
 # The test command (see README): `bash scripts/test.sh [pytest args...]`.
 #
 # Runs on a bare Debian 12 machine as root without stdin (CI), so it prepares everything it
-# needs: the project venv, a Docker engine with Compose v2, and the offline stand-in images.
-# Then static checks and the full pytest suite with the engine tests made mandatory.
+# needs: the project venv, two Docker engines with Compose v2, and the offline stand-in images
+# in each. Then static checks, the full pytest suite with the engine tests made mandatory, and
+# the engine tests (pytest marker `engine`) once more on the other engine:
+#   modern  Docker 26.1 (API 1.45, health StartInterval): the engine users run. Everything runs
+#           here: unit, native, reference-backend and engine tests.
+#   debian  Debian 12's Docker 20.10 (API 1.41, no StartInterval): the engine tests again, for
+#           the older API's code paths.
+# The engines run side by side (scripts/ensure-engine.sh explains how), each with its own
+# socket and data root; the tests reach each through DOCKER_HOST. Only engines this run
+# started are stopped at the end.
+# PIXSIM_HOST_TEST_ENGINES="modern debian" (the default) names the engines and their order;
+# the first runs everything, the others the engine tests.
 set -euo pipefail
 
 # Everything below is one compound command, which bash reads completely before running it: the
@@ -42,24 +52,43 @@ if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$want" ]; then
 fi
 export PATH="$PWD/$VENV/bin:$PATH"
 
-# --- engine and images ------------------------------------------------------------------------
-MARKER=/run/pixsim-host-test-dockerd.pid
+# --- engines and images -----------------------------------------------------------------------
+read -r -a ENGINES <<<"${PIXSIM_HOST_TEST_ENGINES:-modern debian}"
+[ "${#ENGINES[@]}" -gt 0 ] || { say "PIXSIM_HOST_TEST_ENGINES names no engine"; exit 1; }
+marker_of() {
+    case "$1" in
+        debian) echo /run/pixsim-host-test-dockerd.pid ;;
+        modern) echo /run/pixsim-host-test-dockerd-modern.pid ;;
+        *) say "unknown engine '$1' in PIXSIM_HOST_TEST_ENGINES (use modern, debian)"; exit 1 ;;
+    esac
+}
 # Only a dockerd started during THIS run is stopped at the end; one that was already running
 # (by hand, or by an earlier interrupted run) is left alone.
-marker_before=0
-[ -f "$MARKER" ] && marker_before=1
-
-stop_our_engine() {
-    local rc=$?
-    if [ "$marker_before" = 0 ] && [ -f "$MARKER" ]; then
-        bash scripts/ensure-engine.sh --stop || true
-    fi
+ours=()
+stop_our_engines() {
+    local rc=$? engine
+    for engine in "${ours[@]}"; do
+        bash scripts/ensure-engine.sh --engine "$engine" --stop || true
+    done
     exit "$rc"
 }
-trap stop_our_engine EXIT
+trap stop_our_engines EXIT
 
-bash scripts/ensure-engine.sh
-bash scripts/build-test-images.sh
+now() { date +%s; }
+timings=()
+for engine in "${ENGINES[@]}"; do
+    marker="$(marker_of "$engine")"
+    t0="$(now)"
+    had_marker=0
+    [ -f "$marker" ] && had_marker=1
+    bash scripts/ensure-engine.sh --engine "$engine"
+    if [ "$had_marker" = 0 ] && [ -f "$marker" ]; then
+        ours+=("$engine")
+    fi
+    DOCKER_HOST="$(bash scripts/ensure-engine.sh --engine "$engine" --host)" \
+        bash scripts/build-test-images.sh
+    timings+=("$engine engine and its images: $(($(now) - t0)) s")
+done
 # kubectl for `kubectl kustomize` of the Kubernetes folder (no cluster is contacted).
 bash scripts/ensure-kubectl.sh
 
@@ -74,15 +103,35 @@ ruff check src tests || failed+=(ruff)
 say "mypy"
 mypy || failed+=(mypy)
 
-say "pytest $*"
 # Engine tests fail instead of skipping: this command is the one that must exercise them.
-pytest_rc=0
-PIXSIM_HOST_E2E=required pytest "$@" || pytest_rc=$?
-# 5 = nothing collected, which would make a broken test layout look green.
-if [ "$pytest_rc" != 0 ]; then
-    failed+=("pytest(exit $pytest_rc)")
-fi
+first=1
+for engine in "${ENGINES[@]}"; do
+    host="$(bash scripts/ensure-engine.sh --engine "$engine" --host)"
+    if [ "$first" = 1 ]; then
+        selection=()
+        what="all tests"
+    else
+        selection=(-m engine)
+        what="engine tests"
+    fi
+    say "pytest ${selection[*]} $* on the $engine engine ($host): $what"
+    t0="$(now)"
+    pytest_rc=0
+    DOCKER_HOST="$host" PIXSIM_HOST_E2E=required pytest "${selection[@]}" "$@" || pytest_rc=$?
+    timings+=("pytest on the $engine engine ($what): $(($(now) - t0)) s")
+    # 5 = nothing collected, which would make a broken test layout look green; only a
+    # selection given on the command line may leave the engine tests of a later pass empty.
+    if [ "$pytest_rc" = 5 ] && [ "$first" = 0 ] && [ $# -gt 0 ]; then
+        say "no engine tests in the selection for the $engine engine"
+    elif [ "$pytest_rc" != 0 ]; then
+        failed+=("pytest-$engine(exit $pytest_rc)")
+    fi
+    first=0
+done
 
+for timing in "${timings[@]}"; do
+    say "time: $timing"
+done
 if [ "${#failed[@]}" -gt 0 ]; then
     say "FAILED: ${failed[*]}"
     exit 1
