@@ -419,12 +419,7 @@ class Connection:
                         pos += size
                 rows.append(tuple(row))
             elif kind == b"E":
-                fields = _parse_error_fields(payload)
-                error = PgError(fields.get("C", ""), fields.get("M", "unknown error"), fields)
-                if fields.get("S") == "FATAL" or fields.get("V") == "FATAL":
-                    # The server closes the session after a FATAL error.
-                    self._abort()
-                    raise error
+                error = self._error_response(payload)
             elif kind == b"Z":
                 if error is not None:
                     raise error
@@ -437,6 +432,46 @@ class Connection:
             else:
                 self._abort()
                 raise PgConnectionError(f"unexpected message {kind!r}")
+
+    def _error_response(self, payload: bytes) -> PgError:
+        fields = _parse_error_fields(payload)
+        error = PgError(fields.get("C", ""), fields.get("M", "unknown error"), fields)
+        if fields.get("S") == "FATAL" or fields.get("V") == "FATAL":
+            # The server closes the session after a FATAL error.
+            self._abort()
+            raise error
+        return error
+
+    def script(self, sql: str) -> None:
+        """Run a script of several statements (simple query protocol), e.g. a migration file.
+
+        Outside an explicit transaction PostgreSQL runs the whole script as one implicit
+        transaction; inside one, the first error aborts it. The first error is raised.
+        """
+        with self._lock:
+            if self.closed:
+                raise PgConnectionError("connection is closed")
+            self._send(self._msg(b"Q", _cstr(sql)))
+            error: PgError | None = None
+            while True:
+                kind, payload = self._read_message()
+                if kind == b"E":
+                    error = error or self._error_response(payload)
+                elif kind == b"Z":
+                    if error is not None:
+                        raise error
+                    return
+                elif kind == b"S":
+                    name, value = payload.split(b"\x00")[:2]
+                    self.parameters[name.decode()] = value.decode("utf-8", "replace")
+                elif kind in (b"C", b"T", b"D", b"I", b"N", b"A"):
+                    continue
+                elif kind in (b"G", b"H"):
+                    self._abort()  # COPY is not supported; the protocol state is lost
+                    raise PgConnectionError("COPY is not supported in scripts")
+                else:
+                    self._abort()
+                    raise PgConnectionError(f"unexpected message {kind!r}")
 
     def close(self) -> None:
         with self._lock:

@@ -6,6 +6,10 @@ Layouts:
 
 A manifest module exports ``manifest`` (a dict) and optionally ``routes`` mapping a
 sub-path such as ``"/hello"`` to ``fn(request_info) -> (status, json_body)``.
+
+A plugin is known by its manifest's ``id``; the folder name only locates it (the built-in
+folder ``stealth`` holds ``game_stealth``). A feature and a route plugin may share an id,
+as upstream's ``game_npcs`` does: both are listed, and the id enables or disables both.
 """
 
 from __future__ import annotations
@@ -51,13 +55,14 @@ class Plugin:
     permissions: list[str] = field(default_factory=list)
     requires_db: bool = False
     requires_redis: bool = False
+    author: str = ""
     manifest_enabled: bool = True
     enabled: bool = False
     disabled_reason: str | None = None
-    error: str | None = None
     routes: dict[str, RouteFn] = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, Any]:
+    def list_entry(self) -> dict[str, Any]:
+        """One entry of the list endpoint: exactly upstream's fields, no dependencies."""
         return {
             "id": self.id,
             "name": self.name,
@@ -65,16 +70,44 @@ class Plugin:
             "kind": self.kind,
             "service": self.service,
             "enabled": self.enabled,
-            "dependencies": list(self.dependencies),
-            "source": self.source,
-            "error": self.error,
-            "description": self.description,
         }
+
+    def details(self) -> dict[str, Any]:
+        """The details endpoint's answer, in upstream's shape (its key is plugin_id)."""
+        return {
+            "plugin_id": self.id,
+            "name": self.name,
+            "version": self.version,
+            "description": self.description,
+            "author": self.author,
+            "kind": self.kind,
+            "service": self.service,
+            "enabled": self.enabled,
+            "permissions": list(self.permissions),
+            "dependencies": list(self.dependencies),
+            "requires_db": self.requires_db,
+            "requires_redis": self.requires_redis,
+            "metrics": None,
+            "behavior_extensions": {"conditions": [], "effects": []},
+        }
+
+
+@dataclass(frozen=True)
+class FailedPlugin:
+    """A plugin folder whose manifest could not be loaded: upstream does not list it, and
+    a plugin depending on it finds it missing."""
+
+    folder: str
+    source: str
+    error: str
 
 
 @dataclass
 class PluginSet:
+    # One entry per manifest: a plugin that is both a feature and a route plugin (like
+    # upstream's game_npcs) has two entries with one id.
     plugins: list[Plugin]
+    failed: list[FailedPlugin] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
     def by_id(self, plugin_id: str) -> Plugin | None:
@@ -83,24 +116,25 @@ class PluginSet:
                 return plugin
         return None
 
-    @property
-    def failed(self) -> list[Plugin]:
-        return [p for p in self.plugins if p.error is not None]
+    def is_enabled(self, plugin_id: str) -> bool:
+        plugin = self.by_id(plugin_id)
+        return plugin is not None and plugin.enabled
 
     @property
     def enabled(self) -> list[Plugin]:
         return [p for p in self.plugins if p.enabled]
 
     def find_route(self, plugin_id: str, subpath: str) -> RouteFn | None:
-        plugin = self.by_id(plugin_id)
-        if plugin is None or not plugin.enabled:
-            return None
-        return plugin.routes.get(subpath)
+        for plugin in self.plugins:
+            if plugin.id == plugin_id and plugin.enabled and subpath in plugin.routes:
+                return plugin.routes[subpath]
+        return None
 
     def listing(self) -> dict[str, Any]:
-        feature = [p.to_json() for p in self.plugins if p.kind != "route"]
-        route = [p.to_json() for p in self.plugins if p.kind == "route"]
-        return {"feature_plugins": feature, "route_plugins": route, "total": len(self.plugins)}
+        feature = [p.list_entry() for p in self.plugins if p.kind == "feature"]
+        route = [p.list_entry() for p in self.plugins if p.kind == "route"]
+        return {"feature_plugins": feature, "route_plugins": route,
+                "total": len(feature) + len(route)}
 
 
 def valid_folder_name(name: str) -> bool:
@@ -176,7 +210,7 @@ def _build(folder: str, source: str, module: types.ModuleType) -> Plugin:
     kind = manifest.get("kind", "feature")
     if kind not in KINDS:
         raise ManifestError(f"manifest 'kind' must be one of {', '.join(KINDS)}")
-    for key in ("name", "version", "description"):
+    for key in ("name", "version", "description", "author"):
         if key in manifest and not isinstance(manifest[key], str):
             raise ManifestError(f"manifest '{key}' must be a string")
     service = manifest.get("service")
@@ -197,6 +231,7 @@ def _build(folder: str, source: str, module: types.ModuleType) -> Plugin:
         name=manifest.get("name") or plugin_id,
         version=manifest.get("version", "0.0.0"),
         description=manifest.get("description", ""),
+        author=manifest.get("author", ""),
         kind=kind,
         service=service,
         dependencies=_str_list(manifest, "dependencies"),
@@ -218,35 +253,36 @@ def load_plugins(
     """Import every plugin, decide which are enabled, then enforce the dependency rule.
 
     Raises PluginDependencyError when any loaded plugin, enabled or not, depends on a
-    plugin that is missing or disabled: upstream aborts start-up in that case, and
-    pixsim-host must see the same behaviour to learn to avoid it.
+    plugin that is missing (never there, or its manifest failed to load) or disabled:
+    upstream aborts start-up in those cases, and pixsim-host must see the same behaviour
+    to learn to avoid it. Allow and deny lists match manifest ids, not folder names.
     """
     plugins: list[Plugin] = []
+    failed: list[FailedPlugin] = []
     warnings: list[str] = []
-    seen: dict[str, Plugin] = {}
+    seen: dict[tuple[str, str | None], Plugin] = {}
     for folder, source, path in discover(feature_dir, external_dir):
         try:
             module = _import_manifest(folder, source, path)
             plugin = _build(folder, source, module)
         except Exception as exc:  # a broken plugin must not take the others down
-            plugin = Plugin(id=folder, folder=folder, source=source, name=folder,
-                            error=f"{type(exc).__name__}: {exc}")
-        if plugin.id in seen:
-            other = seen[plugin.id]
+            failed.append(FailedPlugin(folder, source, f"{type(exc).__name__}: {exc}"))
+            continue
+        key = (plugin.id, plugin.kind)
+        if key in seen:
+            other = seen[key]
             warnings.append(
-                f"plugin id '{plugin.id}' from {source} folder '{folder}' ignored: already "
-                f"provided by {other.source} folder '{other.folder}'"
+                f"{plugin.kind} plugin id '{plugin.id}' from {source} folder '{folder}' "
+                f"ignored: already provided by {other.source} folder '{other.folder}'"
             )
             continue
-        seen[plugin.id] = plugin
+        seen[key] = plugin
         plugins.append(plugin)
 
     allow = set(allowlist) if allowlist else None
     deny = set(denylist or ())
     for plugin in plugins:
-        if plugin.error is not None:
-            plugin.enabled, plugin.disabled_reason = False, "failed to load"
-        elif not plugin.manifest_enabled:
+        if not plugin.manifest_enabled:
             plugin.enabled, plugin.disabled_reason = False, "disabled in its manifest"
         elif plugin.id in deny:
             plugin.enabled, plugin.disabled_reason = False, "listed in PLUGIN_DENYLIST"
@@ -255,17 +291,16 @@ def load_plugins(
         else:
             plugin.enabled = True
 
+    loaded = PluginSet(plugins, failed, warnings)
     problems: list[str] = []
     for plugin in plugins:
         for dep in plugin.dependencies:
-            target = seen.get(dep)
+            target = loaded.by_id(dep)
             if target is None:
-                problems.append(
-                    f"plugin '{plugin.id}' depends on '{dep}', which is missing")
+                problems.append(f"ValueError: Missing dependency: {dep} (needed by {plugin.id})")
             elif not target.enabled:
-                problems.append(
-                    f"plugin '{plugin.id}' depends on '{dep}', which is disabled "
-                    f"({target.disabled_reason})")
+                problems.append(f"ValueError: Plugin '{plugin.id}' depends on '{dep}' which is "
+                                f"disabled ({target.disabled_reason})")
     if problems:
-        raise PluginDependencyError(problems)
-    return PluginSet(plugins, warnings)
+        raise PluginDependencyError(list(dict.fromkeys(problems)))
+    return loaded

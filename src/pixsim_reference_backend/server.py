@@ -16,61 +16,45 @@ import threading
 import time
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from . import API_VERSION, __version__
-from .pg import Connection, PgAuthError, PgConnectionError, PgError, mask_url, parse_pg_url
+from .jobs import (
+    JOB_COLUMNS,
+    QUEUE_KEY,
+    WORKER_KEY_PREFIX,
+    JobRejected,
+    job_json,
+    media_dir,
+    safe_child,
+    uploads_dir,
+    validate_request,
+    write_atomically,
+)
+from .pg import Connection, PgConnectionError, PgError, mask_url, parse_pg_url
 from .plugins import PluginDependencyError, PluginSet, load_plugins
 from .redis_client import Redis, RedisConnectionError, RedisError, parse_redis_url
-from .settings import Settings, SettingsError, load_settings
-
-EXIT_OK = 0
-EXIT_RUNTIME = 1  # database unreachable or rejected us, or an unexpected crash
-EXIT_SETTINGS = 2
-EXIT_IDENTITY = 3
-EXIT_PLUGINS = 4
-EXIT_LISTEN = 5
+from .settings import Settings
+from .startup import (
+    EXIT_LISTEN,
+    EXIT_OK,
+    EXIT_PLUGINS,
+    EXIT_RUNTIME,
+    StartupFailed,
+    StopRequested,
+    describe_error,
+    fail,
+    log,
+    open_checked_database,
+    settings_or_fail,
+    short_error,
+)
 
 MAX_BODY = 1024 * 1024
 KV_PREFIX = "pixsim:kv:"
-# SQLSTATEs that mean "the server exists but is not ready for us yet": keep waiting.
-RETRYABLE_SQLSTATES = {"57P03", "53300", "57P01"}
-
-SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS pixsim_host_identity (
-        singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
-        host_id text NOT NULL,
-        created_at timestamptz NOT NULL DEFAULT now()
-    )""",
-    """CREATE TABLE IF NOT EXISTS worlds (
-        id bigserial PRIMARY KEY,
-        name text NOT NULL,
-        meta jsonb NOT NULL DEFAULT '{}',
-        created_at timestamptz DEFAULT now()
-    )""",
-)
-
-
-def log(message: str) -> None:
-    sys.stdout.write(f"{datetime.now(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')} {message}\n")
-    sys.stdout.flush()
-
-
-def fail(message: str) -> None:
-    sys.stderr.write(message.rstrip("\n") + "\n")
-    sys.stderr.flush()
-
-
-def describe_error(exc: BaseException) -> str:
-    # Class name only, as upstream reports it: never a message that could echo a URL.
-    if isinstance(exc, PgError) and exc.code:
-        return f"{type(exc).__name__} {exc.code}"
-    return type(exc).__name__
-
-
-class StopRequested(BaseException):
-    """Raised from the signal handler so any blocking start-up step is abandoned."""
+ADMIN_PLUGINS = "admin_plugins"  # the plugin that provides the list and details endpoints
 
 
 # --- connection holders ---------------------------------------------------------------
@@ -198,7 +182,9 @@ class App:
     def ready(self) -> tuple[int, Any]:
         database = self.db.check()
         redis = self.redis.check()
-        loaded = len(self.plugins.enabled)
+        # As upstream: true when both the feature and the route plugins were loaded.
+        listing = self.plugins.listing()
+        loaded = bool(listing["feature_plugins"]) and bool(listing["route_plugins"])
         if database != "connected":
             return 503, {"status": "unavailable", "database": database, "redis": redis,
                          "plugins_loaded": loaded}
@@ -218,7 +204,97 @@ class App:
                      "api_version": API_VERSION}
 
     def plugin_list(self) -> tuple[int, Any]:
+        if not self.plugins.is_enabled(ADMIN_PLUGINS):
+            return 404, {"detail": "Not Found"}
         return 200, self.plugins.listing()
+
+    def plugin_details(self, plugin_id: str) -> tuple[int, Any]:
+        if not self.plugins.is_enabled(ADMIN_PLUGINS):
+            return 404, {"detail": "Not Found"}
+        plugin = self.plugins.by_id(plugin_id)
+        if plugin is None:
+            return 404, {"detail": f"Plugin '{plugin_id}' not found"}
+        return 200, plugin.details()
+
+    # -- jobs, done by workers ---------------------------------------------------------
+
+    def create_job(self, body: Any) -> tuple[int, Any]:
+        try:
+            kind, payload = validate_request(body)
+        except JobRejected as exc:
+            return 422, {"detail": str(exc)}
+        rows = self.db.execute(
+            f"INSERT INTO jobs (kind, payload) VALUES ($1, $2::jsonb) RETURNING {JOB_COLUMNS}",
+            (kind, json.dumps(payload)),
+        )
+        job = job_json(rows[0])
+        try:
+            self.redis.command("LPUSH", QUEUE_KEY, str(job["id"]))
+        except (OSError, RedisConnectionError, RedisError) as exc:
+            # Not queued means not accepted: leave no job that no worker will ever see.
+            self.db.execute("DELETE FROM jobs WHERE id = $1", (job["id"],))
+            return 503, {"detail": f"job queue unavailable: {describe_error(exc)}"}
+        return 202, job
+
+    def get_job(self, raw_id: str) -> tuple[int, Any]:
+        if not raw_id.isdigit() or len(raw_id) > 18:
+            return 404, {"detail": "job not found"}
+        rows = self.db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1", (int(raw_id),))
+        if not rows:
+            return 404, {"detail": "job not found"}
+        return 200, job_json(rows[0])
+
+    def list_jobs(self) -> tuple[int, Any]:
+        rows = self.db.execute(f"SELECT {JOB_COLUMNS} FROM jobs ORDER BY id DESC LIMIT 100")
+        return 200, {"jobs": [job_json(r) for r in rows]}
+
+    def workers(self) -> tuple[int, Any]:
+        """Workers seen in the last heartbeat period (each refreshes its key)."""
+        found: list[Any] = []
+        cursor = "0"
+        while True:
+            cursor, keys = self.redis.command("SCAN", cursor, "MATCH", WORKER_KEY_PREFIX + "*",
+                                              "COUNT", 100)
+            for key in keys:
+                value = self.redis.command("GET", key)
+                if isinstance(value, str):
+                    with contextlib.suppress(ValueError):
+                        found.append(json.loads(value))
+            if cursor == "0":
+                break
+        found.sort(key=lambda w: str(w.get("name")) if isinstance(w, dict) else "")
+        return 200, {"workers": found}
+
+    # -- files under PIXSIM_HOME -------------------------------------------------------
+
+    def list_files(self, area: str) -> tuple[int, Any]:
+        root = self._area_root(area)
+        files = []
+        if root.is_dir():
+            for path in sorted(root.iterdir()):
+                if path.is_file() and safe_child(root, path.name) is not None:
+                    files.append({"name": path.name, "size": path.stat().st_size,
+                                  "path": f"{area}/{path.name}"})
+        return 200, {"files": files}
+
+    def get_file(self, area: str, name: str) -> tuple[int, Any, dict[str, str]] | tuple[int, Any]:
+        path = safe_child(self._area_root(area), name)
+        if path is None or not path.is_file():
+            return 404, {"detail": "file not found"}
+        kind = "text/plain; charset=utf-8" if path.suffix == ".txt" else "application/octet-stream"
+        return 200, RawBody(path.read_bytes(), kind)
+
+    def put_upload(self, name: str, data: bytes) -> tuple[int, Any]:
+        path = safe_child(uploads_dir(self.settings.pixsim_home), name)
+        if path is None:
+            return 422, {"detail": "file name must be letters, digits, '.', '_' or '-' "
+                                   "(at most 128, not starting with '.')"}
+        write_atomically(path, data)
+        return 201, {"name": name, "path": f"uploads/{name}", "size": len(data)}
+
+    def _area_root(self, area: str) -> Path:
+        home = self.settings.pixsim_home
+        return media_dir(home) if area == "media" else uploads_dir(home)
 
     @staticmethod
     def _world(row: tuple[str | None, ...]) -> dict[str, Any]:
@@ -286,6 +362,14 @@ class App:
             log(f"plugin {plugin_id} route {subpath} failed: {type(exc).__name__}")
             return 500, {"detail": f"plugin route failed: {type(exc).__name__}"}
         return status, body
+
+
+class RawBody:
+    """A response body sent as is (a file), not as JSON."""
+
+    def __init__(self, data: bytes, content_type: str) -> None:
+        self.data = data
+        self.content_type = content_type
 
 
 class BadRequest(Exception):
@@ -368,11 +452,15 @@ class Handler(BaseHTTPRequestHandler):
 
     def _send(self, method: str, status: int, body: Any,
               headers: dict[str, str] | None = None) -> None:
-        payload = b"" if status == 204 else json.dumps(body).encode("utf-8")
+        if isinstance(body, RawBody):
+            payload, content_type = body.data, body.content_type
+        else:
+            payload = b"" if status == 204 else json.dumps(body).encode("utf-8")
+            content_type = "application/json"
         self.send_response(status)
         all_headers = {**self._cors_headers(), **(headers or {})}
         if status != 204:
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
         for key, value in all_headers.items():
             self.send_header(key, value)
@@ -395,6 +483,16 @@ class Handler(BaseHTTPRequestHandler):
         }
         if path in fixed:
             return fixed[path]() if get else _not_allowed("GET")
+        if path == "/api/v1/jobs":
+            if get:
+                return app.list_jobs()
+            if method == "POST":
+                return app.create_job(self._json_body())
+            return _not_allowed("GET, POST")
+        if path == "/api/v1/workers":
+            return app.workers() if get else _not_allowed("GET")
+        if path in ("/api/v1/media", "/api/v1/uploads"):
+            return app.list_files(path.rsplit("/", 1)[1]) if get else _not_allowed("GET")
         if path == "/api/v1/worlds":
             if get:
                 return app.list_worlds()
@@ -407,6 +505,21 @@ class Handler(BaseHTTPRequestHandler):
             area = segments[3]
             if area == "worlds" and len(segments) == 5:
                 return app.get_world(segments[4]) if get else _not_allowed("GET")
+            if area == "jobs" and len(segments) == 5:
+                return app.get_job(segments[4]) if get else _not_allowed("GET")
+            if area == "media" and len(segments) == 5:
+                return app.get_file("media", unquote(segments[4])) if get \
+                    else _not_allowed("GET")
+            if area == "uploads" and len(segments) == 5:
+                name = unquote(segments[4])
+                if get:
+                    return app.get_file("uploads", name)
+                if method == "PUT":
+                    return app.put_upload(name, self._read_body())
+                return _not_allowed("GET, PUT")
+            if path.startswith("/api/v1/admin/plugins/") and len(segments) == 7 \
+                    and segments[6] == "details":
+                return app.plugin_details(unquote(segments[5])) if get else _not_allowed("GET")
             if area == "kv" and len(segments) >= 5:
                 key = unquote("/".join(segments[4:]))
                 if not key:
@@ -495,66 +608,6 @@ def make_server(app: App, host: str, port: int) -> Server:
 # --- start-up -------------------------------------------------------------------------
 
 
-def connect_database(settings: Settings) -> Connection:
-    """Wait for the database like an orchestrated service must: bounded, then give up."""
-    url = parse_pg_url(settings.database_url)
-    where = f"{url.host}:{url.port}/{url.database}"
-    deadline = time.monotonic() + settings.database_wait_seconds
-    announced = False
-    while True:
-        try:
-            return Connection(url, timeout=5.0)
-        except PgError as exc:
-            if exc.code not in RETRYABLE_SQLSTATES:
-                raise DatabaseRejected(
-                    f"database at {where} refused the connection: {exc.code} {exc.message}"
-                ) from exc
-            last: BaseException = exc
-        except PgAuthError as exc:
-            raise DatabaseRejected(f"database at {where}: {exc}") from exc
-        except (OSError, PgConnectionError) as exc:
-            last = exc
-        if time.monotonic() >= deadline:
-            raise DatabaseRejected(
-                f"database at {where} unreachable after {settings.database_wait_seconds:g} s "
-                f"({describe_error(last)}: {_short(last)})"
-            )
-        if not announced:
-            log(f"waiting for database at {where} ({describe_error(last)})")
-            announced = True
-        time.sleep(0.5)
-
-
-def _short(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    if isinstance(exc, PgError):
-        return exc.message
-    return str(exc) or type(exc).__name__
-
-
-class DatabaseRejected(Exception):
-    pass
-
-
-def bootstrap_schema(conn: Connection, server_id: str) -> str:
-    """Create tables if missing and return the host id stored in this database."""
-    for statement in SCHEMA:
-        try:
-            conn.execute(statement)
-        except PgError as exc:
-            # Two backends racing on an empty database: the loser sees a duplicate.
-            if exc.code not in ("23505", "42P07"):
-                raise
-    conn.execute(
-        "INSERT INTO pixsim_host_identity (singleton, host_id) VALUES (true, $1) "
-        "ON CONFLICT (singleton) DO NOTHING",
-        (server_id,),
-    )
-    rows = conn.execute("SELECT host_id FROM pixsim_host_identity WHERE singleton")
-    return rows[0][0] or ""
-
-
 def run() -> int:
     stopping = {"flag": False}
 
@@ -572,35 +625,12 @@ def run() -> int:
     server: Server | None = None
     serving = False
     try:
-        try:
-            settings = load_settings()
-        except SettingsError as exc:
-            for problem in exc.problems:
-                fail(f"settings error: {problem}")
-            return EXIT_SETTINGS
-
+        settings = settings_or_fail()
         log(f"pixsim reference backend {__version__} starting: {settings.describe()}")
-
-        try:
-            first = connect_database(settings)
-        except DatabaseRejected as exc:
-            fail(f"cannot start: {exc}")
-            return EXIT_RUNTIME
+        first = open_checked_database(settings, "pixsim-reference-backend", record_identity=True)
         db = Database(settings.database_url)
-        try:
-            stored = bootstrap_schema(first, settings.server_id)
-        except (PgError, PgConnectionError, OSError) as exc:
-            first.close()
-            fail(f"cannot start: database schema setup failed: {describe_error(exc)}: "
-                 f"{_short(exc)}")
-            return EXIT_RUNTIME
-        if stored != settings.server_id:
-            first.close()
-            fail(f"refusing to start: this database belongs to host {stored}, "
-                 f"but SERVER_ID is {settings.server_id}")
-            return EXIT_IDENTITY
         db.add(first)
-        log(f"database ready; host identity {stored}")
+        log(f"database ready; schema migrated; host identity {settings.server_id}")
 
         try:
             plugins = load_plugins(settings.feature_plugins_dir, settings.external_plugins_dir,
@@ -613,8 +643,9 @@ def run() -> int:
             return EXIT_PLUGINS
         for warning in plugins.warnings:
             fail(f"plugin warning: {warning}")
-        for plugin in plugins.failed:
-            fail(f"plugin warning: {plugin.id} ({plugin.source}) failed to load: {plugin.error}")
+        for failed in plugins.failed:
+            fail(f"plugin warning: {failed.source} plugin folder '{failed.folder}' failed to "
+                 f"load: {failed.error}")
         enabled = ", ".join(p.id for p in plugins.enabled) or "none"
         log(f"plugins: {len(plugins.plugins)} found, enabled: {enabled}")
 
@@ -629,7 +660,7 @@ def run() -> int:
         try:
             server = make_server(app, settings.host, settings.port)
         except OSError as exc:
-            fail(f"cannot listen on {settings.host}:{settings.port}: {_short(exc)}")
+            fail(f"cannot listen on {settings.host}:{settings.port}: {short_error(exc)}")
             return EXIT_LISTEN
 
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
@@ -641,6 +672,8 @@ def run() -> int:
             time.sleep(0.2)
         fail("http server stopped unexpectedly")
         return EXIT_RUNTIME
+    except StartupFailed as exc:
+        return exc.exit_code
     except StopRequested:
         log("stop requested; shutting down")
         return EXIT_OK

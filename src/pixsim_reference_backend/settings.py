@@ -16,10 +16,11 @@ from .pg import mask_url, parse_pg_url
 from .redis_client import parse_redis_url
 
 PACKAGE_PLUGINS_DIR = Path(__file__).resolve().parent / "plugins"
+PACKAGE_MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 DEFAULT_EXTERNAL_PLUGINS_DIR = "/srv/pixsim/external-plugins"
 DEFAULT_PIXSIM_HOME = "/data"
 MIN_SECRET_KEY_LENGTH = 16
-PIXSIM_HOME_SUBDIRS = ("media", "logs", "exports", "cache")
+PIXSIM_HOME_SUBDIRS = ("media", "uploads", "logs", "exports", "cache")
 # Upstream's default origins: the local dev frontends and admin panel.
 DEFAULT_CORS_ORIGINS = (
     "http://localhost:5173",
@@ -54,6 +55,8 @@ class Settings:
     pixsim_home: Path = Path(DEFAULT_PIXSIM_HOME)
     feature_plugins_dir: Path = PACKAGE_PLUGINS_DIR
     external_plugins_dir: Path = Path(DEFAULT_EXTERNAL_PLUGINS_DIR)
+    migrations_dir: Path = PACKAGE_MIGRATIONS_DIR
+    worker_name: str = ""
     host: str = "0.0.0.0"
     port: int = 8000
     database_wait_seconds: float = 30.0
@@ -193,6 +196,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if not feature_dir.is_dir():
         problems.append(f"FEATURE_PLUGINS_DIR: {feature_dir} is not a directory")
     external_dir = Path(env.get("external_plugins_dir") or DEFAULT_EXTERNAL_PLUGINS_DIR)
+    migrations_dir = Path(env.get("migrations_dir") or PACKAGE_MIGRATIONS_DIR)
+    if not migrations_dir.is_dir():
+        problems.append(f"MIGRATIONS_DIR: {migrations_dir} is not a directory")
 
     host = env.get("host") or "0.0.0.0"
     server_id = env.get("server_id", "local")
@@ -215,6 +221,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         pixsim_home=pixsim_home,
         feature_plugins_dir=feature_dir,
         external_plugins_dir=external_dir,
+        migrations_dir=migrations_dir,
+        worker_name=env.get("worker_name", ""),
         host=host,
         port=port,
         database_wait_seconds=wait,

@@ -5,4 +5,10 @@ from pathlib import Path
 # its helpers; the folder is put on sys.path so this also works under importlib mode.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from rb_support import backends, external_hello, postgres, redis_server  # noqa: E402, F401
+from rb_support import (  # noqa: E402, F401
+    backends,
+    external_hello,
+    postgres,
+    postgres_without_trgm,
+    redis_server,
+)

