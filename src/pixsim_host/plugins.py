@@ -10,8 +10,10 @@ plugins included, which is exactly the trap.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
+import os
 import shutil
 import stat
 import tarfile
@@ -562,6 +564,46 @@ def host_packages(host: HostDir, config: HostConfig | None = None) -> list[Plugi
             *read_packages(bundled_plugins_dir(host, config), "bundled")]
 
 
+def plugin_search_dir(host: HostDir, config: HostConfig, *,
+                      bundled_at: str | None = None, installed_at: str | None = None) -> Path:
+    """The directory to give the backend as EXTERNAL_PLUGINS_DIR.
+
+    PixSim7 reads plugin packages from that one directory, and its own ship in the
+    checkout's ``packages/plugins``: pointing it at this host's plugins/ alone would hide
+    them. Without a checkout that has them, it is plugins/ itself. With one, it is a view
+    (``.pixsim-host/plugin-view``): one link per package folder, the bundled ones and then
+    this host's, each pointing at its folder, so both are seen and nothing is copied. Links
+    point at ``bundled_at``/``installed_at`` when the backend sees those directories
+    elsewhere (a container's mounts), else at the folders on this machine. Rebuilt only when
+    its links change, and swapped in whole.
+    """
+    bundled = bundled_plugins_dir(host, config)
+    if bundled is None:
+        return host.plugins_dir
+    wanted: dict[str, str] = {}
+    for root, seen_at in ((bundled, bundled_at), (host.plugins_dir, installed_at)):
+        for package in read_packages(root, ""):
+            name = package.folder.name
+            wanted[name] = f"{seen_at}/{name}" if seen_at else str(package.folder.resolve())
+    view = host.state_dir / PLUGIN_VIEW_DIR
+    with contextlib.suppress(OSError):
+        current = {p.name: os.readlink(p) for p in view.iterdir()}
+        if current == wanted:
+            return view
+    host.state_dir.mkdir(parents=True, exist_ok=True)
+    fresh = Path(tempfile.mkdtemp(dir=host.state_dir, prefix=f".{PLUGIN_VIEW_DIR}-"))
+    for name, target in sorted(wanted.items()):
+        (fresh / name).symlink_to(target)
+    fresh.chmod(0o755)  # the backend may run as another user
+    stale = host.state_dir / f".{PLUGIN_VIEW_DIR}-old"
+    shutil.rmtree(stale, ignore_errors=True)
+    if view.exists():
+        view.rename(stale)
+    fresh.rename(view)
+    shutil.rmtree(stale, ignore_errors=True)
+    return view
+
+
 def installed_ids(host: HostDir) -> list[str]:
     """The ids (from their manifests) of the packages installed in this host's plugins/."""
     return sorted(p.id for p in read_packages(host.plugins_dir, "external") if p.id)
@@ -651,7 +693,8 @@ def with_installed(catalog: Catalog, host: HostDir, config: HostConfig | None = 
         dependencies = tuple(str(d) for d in raw) if isinstance(raw, list | tuple) else None
         known = plugins.get(pid)
         if known is not None:
-            update: dict[str, Any] = {"folder": package.folder.name}
+            # The list says nothing of where a plugin comes from: the package on disk does.
+            update: dict[str, Any] = {"folder": package.folder.name, "source": package.source}
             if dependencies is not None and known.dependencies_from in ("unknown", "saved"):
                 update.update(dependencies=dependencies, dependencies_from="manifest")
             plugins[pid] = replace(known, **update)

@@ -10,6 +10,8 @@ The fakes below answer with those shapes through ``httpx.MockTransport``.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +31,7 @@ from pixsim_host.plugins import (
     installed_package,
     load_catalog,
     plan_disable,
+    plugin_search_dir,
     save_catalog,
     static_manifest,
     trap_problems,
@@ -346,3 +349,42 @@ def test_save_and_load_round_trip(serve: Any, host: HostDir) -> None:
     assert loaded is not None
     assert {p.id: p.dependencies for p in loaded.plugins.values()} == {
         pid: tuple(deps) for pid, (_kind, deps, _on) in REAL_SET.items()}
+
+
+# ---- bundled plugins stay visible -----------------------------------------------------------
+
+
+def test_without_a_checkout_the_backend_reads_plugins_itself(host: HostDir) -> None:
+    assert plugin_search_dir(host, config()) == host.plugins_dir
+
+
+def test_the_view_shows_bundled_and_installed_packages(host: HostDir, tmp_path: Path) -> None:
+    checkout = tmp_path / "checkout"
+    bundled = checkout / "packages" / "plugins"
+    package(bundled, "stealth", STEALTH_MANIFEST)
+    package(bundled, "romance", 'manifest = {"id": "romance"}\n')
+    (bundled / "README.md").write_text("not a package")
+    package(host.plugins_dir, "my_plugin", 'manifest = {"id": "mine"}\n')
+    cfg = config(checkout=checkout)
+    view = plugin_search_dir(host, cfg)
+    assert view == host.state_dir / "plugin-view"
+    assert sorted(p.name for p in view.iterdir()) == ["my_plugin", "romance", "stealth"]
+    # What the backend's discovery reads through the links: <name>/backend/manifest.py.
+    assert (view / "stealth" / "backend" / "manifest.py").read_text() == STEALTH_MANIFEST
+    assert (view / "my_plugin").resolve() == (host.plugins_dir / "my_plugin").resolve()
+    # Installing or removing a package changes the view at the next start.
+    package(host.plugins_dir, "second", 'manifest = {"id": "second"}\n')
+    shutil.rmtree(bundled / "romance")
+    assert sorted(p.name for p in plugin_search_dir(host, cfg).iterdir()) == [
+        "my_plugin", "second", "stealth"]
+    assert not [p for p in host.state_dir.iterdir() if p.name.startswith(".plugin-view")]
+
+
+def test_a_container_view_points_at_its_mounts(host: HostDir, tmp_path: Path) -> None:
+    checkout = tmp_path / "checkout"
+    package(checkout / "packages" / "plugins", "stealth", STEALTH_MANIFEST)
+    package(host.plugins_dir, "my_plugin", 'manifest = {"id": "mine"}\n')
+    view = plugin_search_dir(host, config(checkout=checkout), bundled_at="/srv/b",
+                             installed_at="/srv/h")
+    assert {p.name: os.readlink(p) for p in view.iterdir()} == {
+        "stealth": "/srv/b/stealth", "my_plugin": "/srv/h/my_plugin"}
