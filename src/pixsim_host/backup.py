@@ -70,7 +70,7 @@ def backup(host: HostDir, config: HostConfig, *, output: Path | None, include_se
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     target = (output or host.root / "backups" / f"{config.project}-{stamp}.tar.gz").expanduser().resolve()
     _check_target(target)
-    runtime = stack.open_runtime(host, config)
+    runtime = stack.open_data_runtime(host, config)
     report, why = probe_status(config.local_url, config.host_id)
     if report is None:
         raise HostError(f"host {config.name!r} is not running and healthy ({why}); a backup needs "
@@ -463,9 +463,9 @@ def _load_into(bundle: VerifiedBundle, host: HostDir, config: HostConfig, progre
     for path in [host.plugins_dir, *host.plugins_dir.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
 
-    runtime = stack.open_runtime(host, config)
+    runtime = stack.open_data_runtime(host, config)
     deadline = time.monotonic() + timeout
-    runtime.prepare("missing", progress)
+    config = stack.prepare(runtime, host, "missing", progress) or config
     runtime.load_redis(bundle.staging / REDIS_MEMBER, deadline, progress)
     runtime.start(progress, deadline, verified_elsewhere=frozenset({"backend"}),
                   only=frozenset({"db", "redis"})).close()

@@ -30,3 +30,12 @@ class ConfigError(HostError):
         head = f"{source} has {len(problems)} {noun}: " + "; ".join(problems)
         super().__init__(f"{head}; {hint}", exit_code=2)
         self.problems = problems
+
+
+class NotSupportedByRuntime(HostError):
+    """The host's runtime cannot do what was asked (a capability it lacks)."""
+
+    def __init__(self, message: str, *, runtime: str, capability: str) -> None:
+        super().__init__(message)
+        self.runtime = runtime
+        self.capability = capability

@@ -710,3 +710,16 @@ def with_installed(catalog: Catalog, host: HostDir, config: HostConfig | None = 
             dependencies_from="manifest" if dependencies is not None else "unknown",
         )
     return Catalog(plugins, catalog.taken_at, catalog.live, catalog.listed)
+
+
+def check_plugin_lists(host: HostDir, config: HostConfig) -> None:
+    """Refuse a plugin set that would abort the backend's start-up (hand-edited config)."""
+    saved = load_catalog(host)
+    if saved is None:
+        return
+    problems = trap_problems(with_installed(saved, host), set(config.plugins.disabled))
+    if problems:
+        raise HostError(
+            f"plugins.disabled in pixsim-host.yaml would abort the backend's start-up "
+            f"({'; '.join(problems)}); enable them again with `pixsim-host plugins enable ID`"
+        )

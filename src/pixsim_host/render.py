@@ -18,12 +18,12 @@ from typing import Any
 
 import yaml
 
+from pixsim_host import kubernetes_manifests
 from pixsim_host.config import HostConfig
 from pixsim_host.envfile import SECRET_KEYS
 from pixsim_host.errors import HostError
 from pixsim_host.fsutil import atomic_write
 from pixsim_host.hostdir import COMPOSE_FILE, FRONTEND_FILE, HostDir
-from pixsim_host.runtime import kubernetes
 
 INPUTS_KEY = "_inputs"
 # Generated file -> template name. The template may be overridden per host.
@@ -33,10 +33,16 @@ GENERATED: dict[str, str] = {
 }
 
 
+def _renders_kubernetes(config: HostConfig) -> bool:
+    """Whether the host has the Kubernetes folder: what is rendered depends on the runtime
+    before any runtime exists (init, config set, render), so this is read here."""
+    return config.runtime == "kubernetes"
+
+
 def generated_files(config: HostConfig) -> dict[str, str]:
     """The generated files of this host: the Kubernetes folder too on that runtime."""
-    if config.runtime == "kubernetes":
-        return {**GENERATED, **kubernetes.GENERATED}
+    if _renders_kubernetes(config):
+        return {**GENERATED, **kubernetes_manifests.GENERATED}
     return GENERATED
 
 
@@ -137,8 +143,8 @@ def render_host(host: HostDir, config: HostConfig) -> Rendered:
         tojson=lambda value: json.dumps(value, ensure_ascii=False, separators=(",", ":")),
     )
     context = template_context(config)
-    if config.runtime == "kubernetes":
-        context["k8s"] = kubernetes.template_context(config)
+    if _renders_kubernetes(config):
+        context["k8s"] = kubernetes_manifests.template_context(config)
     files: dict[str, str] = {}
     for output, template_name in generated_files(config).items():
         try:
@@ -169,7 +175,7 @@ def render_host(host: HostDir, config: HostConfig) -> Rendered:
                 f"fix or remove the override in {host.templates_dir}"
             ) from None
     _check_compose(files[COMPOSE_FILE])
-    for output in kubernetes.GENERATED:
+    for output in kubernetes_manifests.GENERATED:
         if output in files:
             _check_yaml(output, files[output])
     return Rendered(files)
@@ -264,7 +270,7 @@ def _inputs_digest(host: HostDir) -> str:
 
     digest = hashlib.sha256(__version__.encode())
     digest.update(host.config_file.read_bytes())
-    for template in sorted({**GENERATED, **kubernetes.GENERATED}.values()):
+    for template in sorted({**GENERATED, **kubernetes_manifests.GENERATED}.values()):
         override = host.templates_dir / template
         source = override if override.is_file() else packaged_templates() / template
         digest.update(template.encode() + b"\0" + source.read_bytes())

@@ -1,7 +1,9 @@
 """A host's stack as a whole: bring it up and prove it, take it down, report on it.
 
-Commands call these; the runtime (Docker or native, see ``pixsim_host.runtime``) starts,
-stops and inspects the services, and ``health`` does the HTTP probes.
+Written once for every runtime: commands call these, :func:`open_runtime` (the one place
+that reads ``config.runtime``) picks the runtime (Docker, native or Kubernetes, see
+``pixsim_host.runtime``) that starts, stops and inspects the services, and ``health``
+does the HTTP probes.
 """
 
 from __future__ import annotations
@@ -11,20 +13,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pixsim_host.config import REFERENCE_BACKEND_IMAGE, HostConfig
+from pixsim_host.config import HostConfig
 from pixsim_host.errors import HostError
 from pixsim_host.hostdir import HostDir
+from pixsim_host.progress import Progress, quiet
+from pixsim_host.runtime import BACKEND, DataRuntime, job_runtime, require_data_movement
+from pixsim_host.services import stray_dotenv_notes
 
 if TYPE_CHECKING:
-    from pixsim_host.runtime import Runtime, ServiceState
+    from pixsim_host.runtime import Runtime, RuntimeType
 
-Progress = Callable[[str, str], None]
 PULL_POLICIES = ("missing", "always", "never")
-BACKEND = "backend"
-# The backend reads plugins/ only at start-up, so what is in it is part of the backend's
-# effective config: a digest of it, as a label, makes `up` recreate the backend when a
-# package was added, removed or edited there (by hand, or by `plugins install --no-restart`).
-PLUGINS_DIGEST_LABEL = "org.pixsim-host.plugins-digest"
 
 
 @dataclass
@@ -55,105 +54,136 @@ class UpReport:
         }
 
 
-def open_runtime(host: HostDir, config: HostConfig, notes: list[str] | None = None) -> Runtime:
-    """The runtime of this host (Docker or native), on its rendered files and its secrets."""
-    if config.runtime == "kubernetes":
-        raise HostError(
-            f"this command drives Docker, but host {config.name!r} runs on Kubernetes; there use "
-            "up, down, status, logs and restart, and change plugins with `pixsim-host config set "
-            "plugins.disabled [...]` then `pixsim-host up`"
-        )
+def runtime_type(config: HostConfig) -> RuntimeType:
+    """The class of the host's runtime: the one place that reads ``config.runtime``."""
+    found = runtime_type_named(config.runtime)
+    assert found is not None  # the config validated the name
+    return found
+
+
+def runtime_type_named(kind: str) -> RuntimeType | None:
+    """The runtime class called ``kind`` (docker, native, kubernetes), None if there is none."""
+    if kind == "kubernetes":
+        from pixsim_host.runtime.kubernetes import KubernetesRuntime
+
+        return KubernetesRuntime
+    if kind == "native":
+        from pixsim_host.runtime.native import NativeRuntime
+
+        return NativeRuntime
+    if kind == "docker":
+        from pixsim_host.runtime.docker import DockerRuntime
+
+        return DockerRuntime
+    return None
+
+
+def open_runtime(host: HostDir, config: HostConfig, notes: list[str] | None = None, *,
+                 refresh: bool = True) -> Runtime:
+    """The runtime of this host, on its rendered files and its secrets.
+
+    The rendered files are brought up to date first (``refresh``; doctor, which only
+    reads, passes False); what that did goes into ``notes``.
+    """
     from pixsim_host.envfile import read_secrets
-    from pixsim_host.render import refresh_rendered
 
     secrets = read_secrets(host.secrets_file)
-    rendered, edited = refresh_rendered(host, config)
+    rendered: list[str] = []
+    edited: list[str] = []
+    if refresh:
+        from pixsim_host.render import refresh_rendered
+
+        rendered, edited = refresh_rendered(host, config)
+    runtime = runtime_type(config).open(host, config, secrets)
     if notes is not None:
         if rendered:
             notes.append(f"re-rendered {', '.join(rendered)} from pixsim-host.yaml")
-        if edited and config.runtime == "docker":
+        if edited and runtime.applies_rendered_files:
             notes.append(
                 f"{', '.join(edited)} differs from what pixsim-host.yaml renders (edited by hand?); "
                 "it is applied as it is: run `pixsim-host render` to discard the edits"
             )
-    if config.runtime == "native":
-        from pixsim_host.runtime.native import NativeRuntime
-
-        return NativeRuntime(host, config, secrets)
-    return _docker_runtime(host, config, secrets)
+    return runtime
 
 
-def _docker_runtime(host: HostDir, config: HostConfig, secrets: dict[str, str]) -> Runtime:
-    from pixsim_host.runtime.compose import load_project
-    from pixsim_host.runtime.docker import DockerRuntime, context_digest
-    from pixsim_host.runtime.engine import connect
-
-    project = load_project(host.compose_file, secrets)
-    if project.name != config.project:
-        raise HostError(
-            f"compose.yaml names project {project.name!r} but this host is {config.project!r}; "
-            "run `pixsim-host render`"
-        )
-    backend = project.services.get(BACKEND)
-    if backend is not None:
-        backend.labels[PLUGINS_DIGEST_LABEL] = context_digest(host.plugins_dir)
-    return DockerRuntime(connect(), project, config.host_id, secrets,
-                         buildable_images=frozenset({REFERENCE_BACKEND_IMAGE}),
-                         db_user=config.database.user, db_name=config.database.name)
+def open_data_runtime(host: HostDir, config: HostConfig) -> DataRuntime:
+    """The host's runtime for moving data (backup, restore, clone), or the one error."""
+    return require_data_movement(open_runtime(host, config), config.name)
 
 
 def check_restorable(config: HostConfig) -> None:
     """Refuse to build a new host where another one's resources still are (the origin?)."""
-    if config.runtime == "docker":
-        from pixsim_host.runtime.docker import check_project_unused
-        from pixsim_host.runtime.engine import connect
+    runtime_type(config).check_unused(config)
 
-        check_project_unused(connect().api, config.project)
+
+def prepare(runtime: Runtime, host: HostDir, pull: str, progress: Progress) -> HostConfig | None:
+    """``runtime.prepare``, then save what it settled in the config (a runtime never writes
+    the config itself); the settled config, or None when nothing changed."""
+    runtime.prepare(pull, progress)
+    settled = runtime.settled_config()
+    if settled is not None:
+        from pixsim_host.config import save_config
+
+        save_config(settled, host.config_file)
+    return settled
 
 
 def up(host: HostDir, config: HostConfig, *, pull: str = "missing", timeout: float = 120.0,
        progress: Progress) -> UpReport:
     from pixsim_host.health import ProbeError, wait_for_backend
+    from pixsim_host.plugins import check_plugin_lists, verify_registration
 
-    if config.runtime == "kubernetes":
-        from pixsim_host.runtime import kubernetes
-
-        return kubernetes.up(host, config, timeout=timeout, progress=progress)
     if pull not in PULL_POLICIES:
         raise HostError(f"--pull must be one of {', '.join(PULL_POLICIES)}, not {pull!r}")
     started = time.monotonic()
     deadline = started + timeout
     notes: list[str] = []
     runtime = open_runtime(host, config, notes)
+    notes += runtime.notes()
     for note in notes:
         progress("host", note)
-    _check_plugin_lists(host, config)
-    runtime.prepare(pull, progress)
-    result = runtime.start(progress, deadline, verified_elsewhere=frozenset({BACKEND}))
-    try:
-        def still_running() -> None:
-            result.check_alive(BACKEND)
+    check_plugin_lists(host, config)
+    config = prepare(runtime, host, pull, progress) or config
+    _restart_if_hung(runtime, config, progress)
+    for note in stray_dotenv_notes(config):
+        progress("host", note)
+        notes.append(note)
+    jobs = job_runtime(runtime)
+    if jobs is not None:
+        # The backend never starts on an unmigrated database: db and redis first, then the
+        # extensions check and the migrations, and only then the backend and its workers.
+        from pixsim_host.schema import prepare_database
 
-        try:
-            report = wait_for_backend(config.local_url, config.host_id, deadline, still_running, progress)
-        except ProbeError as exc:
-            raise runtime.failure(BACKEND, f"did not pass its checks before the timeout ({exc})") from None
+        data_actions = prepare_database(jobs, host, config, deadline, progress).actions
+    else:
+        data_actions = {}
+    result = runtime.start(progress, deadline, verified_elsewhere=frozenset({BACKEND}))
+    notes += result.notes
+    try:
+        with runtime.backend_endpoint(config, progress) as endpoint:
+
+            def still_running() -> None:
+                result.check_alive(BACKEND)
+                endpoint.check()
+
+            try:
+                report = wait_for_backend(endpoint.url, config.host_id, deadline, still_running, progress)
+            except ProbeError as exc:
+                raise runtime.failure(BACKEND, f"did not pass its checks before the timeout ({exc})") \
+                    from None
+            plugins = verify_registration(host, config, report.url, notes)
     finally:
         result.close()
-    plugins = _verify_plugins(host, config, report.url, notes)
-    services = {}
-    for name, state in sorted(runtime.states().items()):
-        services[name] = _service_json(state)
-        # Every service passed our own checks just now, whatever the engine's lagging
-        # healthcheck says yet (before Docker 25 it waits a whole interval).
-        services[name].update(health="healthy", engine_health=state.health, verified=True)
+    url, client_url = runtime.public_backend(config)
     return UpReport(
         host_id=config.host_id,
         name=config.name,
-        url=config.local_url,
-        client_url=config.client_url,
-        actions=result.actions,
-        services=services,
+        url=url,
+        client_url=client_url,
+        # db and redis were started before the migrations: what that start did is theirs.
+        actions={**result.actions, **{name: action for name, action in data_actions.items()
+                                      if result.actions.get(name, "unchanged") == "unchanged"}},
+        services=runtime.service_report(result),
         backend={"health": report.health, "ready": report.ready, "version": report.version,
                  "server": report.info},
         plugins=plugins,
@@ -166,58 +196,13 @@ def _restart_if_hung(runtime: Runtime, config: HostConfig, progress: Progress) -
     """A backend that runs but answers nothing is restarted, not waited for until the timeout."""
     from pixsim_host.health import backend_hung
 
+    if runtime.watches_backend:
+        return
     state = runtime.states().get(BACKEND)
     if state is None or state.status != "running" or not backend_hung(config.local_url):
         return
     progress(BACKEND, "running but not answering (hung); restarting it")
     runtime.restart([BACKEND], progress)
-
-
-def stray_dotenv_notes(config: HostConfig) -> list[str]:
-    """Warnings about a ``.env`` in the backend's working directory.
-
-    PixSim7 calls ``load_dotenv()`` there, so a variable the host does not set would come,
-    unnoticed, from the operator's checkout.
-    """
-    from pathlib import Path
-
-    from pixsim_host.backend_env import Endpoints, backend_environment
-    from pixsim_host.services import dotenv_keys
-
-    workdir = config.native.backend_workdir or config.backend.source
-    if not workdir:
-        return []
-    path = Path(workdir).expanduser() / ".env"
-    contract = {key.upper() for key in backend_environment(config, Endpoints("", "", "", "", ""))}
-    stray = sorted(key for key in dotenv_keys(path) if key.upper() not in contract)
-    if not stray:
-        return []
-    shown = ", ".join(stray[:8]) + (f" and {len(stray) - 8} more" if len(stray) > 8 else "")
-    return [f"{path} sets {shown}, which this host does not: the backend reads that file at start-up "
-            "and will use them; move what the host needs into pixsim-host.yaml and remove the file"]
-
-
-def _check_plugin_lists(host: HostDir, config: HostConfig) -> None:
-    """Refuse a plugin set that would abort the backend's start-up (hand-edited config)."""
-    from pixsim_host.plugins import load_catalog, trap_problems, with_installed
-
-    saved = load_catalog(host)
-    if saved is None:
-        return
-    problems = trap_problems(with_installed(saved, host, config), set(config.plugins.disabled))
-    if problems:
-        raise HostError(
-            f"plugins.disabled in pixsim-host.yaml would abort the backend's start-up "
-            f"({'; '.join(problems)}); enable them again with `pixsim-host plugins enable ID`"
-        )
-
-
-def _verify_plugins(host: HostDir, config: HostConfig, url: str,
-                    notes: list[str] | None = None) -> list[str]:
-    """Record what the backend loaded, and fail if it is not what the config asks for."""
-    from pixsim_host.plugins import verify_registration
-
-    return verify_registration(host, config, url, notes)
 
 
 def backend_running(host: HostDir, config: HostConfig) -> bool:
@@ -226,53 +211,35 @@ def backend_running(host: HostDir, config: HostConfig) -> bool:
     return state is not None and state.status == "running"
 
 
-def _service_json(state: ServiceState) -> dict[str, Any]:
-    return state.as_json()
-
-
-def down(host: HostDir, config: HostConfig, *, progress: Progress) -> list[str]:
-    if config.runtime == "kubernetes":
-        from pixsim_host.runtime import kubernetes
-
-        return kubernetes.down(host, config, progress=progress)
-    runtime = open_runtime(host, config)
+def down(host: HostDir, config: HostConfig, *, progress: Progress,
+         runtime: Runtime | None = None) -> list[str]:
+    """Stop and remove the host's services; its data is kept. What was removed."""
+    runtime = runtime or open_runtime(host, config)
     return list(runtime.stop_and_remove(progress))
 
 
-def host_volumes(host: HostDir, config: HostConfig) -> list[str]:
-    if config.runtime == "kubernetes":
-        from pixsim_host.runtime import kubernetes
-
-        return kubernetes.claims(host, config)
-    runtime = open_runtime(host, config)
+def host_volumes(host: HostDir, config: HostConfig, runtime: Runtime | None = None) -> list[str]:
+    runtime = runtime or open_runtime(host, config)
     return list(runtime.volumes())
 
 
-def remove_volumes(host: HostDir, config: HostConfig, names: list[str]) -> None:
-    if config.runtime == "kubernetes":
-        from pixsim_host.runtime import kubernetes
-
-        return kubernetes.delete_claims(host, config, names)
-    runtime = open_runtime(host, config)
-    if runtime.states():
-        raise HostError("the host still has containers; run `pixsim-host down` first")
+def remove_volumes(host: HostDir, config: HostConfig, names: list[str],
+                   runtime: Runtime | None = None) -> None:
+    runtime = runtime or open_runtime(host, config)
+    runtime.check_stopped()
     runtime.remove_volumes(names)
 
 
 def status(host: HostDir, config: HostConfig) -> dict[str, Any]:
     """Per service state and health, plus the backend's own view; ``healthy`` sums it up."""
-    from pixsim_host.health import probe_status
+    from pixsim_host.health import backend_hung, probe_status
 
-    if config.runtime == "kubernetes":
-        from pixsim_host.runtime import kubernetes
-
-        return kubernetes.status(host, config)
     runtime = open_runtime(host, config)
-    containers = runtime.states()
+    found = runtime.states()
     services: dict[str, dict[str, Any]] = {}
     healthy = True
     for name in runtime.service_names():
-        state = containers.get(name)
+        state = found.get(name)
         if state is None:
             services[name] = {"state": "missing", "health": None}
             healthy = False
@@ -281,7 +248,7 @@ def status(host: HostDir, config: HostConfig) -> dict[str, Any]:
             # Engines before Docker 25 wait a whole interval before the first check;
             # run it now so status tells the truth right after `up`.
             state.health = runtime.probe_health(state)
-        services[name] = _service_json(state)
+        services[name] = state.as_json()
         services[name]["uptime_seconds"] = _uptime(state.started_at)
         # The backend is judged by its HTTP checks below; its container healthcheck lags.
         if state.status != "running" or (state.health not in (None, "healthy") and name != BACKEND):
@@ -289,15 +256,23 @@ def status(host: HostDir, config: HostConfig) -> dict[str, Any]:
         if state.status in ("exited", "dead"):
             # A crashed service: say why, from its own last words.
             services[name]["last_log_lines"] = runtime.log_tail(name, 15).splitlines()
-    backend: dict[str, Any] = {"url": config.local_url}
-    if containers.get(BACKEND) is not None and containers[BACKEND].status == "running":
-        healthy = record_backend_probe(backend, *probe_status(config.local_url, config.host_id)) \
-            and healthy
+    backend: dict[str, Any] = {"url": runtime.public_backend(config)[0]}
+    # "starting": some of a workload's replicas are ready already, so it answers.
+    if found.get(BACKEND) is not None and found[BACKEND].status in ("running", "starting"):
+        try:
+            with runtime.backend_endpoint(config, quiet) as endpoint:
+                report, why = probe_status(endpoint.url, config.host_id)
+                if report is None and backend_hung(endpoint.url):
+                    why = (f"the backend runs but answers nothing, not even / ({why}): it is hung; "
+                           "`pixsim-host up` restarts it")
+        except HostError as exc:  # the way to the backend (a port-forward) failed
+            report, why = None, exc.message
+        healthy = record_backend_probe(backend, report, why) and healthy
     else:
         backend["verified"] = False
         healthy = False
     return {"host_id": config.host_id, "name": config.name, "healthy": healthy,
-            "services": services, "backend": backend}
+            **runtime.status_fields(), "services": services, "backend": backend}
 
 
 def record_backend_probe(backend: dict[str, Any], report: Any, why: str) -> bool:

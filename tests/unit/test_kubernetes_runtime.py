@@ -104,6 +104,23 @@ def _quiet(service: str, message: str) -> None:
     pass
 
 
+def _runtime(host: HostDir, config: HostConfig, runner: FakeRunner) -> kubernetes.KubernetesRuntime:
+    return kubernetes.KubernetesRuntime(host, config, secrets_of(host), runner)
+
+
+def _up(host: HostDir, config: HostConfig, runner: FakeRunner, *, timeout: float) -> stack.UpReport:
+    """stack.up (the same for every runtime) on this host, kubectl being ``runner``."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(kubernetes, "SubprocessRunner", lambda: runner)
+        return stack.up(host, config, timeout=timeout, progress=_quiet)
+
+
+def _status(host: HostDir, config: HostConfig, runner: FakeRunner) -> dict[str, Any]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(kubernetes, "SubprocessRunner", lambda: runner)
+        return stack.status(host, config)
+
+
 @pytest.fixture
 def swap_runner(monkeypatch: pytest.MonkeyPatch) -> Any:
     """Make the dispatch from stack.py and the CLI use a given fake runner."""
@@ -146,7 +163,7 @@ def test_up_verifies_through_the_public_url_without_port_forward(tmp_path: Path)
     host, config = _host(tmp_path / "b", backend={"public_url": stub.url, "image": "example/pixsim7:1"})
     stub.host_id = config.host_id
     runner = FakeRunner(_cluster(config))
-    report = kubernetes.up(host, config, timeout=60, progress=_quiet, runner=runner)
+    report = _up(host, config, runner, timeout=60)
     assert [normalise(c) for c in runner.calls] == _expected_up(host, config, forward=False)
     assert report.url == stub.url
     assert report.client_url == stub.url
@@ -158,7 +175,7 @@ def test_up_without_context_uses_the_current_one(tmp_path: Path) -> None:
     host, config = _host(tmp_path, kubernetes={"namespace": "pixsim"})
     stub = start_stub(config.host_id)
     runner = FakeRunner(_cluster(config), forward_port=stub.port)
-    kubernetes.up(host, config, timeout=60, progress=_quiet, runner=runner)
+    _up(host, config, runner, timeout=60)
     assert all("--context" not in c for c in runner.calls)
     namespaced = [c for c in runner.calls if c[1] != "kustomize" and c[1:3] != ["get", "namespace"]]
     assert len(namespaced) == len(runner.calls) - 2
@@ -170,7 +187,7 @@ def test_up_with_managed_services_waits_only_for_the_backend(tmp_path: Path) -> 
                          redis={"url": "redis://cache.example.org:6379/0"})
     stub = start_stub(config.host_id)
     runner = FakeRunner(_cluster(config), forward_port=stub.port)
-    report = kubernetes.up(host, config, timeout=60, progress=_quiet, runner=runner)
+    report = _up(host, config, runner, timeout=60)
     rollouts = [c[-2] for c in runner.calls if "rollout" in c]
     assert rollouts == [f"deployment/{config.project}-backend"]
     assert set(report.services) == {"backend"}
@@ -189,7 +206,7 @@ def test_up_creates_a_missing_namespace(tmp_path: Path) -> None:
              failed('Error from server (NotFound): namespaces "games" not found')),
         *_cluster(config),
     ], forward_port=stub.port)
-    kubernetes.up(host, config, timeout=60, progress=_quiet, runner=runner)
+    _up(host, config, runner, timeout=60)
     assert runner.calls[2] == ["kubectl", "--context", "prod", "create", "namespace", "games"]
 
 
@@ -203,7 +220,7 @@ def test_up_goes_on_when_namespaces_may_not_be_read(tmp_path: Path) -> None:
             'resource "namespaces" in API group "" in the namespace "games"')),
         *_cluster(config),
     ], forward_port=stub.port)
-    kubernetes.up(host, config, timeout=60, progress=_quiet, runner=runner)
+    _up(host, config, runner, timeout=60)
     assert any(verb(c)[:1] == ["apply"] for c in runner.calls)
 
 
@@ -214,7 +231,7 @@ def test_up_refuses_a_namespace_holding_another_host_of_the_same_name(tmp_path: 
         *_cluster(config),
     ])
     with pytest.raises(HostError, match="already holds persistentvolumeclaim/.* of another host"):
-        kubernetes.up(host, config, timeout=60, progress=_quiet, runner=runner)
+        _up(host, config, runner, timeout=60)
     assert not any(verb(c)[:1] == ["apply"] for c in runner.calls)
 
 
@@ -223,7 +240,7 @@ def test_up_fails_clearly_when_another_host_answers(tmp_path: Path) -> None:
     stub = start_stub(config.host_id, server_id="11111111-2222-4333-8444-555555555555")
     runner = FakeRunner(_cluster(config), forward_port=stub.port)
     with pytest.raises(HostError, match="answers as host '11111111-"):
-        kubernetes.up(host, config, timeout=30, progress=_quiet, runner=runner)
+        _up(host, config, runner, timeout=30)
     assert all(f.stopped for f in runner.forwards)
 
 
@@ -235,7 +252,7 @@ def test_up_reports_a_rollout_that_does_not_finish(tmp_path: Path) -> None:
         *_cluster(config),
     ])
     with pytest.raises(HostError) as caught:
-        kubernetes.up(host, config, timeout=30, progress=_quiet, runner=runner)
+        _up(host, config, runner, timeout=30)
     message = caught.value.message
     assert f"deployment/{config.project}-backend did not finish rolling out" in message
     assert "pixsim-host logs" in message and "\n" not in message
@@ -250,7 +267,7 @@ def test_up_masks_secrets_in_kubectl_errors(tmp_path: Path) -> None:
         *_cluster(config),
     ])
     with pytest.raises(HostError) as caught:
-        kubernetes.up(host, config, timeout=30, progress=_quiet, runner=runner)
+        _up(host, config, runner, timeout=30)
     assert password not in caught.value.message
     assert "********" in caught.value.message
 
@@ -275,7 +292,7 @@ def test_kubectl_errors_become_one_clear_line(tmp_path: Path, stderr: str, expec
     runner = FakeRunner([when(lambda a: verb(a)[:1] == ["get"] and "host-id!=" in " ".join(a),
                               failed(stderr)), *_cluster(config)])
     with pytest.raises(HostError) as caught:
-        kubernetes.up(host, config, timeout=30, progress=_quiet, runner=runner)
+        _up(host, config, runner, timeout=30)
     message = caught.value.message
     assert expected in message
     assert "\n" not in message and "; " in message  # what is wrong; what to do
@@ -284,10 +301,10 @@ def test_kubectl_errors_become_one_clear_line(tmp_path: Path, stderr: str, expec
 
 def test_missing_kubectl_is_a_clear_error(tmp_path: Path) -> None:
     host, config = _host(tmp_path)
-    for call in (lambda r: kubernetes.up(host, config, timeout=5, progress=_quiet, runner=r),
-                 lambda r: kubernetes.down(host, config, progress=_quiet, runner=r),
-                 lambda r: kubernetes.status(host, config, runner=r),
-                 lambda r: list(kubernetes.logs(host, config, None, tail=5, follow=False, runner=r))):
+    for call in (lambda r: _up(host, config, r, timeout=5),
+                 lambda r: _runtime(host, config, r).stop_and_remove(_quiet),
+                 lambda r: _status(host, config, r),
+                 lambda r: list(_runtime(host, config, r).stream_logs(["db", "redis", "backend"], 5, False))):
         runner = FakeRunner(has_kubectl=False)
         with pytest.raises(HostError, match="kubectl is not installed or not on PATH"):
             call(runner)
@@ -482,7 +499,7 @@ def test_logs_select_by_label_and_mask_secrets(tmp_path: Path) -> None:
     host, config = _host(tmp_path)
     secret = secrets_of(host)["SECRET_KEY"]
     runner = FakeRunner(log_lines=[f"[pod/{config.project}-backend-x/backend] key={secret}"])
-    lines = list(kubernetes.logs(host, config, "backend", tail=50, follow=True, runner=runner))
+    lines = [line for _, line in _runtime(host, config, runner).stream_logs(["backend"], 50, True)]
     assert lines == [f"[pod/{config.project}-backend-x/backend] key=********"]
     assert runner.calls == [[
         "kubectl", "--context", "prod", "-n", "games", "logs", "-l",
@@ -490,21 +507,22 @@ def test_logs_select_by_label_and_mask_secrets(tmp_path: Path) -> None:
         "--all-containers", "--prefix", "--tail=50", "--max-log-requests=20", "--follow",
     ]]
     with pytest.raises(HostError, match="no service 'web'"):
-        kubernetes.logs(host, config, "web", tail=5, follow=False, runner=runner)
+        _runtime(host, config, runner).stream_logs(["web"], 5, False)
 
 
 def test_restart_rolls_the_workloads(tmp_path: Path) -> None:
     host, config = _host(tmp_path)
     runner = FakeRunner()
-    assert kubernetes.restart(host, config, ["backend"], progress=_quiet, runner=runner) == ["backend"]
+    _runtime(host, config, runner).restart(["backend"], _quiet)
     assert runner.calls == [["kubectl", "--context", "prod", "-n", "games", "rollout", "restart",
                              f"deployment/{config.project}-backend"]]
 
 
-def test_docker_only_commands_refuse_a_kubernetes_host(tmp_path: Path) -> None:
+def test_docker_only_commands_refuse_a_kubernetes_host(tmp_path: Path, swap_runner: Any) -> None:
     host, config = _host(tmp_path)
+    swap_runner(FakeRunner())
     with pytest.raises(HostError, match="runs on Kubernetes"):
-        stack.open_runtime(host, config)
+        stack.open_data_runtime(host, config)
 
 
 def test_the_runtime_module_imports_nothing_heavy() -> None:

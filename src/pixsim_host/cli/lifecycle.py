@@ -176,22 +176,12 @@ def logs(
     from pixsim_host.stack import open_runtime
 
     host, config = open_host(directory)
-    if config.runtime == "kubernetes":
-        from pixsim_host.runtime import kubernetes
-
-        try:
-            for line in kubernetes.logs(host, config, service, tail=tail, follow=follow):
-                sys.stdout.write(f"{line}\n")
-                sys.stdout.flush()
-        except KeyboardInterrupt:
-            pass
-        return
     runtime = open_runtime(host, config)
     names = runtime.service_names()
     if service is not None and service not in names:
         raise HostError(f"no service {service!r}; this host has {', '.join(names)}")
     targets = [service] if service else names
-    prefix = service is None
+    prefix = service is None and not runtime.labels_log_lines
     try:
         for name, line in runtime.stream_logs(targets, tail=tail, follow=follow):
             sys.stdout.write(f"{name:8}| {line}\n" if prefix else f"{line}\n")
@@ -212,15 +202,6 @@ def restart(
     from pixsim_host.errors import HostError
 
     with locked_host(directory, no_wait=no_wait, command="restart") as (host, config):
-        if config.runtime == "kubernetes":
-            from pixsim_host.runtime import kubernetes
-
-            with _Progress(f"Restarting {config.name}") as progress:
-                targets = kubernetes.restart(host, config, [service] if service else None,
-                                             progress=progress)
-                stack.up(host, config, timeout=timeout, progress=progress)
-            info(f"Restarted {', '.join(targets)}; host {config.name!r} is verified healthy.")
-            return
         runtime = stack.open_runtime(host, config)
         names = [name for level in runtime.service_levels() for name in level]
         if service is not None and service not in names:
@@ -238,5 +219,3 @@ def register(app: typer.Typer) -> None:
     app.command()(status)
     app.command()(logs)
     app.command()(restart)
-
-

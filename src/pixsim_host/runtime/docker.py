@@ -15,16 +15,22 @@ import queue
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pixsim_host.errors import HostError
+from pixsim_host.progress import Progress
+from pixsim_host.runtime import LocalRuntime, RuntimeWords
 from pixsim_host.runtime.compose import ProjectSpec, ServiceSpec
 from pixsim_host.runtime.engine import Engine
+
+if TYPE_CHECKING:
+    from pixsim_host.config import HostConfig
+    from pixsim_host.hostdir import HostDir
 
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
@@ -33,7 +39,11 @@ HASH_LABEL = "org.pixsim-host.config-hash"
 CONTEXT_LABEL = "org.pixsim-host.context-hash"
 NS = 1_000_000_000
 
-Progress = Callable[[str, str], None]  # (service, message)
+BACKEND = "backend"
+# The backend reads plugins/ only at start-up, so what is in it is part of the backend's
+# effective config: a digest of it, as a label, makes `up` recreate the backend when a
+# package was added, removed or edited there (by hand, or by `plugins install --no-restart`).
+PLUGINS_DIGEST_LABEL = "org.pixsim-host.plugins-digest"
 
 
 class ServiceFailure(HostError):
@@ -78,6 +88,7 @@ class ApplyResult:
     containers: dict[str, ContainerState]
     watcher: EventWatcher  # still open: the caller keeps watching while it verifies
     runtime: DockerRuntime | None = None
+    notes: list[str] = field(default_factory=list)
 
     def check_alive(self, service: str) -> None:
         """Fail if ``service``'s container died or restarted since ``apply`` started it."""
@@ -117,10 +128,44 @@ def context_digest(context: Path) -> str:
     return digest.hexdigest()[:32]
 
 
-class DockerRuntime:
+class DockerRuntime(LocalRuntime):
     """Runs one host's project on one engine; touches only that host's resources."""
 
     kind = "docker"
+    words = RuntimeWords(
+        title="Docker",
+        stopped="containers removed",
+        data_kept="Data volumes are kept; `pixsim-host up` brings the host back with its data.",
+        units="containers",
+    )
+    doctor_checks: ClassVar[tuple[str, ...]] = ("engine", "port", "images", "health")
+
+    @classmethod
+    def open(cls, host: HostDir, config: HostConfig, secrets: dict[str, str]) -> DockerRuntime:
+        """The runtime for ``host``'s rendered compose.yaml, on the engine from the environment."""
+        from pixsim_host.config import REFERENCE_BACKEND_IMAGE
+        from pixsim_host.runtime.compose import load_project
+        from pixsim_host.runtime.engine import connect
+
+        project = load_project(host.compose_file, secrets)
+        if project.name != config.project:
+            raise HostError(
+                f"compose.yaml names project {project.name!r} but this host is {config.project!r}; "
+                "run `pixsim-host render`"
+            )
+        backend = project.services.get(BACKEND)
+        if backend is not None:
+            backend.labels[PLUGINS_DIGEST_LABEL] = context_digest(host.plugins_dir)
+        return cls(connect(), project, config.host_id, secrets,
+                   buildable_images=frozenset({REFERENCE_BACKEND_IMAGE}),
+                   db_user=config.database.user, db_name=config.database.name)
+
+    @classmethod
+    def check_unused(cls, config: HostConfig) -> None:
+        """Refuse to build a new host where another one's containers or volumes still are."""
+        from pixsim_host.runtime.engine import connect
+
+        check_project_unused(connect().api, config.project)
 
     def __init__(self, engine: Engine, project: ProjectSpec, host_id: str,
                  secrets: dict[str, str], buildable_images: frozenset[str] = frozenset(),

@@ -44,7 +44,7 @@ from typing import Any
 from pixsim_host.config import HostConfig
 from pixsim_host.errors import HostError
 from pixsim_host.hostdir import HostDir
-from pixsim_host.runtime import Progress, procs
+from pixsim_host.runtime import LocalRuntime, Progress, RuntimeWords, procs
 from pixsim_host.runtime.procs import PidRecord
 
 LOCALHOST = "127.0.0.1"
@@ -343,6 +343,7 @@ class NativeStarted:
     runtime: NativeRuntime
     actions: dict[str, str]
     records: dict[str, PidRecord]
+    notes: list[str] = field(default_factory=list)
 
     def check_alive(self, service: str) -> None:
         record = self.records.get(service)
@@ -376,10 +377,22 @@ def _minimal_env() -> dict[str, str]:
 # ---- the runtime -------------------------------------------------------------------------
 
 
-class NativeRuntime:
+class NativeRuntime(LocalRuntime):
     """Runs one host's services as local processes; touches only that host's directory."""
 
     kind = "native"
+    words = RuntimeWords(
+        title="the native runtime",
+        stopped="processes stopped",
+        data_kept="Data is kept (in data/); `pixsim-host up` brings the host back with its data.",
+        units="processes",
+    )
+    applies_rendered_files = False  # compose.yaml is rendered, never run, here
+    _settled: HostConfig | None = None  # the config with the ports prepare allocated
+
+    @classmethod
+    def open(cls, host: HostDir, config: HostConfig, secrets: dict[str, str]) -> NativeRuntime:
+        return cls(host, config, secrets)
 
     def __init__(self, host: HostDir, config: HostConfig, secrets: dict[str, str]) -> None:
         if not procs.supported():
@@ -480,10 +493,7 @@ class NativeRuntime:
         """Binaries found, ports allocated, PostgreSQL initialised, directories made."""
         del pull  # nothing is pulled: the binaries are local
         if self.config.native.postgres_port is None or self.config.native.redis_port is None:
-            from pixsim_host.config import save_config
-
-            self.config = allocate_ports(self.config)
-            save_config(self.config, self.host.config_file)
+            self.config = self._settled = allocate_ports(self.config)
             progress("host", f"allocated ports {self.pg_port} (PostgreSQL) and {self.redis_port} "
                              "(Redis) on 127.0.0.1")
         self.pg_bin()
@@ -492,6 +502,9 @@ class NativeRuntime:
             directory.mkdir(parents=True, exist_ok=True)
         if not (self.pgdata / "PG_VERSION").is_file():
             self._initdb(progress)
+
+    def settled_config(self) -> HostConfig | None:
+        return self._settled
 
     def _initdb(self, progress: Progress) -> None:
         """A new cluster: the host's role (superuser, scram password) and database.
@@ -1095,4 +1108,3 @@ def _last_lines(path: Path, count: int) -> list[str]:
 def _last_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1][:300] if lines else "no output"
-
