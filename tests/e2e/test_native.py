@@ -225,6 +225,36 @@ def test_a_killed_backend_is_reported_by_status(hosts: Hosts) -> None:
     assert report["actions"] == {"db": "unchanged", "redis": "unchanged", "backend": "started"}
 
 
+def test_doctor_fails_naming_a_killed_backend(hosts: Hosts) -> None:
+    """doctor's health check is live on the native runtime too: it asks the runtime."""
+    host = hosts.init()
+    host.up()
+
+    def doctor() -> tuple[int, dict[str, dict[str, str]]]:
+        run = host.run("doctor", "--json")
+        assert "Traceback" not in run.output, str(run)
+        return run.code, {c["name"]: c for c in run.json()["checks"]}
+
+    _, checks = doctor()
+    assert checks["health"]["status"] == "pass", checks["health"]
+    assert "3 processes running" in checks["health"]["message"]
+    assert checks["engine"]["status"] == "skip" and "native" in checks["engine"]["message"]
+    assert checks["port"]["status"] == "pass" and "held by this host" in checks["port"]["message"]
+    pid = host.pids()["backend"]
+    assert pid
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    code, checks = doctor()
+    assert code == 1
+    health = checks["health"]
+    assert health["status"] == "fail", health
+    assert "backend is exited" in health["message"], health
+    assert "does not pass its checks" in health["message"], health
+    assert "pixsim-host up" in (health["hint"] or ""), health
+
+
 def test_stale_pid_files_are_not_trusted(hosts: Hosts) -> None:
     host = hosts.init()
     host.up()
