@@ -24,8 +24,6 @@ import json
 import os
 import shutil
 import stat
-import subprocess
-import sys
 import tarfile
 import tempfile
 import uuid
@@ -36,7 +34,7 @@ from typing import Any
 
 import pytest
 import yaml
-from unit_helpers import clean_env, run_cli
+from unit_helpers import Result, clean_env, run_cli
 
 from pixsim_host import backup
 from pixsim_host.errors import HostError
@@ -584,14 +582,13 @@ def _other_host_config(world: World) -> bytes:
 # ---- the real CLI ---------------------------------------------------------------------------
 
 
-def cli(world: World, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(world: World, *args: str) -> Result:
     env = clean_env(DOCKER_HOST=NO_ENGINE, TMPDIR=str(world.temp))
     env.pop("DOCKER_CONTEXT", None)
-    return subprocess.run([sys.executable, "-m", "pixsim_host", *args], env=env,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    return run_cli(*args, env=env)
 
 
-def assert_one_line_error(proc: subprocess.CompletedProcess[str], fragment: str) -> None:
+def assert_one_line_error(proc: Result, fragment: str) -> None:
     shown = f"exit {proc.returncode}\n--- stdout\n{proc.stdout}--- stderr\n{proc.stderr}"
     assert proc.returncode != 0, shown
     assert "Traceback" not in proc.stdout + proc.stderr, shown

@@ -127,8 +127,7 @@ def test_backup_to_a_directory_is_a_clean_error(make_host: MakeHost,
 
 def test_init_refuses_an_empty_directory_argument(tmp_path: Path) -> None:
     # Typer turns "" into Path("."): the host would quietly be made in the current directory.
-    result = subprocess.run([sys.executable, "-m", "pixsim_host", "init", ""], cwd=tmp_path,
-                            capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    result = run_cli("init", "", cwd=tmp_path)
     assert result.returncode != 0
     assert result.stderr.startswith("Error: the host directory is empty"), result.stderr
     assert "Traceback" not in result.stderr

@@ -1,8 +1,8 @@
 """The host registry: init registers, names and ports are claimed, hosts list/add/forget,
 ``--host NAME``, concurrent inits, directories moved or deleted behind its back.
 
-Every CLI call runs as a user runs it (a subprocess); the registry lives in the test's own
-``$PIXSIM_HOST_HOME`` (tests/conftest.py).
+CLI calls run in-process through the console script's entry point, the racing inits as real
+processes; the registry lives in the test's own ``$PIXSIM_HOST_HOME`` (tests/conftest.py).
 """
 
 from __future__ import annotations

@@ -1,8 +1,16 @@
-"""Helpers for the unit tests: run the real CLI in a subprocess, inspect host directories.
+"""Helpers for the unit tests: run the real CLI, inspect host directories.
 
-The CLI runs as ``python -m pixsim_host`` with the interpreter running pytest, so the
-tests exercise the same entry point, error handling and exit codes a user gets (the
-one place a HostError becomes ``Error: ...`` is ``pixsim_host.cli.run``).
+``run_cli`` runs a command in this process through ``pixsim_host.__main__.main``, the
+function the console script calls (it hands over to ``pixsim_host.cli.run``, the one place
+a HostError becomes ``Error: ...`` and an exit code). Each call gets the arguments,
+environment, working directory and streams a fresh process would (a full environment,
+stdin not a TTY, stdout and stderr apart) and gives them back afterwards. (Starting an
+interpreter per command cost most of the suite's time.)
+
+``run_cli_process`` starts a Python process that calls that function as the console
+script does; it is for the tests whose subject is the process itself (the entry point,
+signals, pipes, terminals, start-up). tests/unit/test_process_boundary.py checks that both
+ways print the same.
 """
 
 from __future__ import annotations
@@ -11,11 +19,17 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable
+import tempfile
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 CLI = [sys.executable, "-m", "pixsim_host"]
+# What the installed ``pixsim-host`` script does, with the interpreter running the tests.
+CONSOLE_SCRIPT = [sys.executable, "-c", "import sys; from pixsim_host.__main__ import main; "
+                  "sys.argv[0] = 'pixsim-host'; sys.exit(main())"]
 SECRET_NAMES = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "SECRET_KEY")
 
 # The make_host fixture: make_host(*init_args, name=..., port=...) -> the host directory.
@@ -46,10 +60,74 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+@contextmanager
+def process_state(argv: list[str], env: dict[str, str], cwd: Path | None) -> Iterator[None]:
+    """``argv`` as ``sys.argv``, ``env`` as the whole of ``os.environ`` and ``cwd`` as the
+    working directory, as a child process would have them; all given back afterwards."""
+    saved_argv, saved_env, saved_cwd = sys.argv, dict(os.environ), os.getcwd()
+    saved_tempdir = tempfile.tempdir
+    sys.argv = argv
+    os.environ.clear()
+    os.environ.update(env)
+    # tempfile caches the directory it picked from TMPDIR on first use; a command must see
+    # the TMPDIR it was given (tests check it leaves nothing there).
+    tempfile.tempdir = None
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        yield
+    finally:
+        os.chdir(saved_cwd)
+        sys.argv = saved_argv
+        os.environ.clear()
+        os.environ.update(saved_env)
+        tempfile.tempdir = saved_tempdir
+
+
+def _exit_code(main: Callable[[], None]) -> int:
+    """What a process running ``main()`` would exit with."""
+    try:
+        main()
+    except SystemExit as exc:
+        if exc.code is None:
+            return 0
+        if isinstance(exc.code, int):
+            return exc.code
+        sys.stderr.write(f"{exc.code}\n")  # what the interpreter does with sys.exit("text")
+        return 1
+    except Exception:
+        sys.stderr.write(traceback.format_exc())  # an uncaught error: a traceback, exit 1
+        return 1
+    return 0
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> Result:
-    # stdin is not a TTY, so init never prompts: the same as CI and scripts.
+    """Run ``pixsim-host *args`` in this process."""
+    from typer import testing
+
+    from pixsim_host.__main__ import main
+
+    # stdin is empty and not a TTY, so init never prompts: the same as CI and scripts.
+    runner = testing.CliRunner()
+    argv = ["pixsim-host", *args]
+    with process_state(argv, env or clean_env(), cwd), runner.isolation() as (out, err, _):
+        # The runner pins help to 80 columns; a process whose output is a pipe lets click
+        # pick (78). The runner puts its own value back when it ends.
+        testing.formatting.FORCED_WIDTH = None
+        code = _exit_code(main)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        stdout, stderr = out.getvalue(), err.getvalue()
+    return Result(tuple(args), code, stdout.decode(runner.charset, "replace"),
+                  stderr.decode(runner.charset, "replace"))
+
+
+def run_cli_process(*args: str, cwd: Path | None = None,
+                    env: dict[str, str] | None = None) -> Result:
+    """Run ``pixsim-host *args`` as a child process: only for tests of what a process
+    boundary does (entry point, signals, pipes, terminals, start-up time)."""
     proc = subprocess.run(
-        [*CLI, *args], cwd=cwd, env=env or clean_env(), stdin=subprocess.DEVNULL,
+        [*CONSOLE_SCRIPT, *args], cwd=cwd, env=env or clean_env(), stdin=subprocess.DEVNULL,
         capture_output=True, text=True, timeout=60,
     )
     return Result(tuple(args), proc.returncode, proc.stdout, proc.stderr)

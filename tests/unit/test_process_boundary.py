@@ -1,0 +1,45 @@
+"""The command line as a real process, and proof that the in-process runner matches it.
+
+The unit suite runs commands in-process (``unit_helpers.run_cli``). What only a process
+shows is tested with ``run_cli_process`` (``python -m pixsim_host``) here and where the
+boundary is the subject: a terminal as stdin (test_init.py), Ctrl-C (test_hostile_inputs.py),
+inits racing from several processes and the import cost of ``--help``
+(test_hosts_registry.py), the installed console script (test_wheel.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from unit_helpers import Result, run_cli, run_cli_process
+
+
+def _both(*args: str, cwd: Path) -> tuple[Result, Result]:
+    return run_cli_process(*args, cwd=cwd), run_cli(*args, cwd=cwd)
+
+
+@pytest.mark.parametrize("args", [
+    ["--version"],  # answered by the entry point before the CLI is imported
+    ["--help"],
+    [],  # a bare command prints its help
+    ["info"],  # a HostError: no host here
+    ["info", "--json"],  # the same as a JSON error document
+    ["init", "--no-such-option"],  # a usage error
+    ["config", "get", "backend.port", "--dir", "missing"],
+])
+def test_in_process_runs_match_the_process(tmp_path: Path, args: list[str]) -> None:
+    process, in_process = _both(*args, cwd=tmp_path)
+    assert (in_process.returncode, in_process.stdout, in_process.stderr) == \
+        (process.returncode, process.stdout, process.stderr), f"{process}\n---- in-process:\n{in_process}"
+    assert "Traceback" not in process.output, str(process)
+
+
+def test_the_process_creates_a_host_and_reports_on_the_right_streams(tmp_path: Path) -> None:
+    created = run_cli_process("init", "h", "--yes", "--name", "proc-host", "--port", "18790", cwd=tmp_path)
+    assert created.returncode == 0, str(created)
+    assert "Created host 'proc-host'" in created.stdout
+    assert (tmp_path / "h" / "pixsim-host.yaml").is_file()
+    again = run_cli_process("init", "h", "--yes", "--name", "proc-host", "--port", "18790", cwd=tmp_path)
+    assert again.returncode != 0 and again.stdout == "", str(again)
+    assert again.stderr.startswith("Error: ") and "Traceback" not in again.stderr, str(again)
