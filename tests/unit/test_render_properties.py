@@ -75,6 +75,13 @@ def _compose(host: HostDir, config: HostConfig) -> dict[str, Any]:
     return data
 
 
+@pytest.fixture(scope="module")
+def plain_compose(host: HostDir) -> dict[str, Any]:
+    """compose.yaml for plain values, rendered once: rendering is deterministic
+    (test_render.py), and each example compares against it."""
+    return _compose(host, _config(name="plain", description="plain"))
+
+
 def _label_sets(doc: dict[str, Any]) -> list[dict[str, Any]]:
     sections = [*doc["services"].values(), *doc["networks"].values(), *doc["volumes"].values()]
     return [section["labels"] for section in sections]
@@ -95,9 +102,9 @@ def _assert_clear_rejection(exc: HostError, keys: tuple[str, ...]) -> None:
 @example(name='Bob\'s "host" #1', description="#!/bin/sh\n`rm -rf /`")
 @example(name="😀 Ωmega 中文", description="\u2028\u2029\x85\ufeff")
 def test_names_and_descriptions_reach_compose_unchanged(
-    host: HostDir, name: str, description: str
+    host: HostDir, plain_compose: dict[str, Any], name: str, description: str
 ) -> None:
-    baseline = _compose(host, _config(name="plain", description="plain"))
+    baseline = plain_compose
     try:
         config = _config(name=name, description=description)
         doc = _compose(host, config)
@@ -137,6 +144,12 @@ _DOTENV_LINE = re.compile(r"^([A-Z_][A-Z0-9_]*)='([^'$\\]*)'$")
 _JS_LINE_BREAKS = re.compile("[\r\u2028\u2029]")
 
 
+@pytest.fixture(scope="module")
+def plain_frontend_env(host: HostDir) -> str:
+    """frontend.env for plain values, rendered once (see plain_compose)."""
+    return render_host(host, _config(name="plain")).files["frontend.env"]
+
+
 def _read_frontend_env(text: str) -> tuple[dict[str, str], list[str]]:
     assert text.endswith("\n")
     values, comments = {}, []
@@ -159,9 +172,9 @@ def _read_frontend_env(text: str) -> tuple[dict[str, str], list[str]]:
 @example(url="https://pixsim.example.org/#frag", name="x #y")
 @example(url="https://pixsim.example.org/\u2028", name="x")
 @example(url="https://例え.jp:8443/api/", name="x")
-def test_public_urls_reach_frontend_env_unchanged(host: HostDir, url: str, name: str) -> None:
-    baseline, base_comments = _read_frontend_env(
-        render_host(host, _config(name="plain")).files["frontend.env"])
+def test_public_urls_reach_frontend_env_unchanged(host: HostDir, plain_frontend_env: str,
+                                                 url: str, name: str) -> None:
+    baseline, base_comments = _read_frontend_env(plain_frontend_env)
     try:
         config = _config(name=name, backend={"public_url": url})
         text = render_host(host, config).files["frontend.env"]
