@@ -403,8 +403,9 @@ class Backend:
                 raw, status, rh = resp.read(), resp.status, dict(resp.headers)
         except urllib.error.HTTPError as exc:
             raw, status, rh = exc.read(), exc.code, dict(exc.headers)
-        parsed = json.loads(raw) if raw else None
-        return Response(status, parsed, rh)
+        if rh.get("Content-Type", "").startswith("application/json"):
+            return Response(status, json.loads(raw) if raw else None, rh)
+        return Response(status, raw, rh)
 
     def get(self, path: str, **kw: Any) -> Response:
         return self.request("GET", path, **kw)
