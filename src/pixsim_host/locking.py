@@ -58,7 +58,7 @@ def host_lock(host: HostDir, *, wait: bool = True, command: str = "",
         if not wait:
             raise HostError(
                 f"{holder} is changing the host in {host.root}; wait for it to finish, "
-                "or run this again without --no-wait to wait for it"
+                "or run this again without --no-lock-wait to wait for it"
             ) from None
         notify(f"Waiting for {holder} to finish changing this host "
                f"(up to {timeout:.0f} s; Ctrl-C to give up)...")

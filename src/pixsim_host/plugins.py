@@ -288,6 +288,15 @@ def plan_disable(config: HostConfig, catalog: Catalog, ids: list[str], cascade: 
     on = effective_enabled(catalog, set(config.plugins.disabled))
     enabled_dependents = sorted(dependents & on)
     if enabled_dependents and not cascade:
+        # Suggest --cascade only where it can work: a dependent that stays installed aborts
+        # start-up even when disabled, so built-in dependents mean the plugin stays on.
+        if trap_problems(catalog, set(config.plugins.disabled) | targets | dependents):
+            raise HostError(
+                f"cannot disable {', '.join(ids)}: enabled plugins depend on it "
+                f"({', '.join(enabled_dependents)}) and PixSim7 aborts start-up when any installed "
+                f"plugin, even a disabled one, depends on a disabled plugin; "
+                + _keep_or_remove(catalog, ids, dependents)
+            )
         raise HostError(
             f"cannot disable {', '.join(ids)}: enabled plugins depend on it "
             f"({', '.join(enabled_dependents)}); disable those first, or pass --cascade"
@@ -305,6 +314,17 @@ def plan_disable(config: HostConfig, catalog: Catalog, ids: list[str], cascade: 
         )
     enabled = sorted(set(config.plugins.enabled) - targets)
     return PluginChange(enabled, sorted(disabled), sorted(targets - set(ids)))
+
+
+def _keep_or_remove(catalog: Catalog, ids: list[str], dependents: set[str]) -> str:
+    """Advice that works when dependents block a disable: remove external ones, or keep it."""
+    builtin = sorted(d for d in dependents if catalog.plugins[d].source != "external")
+    external = sorted(d for d in dependents if catalog.plugins[d].source == "external")
+    if builtin:
+        return (f"{', '.join(builtin)} {'is' if len(builtin) == 1 else 'are'} built into the backend, "
+                f"so {', '.join(ids)} must stay enabled")
+    return (f"remove {', '.join(external)} first (`pixsim-host plugins remove {external[0]}`), "
+            f"then disable {', '.join(ids)}")
 
 
 def registration_problems(config: HostConfig, catalog: Catalog) -> list[str]:

@@ -81,7 +81,7 @@ def test_two_ups_at_once_one_waits_and_both_succeed(make_host: Callable[..., Hos
     assert all(r["backend"]["server"]["server_id"] == host.host_id for r in reports)
     assert len(project_containers(docker_client, host)) == 3
     status = host.run("status", "--json")
-    assert status.code == 0 and status.json()["healthy"], str(status)
+    assert status.code == 0 and status.json()["health"] == "healthy", str(status)
 
 
 def test_an_up_killed_while_holding_the_lock_leaves_no_deadlock(
@@ -144,7 +144,7 @@ def test_connect_to_a_real_host_then_another_host_on_its_url(make_host: Callable
     assert repinned.code == 0 and repinned.json()["outcome"] == "re-pinned", str(repinned)
     assert repinned.json()["host_id"] == second.host_id
     listed = cli("connect", "--list", "--json").json()["hosts"]
-    assert [(h["url"], h["host_id"]) for h in listed] == [(first.url, second.host_id)]
+    assert [(h["backend_url"], h["host_id"]) for h in listed] == [(first.url, second.host_id)]
     assert hosts_list()[second.name]["status"] == "up"
 
 

@@ -179,4 +179,6 @@ def test_usage_errors_exit_2_without_a_traceback(args: tuple[str, ...], tmp_path
     result = run_cli(*args, cwd=tmp_path)
     assert result.returncode == 2, str(result)
     assert "Traceback" not in result.output
-    assert "Usage:" in result.stderr and "Error" in result.stderr
+    # One line, like every other error: what is wrong; where to look.
+    assert result.stderr.startswith("Error: ") and len(result.stderr.splitlines()) == 1, str(result)
+    assert "--help`" in result.stderr

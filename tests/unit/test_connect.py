@@ -89,7 +89,7 @@ def test_list_json_and_forget() -> None:
         assert listed.returncode == 0
         assert one.url in listed.stdout and two.url in listed.stdout and ids[1] in listed.stdout
         data = json.loads(run_cli("connect", "--list", "--json").stdout)
-        assert {h["url"]: h["host_id"] for h in data["hosts"]} == {one.url: ids[0], two.url: ids[1]}
+        assert {h["backend_url"]: h["host_id"] for h in data["hosts"]} == {one.url: ids[0], two.url: ids[1]}
         report = json.loads(run_cli("connect", one.url, "--json").stdout)
         assert report["host_id"] == ids[0] and report["outcome"] == "known"
         assert report["frontend"] == f"VITE_BACKEND_URL={one.url}"

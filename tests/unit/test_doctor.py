@@ -29,7 +29,7 @@ def doctor(*args: str, cwd: Path | None = None) -> tuple[int, dict[str, dict[str
     assert "Traceback" not in result.output, str(result)
     data = json.loads(result.stdout)
     checks = {check["name"]: check for check in data["checks"]}
-    assert data["ok"] == (result.returncode == 0)
+    assert data["health"] == ("healthy" if result.returncode == 0 else "unhealthy")
     return result.returncode, checks, result.stderr
 
 

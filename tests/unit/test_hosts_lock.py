@@ -89,7 +89,7 @@ def test_no_wait_fails_at_once_naming_the_holder(host: Path, tmp_path: Path, com
     assert_clean_failure(result)
     assert result.stderr.count("\n") == 1, str(result)
     assert f"`pixsim-host plugins enable` (pid {holder.pid}, running for" in result.stderr, str(result)
-    assert "is changing the host" in result.stderr and "without --no-wait" in result.stderr
+    assert "is changing the host" in result.stderr and "without --no-lock-wait" in result.stderr
 
 
 def test_a_second_command_waits_for_the_first_and_they_never_interleave(

@@ -168,7 +168,8 @@ def test_init_without_a_name_uses_the_directory_name(tmp_path: Path) -> None:
 def test_unknown_model_is_refused(tmp_path: Path) -> None:
     result = run_cli("init", str(tmp_path / "h"), "--yes", "--name", "x", "--model", "public")
     assert_clean_failure(result)
-    assert "model: must be one of 'self', 'friend' or 'shared'" in result.stderr
+    assert result.returncode == 2  # a usage error, like every bad option value
+    assert "'public' is not one of 'self', 'friend', 'shared'" in result.stderr
 
 
 def test_commands_find_the_host(make_host: MakeHost, tmp_path: Path) -> None:
@@ -219,8 +220,9 @@ def test_init_prompts_on_a_terminal(tmp_path: Path) -> None:
     # An invalid model is asked again; the bind is asked because 'friend' is not local.
     result = _init_on_a_tty(host, b"My Host\npublic\nfriend\n127.0.0.1\n", "--port", "18713")
     assert result.returncode == 0, str(result)
-    assert "Host name [h]:" in result.stdout
-    assert "Warning: choose one of self, friend, shared" in result.stderr
+    # Questions go to stderr: stdout holds only the result.
+    assert "Host name [h]:" in result.stderr
+    assert "Error: 'public' is not a hosting model; answer self, friend, shared" in result.stderr
     config = read_config(host)
     assert (config["name"], config["model"]) == ("My Host", "friend")
     assert config["backend"]["bind"] == "127.0.0.1"  # type: ignore[index]

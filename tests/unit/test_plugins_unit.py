@@ -224,7 +224,9 @@ def test_disable_with_enabled_dependents_is_refused_naming_them() -> None:
         plan_disable(config(), catalog(), ["stats_basic"], False)
     message = refused.value.message
     assert "dialogue_extras, game_stealth, romance" in message
-    assert "--cascade" in message
+    # --cascade would fail too (they stay installed), so it is not suggested: they are built in.
+    assert "--cascade" not in message
+    assert "built into the backend, so stats_basic must stay enabled" in message
 
 
 def test_cascade_is_refused_while_dependents_stay_loaded() -> None:

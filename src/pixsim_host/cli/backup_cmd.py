@@ -2,23 +2,48 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from pixsim_host.cli.common import DirOption, JsonOption, YesOption, open_host, seconds
-from pixsim_host.cli.output import info, print_json
+from pixsim_host.cli.common import (
+    DATA,
+    DirOption,
+    JsonOption,
+    MovableRuntime,
+    YesOption,
+    add_command,
+    host_identity,
+    open_host,
+    seconds,
+)
+from pixsim_host.cli.output import HEALTHY, Progress, emit, info
+
+if TYPE_CHECKING:
+    from pixsim_host.config import HostConfig
+    from pixsim_host.hostdir import HostDir
 
 RuntimeOption = Annotated[
-    str | None,
-    typer.Option(help="Run the new host on docker or native (default: the bundle's runtime)."),
+    MovableRuntime | None,
+    typer.Option(help="Run the new host on docker or native (default: the bundle's runtime).",
+                 show_default=False),
 ]
 
 
-def _progress(service: str, message: str) -> None:
-    sys.stderr.write(f"{service}: {message}\n")
+def _manifest_doc(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The bundle's manifest with its times in ISO 8601 UTC, like every document."""
+    from pixsim_host.cli.output import iso_time
+
+    doc = dict(manifest)
+    for key, value in manifest.items():
+        if not key.endswith("_at"):
+            continue
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            doc[key] = iso_time(float(value))
+        elif isinstance(value, str) and value.endswith("+00:00"):
+            doc[key] = value.removesuffix("+00:00") + "Z"
+    return doc
 
 
 def backup(
@@ -29,16 +54,21 @@ def backup(
     ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Back up a running host (database, Redis, config, plugins) into one .tar.gz bundle."""
+    """Back up a running host (database, Redis, config, plugins) into one verified .tar.gz bundle.
+
+    Examples:
+      pixsim-host backup --dir my-host
+      pixsim-host backup --host my-host -o my-host.tar.gz --include-secrets
+    """
     from pixsim_host import backup as backups
     from pixsim_host.locking import host_lock
 
     host, config = open_host(directory)
-    with host_lock(host):
+    with host_lock(host), Progress(f"Backing up {config.name}") as progress:
         result = backups.backup(host, config, output=output, include_secrets=include_secrets,
-                                progress=_progress)
-    if as_json:
-        print_json({"path": str(result.path), "size": result.size, "manifest": result.manifest})
+                                progress=progress)
+    if emit({**host_identity(host, config), "path": str(result.path), "size_bytes": result.size,
+             "includes_secrets": include_secrets, "manifest": _manifest_doc(result.manifest)}):
         return
     info(f"Backed up host {config.name!r} ({config.host_id}) to {result.path} "
          f"({result.size / 1024:.0f} KiB).")
@@ -57,13 +87,22 @@ def restore(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the restored host.",
                                            callback=seconds)] = 180.0,
     runtime: RuntimeOption = None,
+    as_json: JsonOption = False,
 ) -> None:
-    """Rebuild a host from a bundle with the SAME host_id (moving a host)."""
+    """Rebuild a host from a bundle with the SAME host_id (moving a host to another machine).
+
+    Examples:
+      pixsim-host restore my-host.tar.gz --dir my-host
+      pixsim-host restore my-host.tar.gz --dir my-host --runtime native --port 8010
+    """
     from pixsim_host import backup as backups
 
-    host, config = backups.restore(bundle, target, port=port, name=name, clone=False,
-                                   progress=_progress, timeout=timeout, confirm_existing=yes,
-                                   runtime=runtime)
+    with Progress("Restoring") as progress:
+        host, config = backups.restore(bundle, target, port=port, name=name, clone=False,
+                                       progress=progress, timeout=timeout, confirm_existing=yes,
+                                       runtime=runtime.value if runtime else None)
+    if _restored(host, config):
+        return
     info(f"Restored host {config.name!r} ({config.host_id}) in {host.root}; it is up and verified "
          f"at {config.local_url}.")
 
@@ -76,18 +115,32 @@ def clone(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the new host.",
                                            callback=seconds)] = 180.0,
     runtime: RuntimeOption = None,
+    as_json: JsonOption = False,
 ) -> None:
-    """Make a NEW host (new host_id, new secrets, own port) from a bundle's data."""
+    """Make a NEW host (new host_id, new secrets, its own port) from a bundle's data.
+
+    Examples:
+      pixsim-host clone my-host.tar.gz --dir test-copy --name "Test copy"
+    """
     from pixsim_host import backup as backups
 
-    host, config = backups.restore(bundle, target, port=port, name=name, clone=True,
-                                   progress=_progress, timeout=timeout, runtime=runtime)
+    with Progress("Cloning") as progress:
+        host, config = backups.restore(bundle, target, port=port, name=name, clone=True,
+                                       progress=progress, timeout=timeout,
+                                       runtime=runtime.value if runtime else None)
     origin = config.lineage[-1]
+    if _restored(host, config, origin={"host_id": origin.host_id, "name": origin.name}):
+        return
     info(f"Cloned host {origin.name!r} ({origin.host_id}) into new host {config.name!r} "
          f"({config.host_id}) in {host.root}; it is up and verified at {config.local_url}.")
 
 
+def _restored(host: HostDir, config: HostConfig, origin: dict[str, str] | None = None) -> bool:
+    return emit({**host_identity(host, config), "health": HEALTHY, "port": config.backend.port,
+                 "origin": origin})
+
+
 def register(app: typer.Typer) -> None:
-    app.command()(backup)
-    app.command()(restore)
-    app.command()(clone)
+    add_command(app, backup, DATA)
+    add_command(app, restore, DATA)
+    add_command(app, clone, DATA)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -16,6 +17,101 @@ from pixsim_host.hostdir import HostDir, resolve_host_dir
 if TYPE_CHECKING:
     from pixsim_host.config import HostConfig
 
+# The help panels commands are grouped in (`pixsim-host --help`).
+LIFECYCLE = "Lifecycle"
+PLUGINS = "Plugins"
+DATA = "Data"
+HOSTS = "Hosts and clients"
+DIAGNOSTICS = "Diagnostics"
+PANELS = (LIFECYCLE, PLUGINS, DATA, HOSTS, DIAGNOSTICS)
+
+
+def add_command(app: typer.Typer, function: Callable[..., Any], panel: str,
+                name: str | None = None) -> None:
+    """Register a command in its help panel."""
+    app.command(name, rich_help_panel=panel)(function)
+
+
+def usage_error(message: str) -> HostError:
+    """A wrong command line found by the command itself: exit code 2, like click's own."""
+    return HostError(message, exit_code=2)
+
+
+# ---- completion: names from the registry and the host at hand -----------------------------
+
+
+def complete_host_names(incomplete: str) -> list[str]:
+    """--host: the names of the registered hosts."""
+    try:
+        from pixsim_host.hosts import load_registry
+
+        names = sorted(entry.name for entry in load_registry().entries)
+    except Exception:  # completion must never print a traceback into the shell
+        return []
+    return [name for name in names if name.startswith(incomplete)]
+
+
+def _host_from_context(ctx: Any) -> HostDir | None:
+    try:
+        return resolve_host((ctx.params or {}).get("directory"))
+    except Exception:
+        return None
+
+
+def complete_services(ctx: Any, incomplete: str) -> list[str]:
+    """A service argument: the services in the host's rendered compose.yaml (else the usual three)."""
+    names = ["backend", "db", "redis"]
+    host = _host_from_context(ctx)
+    if host is not None:
+        try:
+            import yaml
+
+            rendered = yaml.safe_load(host.compose_file.read_text(encoding="utf-8"))
+            names = sorted(rendered["services"])
+        except Exception:
+            pass
+    return [name for name in names if name.startswith(incomplete)]
+
+
+def complete_plugin_ids(ctx: Any, incomplete: str) -> list[str]:
+    """A plugin id: from the host's last catalog and its installed packages."""
+    host = _host_from_context(ctx)
+    if host is None:
+        return []
+    try:
+        from pixsim_host.plugins import installed_ids, load_catalog
+
+        catalog = load_catalog(host)
+        ids = set(catalog.plugins) if catalog else set()
+        ids |= set(installed_ids(host))
+    except Exception:
+        return []
+    return sorted(plugin_id for plugin_id in ids if plugin_id.startswith(incomplete))
+
+
+class Model(StrEnum):
+    self_ = "self"
+    friend = "friend"
+    shared = "shared"
+
+
+class RuntimeName(StrEnum):
+    docker = "docker"
+    native = "native"
+    kubernetes = "kubernetes"
+
+
+class MovableRuntime(StrEnum):
+    docker = "docker"
+    native = "native"
+
+
+class PullPolicy(StrEnum):
+    missing = "missing"
+    always = "always"
+    never = "never"
+
+
 DirOption = Annotated[
     Path | None,
     typer.Option(
@@ -23,19 +119,34 @@ DirOption = Annotated[
         "-d",
         "--host",
         metavar="DIR|NAME",
+        autocompletion=complete_host_names,
         help="The host: its directory, or its name in the host registry (`pixsim-host hosts list`). "
              "Default: $PIXSIM_HOST_DIR, else the current directory.",
         show_default=False,
     ),
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+def _json_requested(value: bool) -> bool:
+    # `run` sees --json in the arguments first; this covers an app invoked another way.
+    if value:
+        from pixsim_host.cli.output import request_json
+
+        request_json()
+    return value
+
+
+JsonOption = Annotated[
+    bool, typer.Option("--json", is_eager=True, callback=_json_requested,
+                       help="Print one JSON document on stdout (errors too); see docs/json.md.")
+]
 YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Answer yes to confirmations.")]
 
 
+# Named for what it does not wait for: the lock. (`--no-wait` still works, unlisted: a
+# Compose user reads it as the opposite of `--wait`, which is not what it does.)
 NoWaitOption = Annotated[
     bool,
-    typer.Option("--no-wait", help="If another command is changing this host, fail at once instead of "
-                                   "waiting for it."),
+    typer.Option("--no-lock-wait", help="If another command is changing this host, fail at once "
+                                        "instead of waiting for it to finish."),
 ]
 
 
@@ -107,7 +218,30 @@ def locked_host(directory: Path | None, *, no_wait: bool,
         yield host, load_config(host.config_file)
 
 
+def host_identity(host: HostDir, config: HostConfig) -> dict[str, Any]:
+    """The fields every document about one host starts with (docs/json.md: the vocabulary)."""
+    return {
+        "host_id": config.host_id,
+        "name": config.name,
+        "model": config.model,
+        "runtime": config.runtime,
+        "directory": str(host.root),
+        "backend_url": config.client_url,
+        "local_url": config.local_url,
+        "frontend": f"VITE_BACKEND_URL={config.client_url}",
+    }
+
+
 def stdin_is_tty() -> bool:
+    """Whether the command may ask questions: a terminal, and not --json (a script)."""
     import sys
 
-    return sys.stdin is not None and sys.stdin.isatty()
+    from pixsim_host.cli.output import json_mode
+
+    return sys.stdin is not None and sys.stdin.isatty() and not json_mode()
+
+
+def confirm(question: str, refusal: str) -> None:
+    """Ask on a terminal; ``refusal`` (what was not done) is the error when declined."""
+    if not typer.confirm(question, default=False, err=True):
+        raise HostError(refusal)

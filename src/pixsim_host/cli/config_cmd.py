@@ -7,9 +7,10 @@ from typing import Annotated
 import typer
 
 from pixsim_host.cli.common import DirOption, JsonOption, open_host
-from pixsim_host.cli.output import info, print_json
+from pixsim_host.cli.output import emit, info
 
-app = typer.Typer(help="Show and change the host configuration.", no_args_is_help=True)
+app = typer.Typer(help="Show, read and change the host's pixsim-host.yaml, validated and re-rendered.",
+                  no_args_is_help=True, rich_markup_mode="rich")
 
 
 @app.command("show")
@@ -18,7 +19,12 @@ def show(
     reveal: Annotated[bool, typer.Option("--reveal", help="Also print the secrets from .env.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Print the configuration; secrets are masked unless --reveal."""
+    """Print the whole configuration and the secrets' names (values masked unless --reveal).
+
+    Examples:
+      pixsim-host config show --dir my-host
+      pixsim-host config show --host my-host --json
+    """
     import yaml
 
     from pixsim_host.envfile import MASK, read_secrets
@@ -27,34 +33,44 @@ def show(
     data = config.model_dump(mode="json")
     stored = read_secrets(host.secrets_file)
     data["secrets"] = {key: (value if reveal else MASK) for key, value in sorted(stored.items())}
-    if as_json:
-        print_json(data)
-    else:
-        typer.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip("\n"))
+    if not emit(data):
+        info(yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip("\n"))
 
 
 @app.command("get")
 def get(key: Annotated[str, typer.Argument(help="A dotted key, e.g. backend.port.")],
-        directory: DirOption = None) -> None:
-    """Print one value."""
+        directory: DirOption = None, as_json: JsonOption = False) -> None:
+    """Print one value of the configuration (text as is, anything else as JSON).
+
+    Examples:
+      pixsim-host config get backend.port --dir my-host
+      pixsim-host config get plugins.disabled --host my-host
+    """
     import json
 
     from pixsim_host.config import get_key
 
     _, config = open_host(directory)
     value = get_key(config, key)
-    typer.echo(value if isinstance(value, str) else json.dumps(value))
+    if not emit({"key": key, "value": value}):
+        info(value if isinstance(value, str) else json.dumps(value))
 
 
 @app.command("set")
 def set_(
     key: Annotated[str, typer.Argument(help="A dotted key, e.g. backend.port.")],
-    value: Annotated[str, typer.Argument(help="The new value; lists as [a, b].")],
+    value: Annotated[str, typer.Argument(help="The new value; a list as \\[a, b].")],
     directory: DirOption = None,
+    as_json: JsonOption = False,
 ) -> None:
-    """Change one value, validate it, save and re-render."""
+    """Change one value: validated, saved, and the generated files re-rendered.
+
+    Examples:
+      pixsim-host config set backend.port 8010 --dir my-host
+      pixsim-host config set plugins.disabled "[game_stealth]" --host my-host
+    """
     from pixsim_host import hosts
-    from pixsim_host.config import load_config, save_config, set_key
+    from pixsim_host.config import get_key, load_config, save_config, set_key
     from pixsim_host.locking import host_lock
     from pixsim_host.render import render_host, write_rendered
 
@@ -67,9 +83,12 @@ def set_(
         save_config(updated, host.config_file)
         written = write_rendered(host, rendered)
         hosts.record(host, updated)
+    import json
+
+    value_set = get_key(updated, key)
+    if emit({"key": key, "value": json.loads(json.dumps(value_set, default=str)),
+             "rendered": list(written), "needs_up": bool(written)}):
+        return
     info(f"Set {key}." + (f" Rendered {', '.join(written)}." if written else ""))
     if written:
         info("Run `pixsim-host up` to apply it to a running host.")
-
-
-_ = print_json

@@ -6,12 +6,20 @@ from pathlib import Path
 
 import typer
 
-from pixsim_host.cli.common import DirOption, JsonOption
-from pixsim_host.cli.output import info, print_json
+from pixsim_host.cli.common import DIAGNOSTICS, DirOption, JsonOption, add_command
+from pixsim_host.cli.output import HEALTHY, UNHEALTHY, emit, info, table
 
 
 def doctor(directory: DirOption = None, as_json: JsonOption = False) -> None:
-    """Check the engine, the host's files, port, images, disk, registry and health; exit 1 on a failure."""
+    """Check the engine, the host's files, port, images, disk, registry and health, each with a fix.
+
+    Exits 1 when a check fails. Without a host (no --dir/--host, none here) it checks this
+    machine only.
+
+    Examples:
+      pixsim-host doctor --dir my-host
+      pixsim-host doctor --json | jq '.checks[] | select(.status != "pass")'
+    """
     import os
 
     from pixsim_host.cli.common import resolve_host
@@ -26,17 +34,19 @@ def doctor(directory: DirOption = None, as_json: JsonOption = False) -> None:
         host = resolve_host(directory)
     checks = run_checks(host)
     failed = [c for c in checks if c.status == FAIL]
-    if as_json:
-        print_json({"host": str(host.root) if host else None, "ok": not failed,
-                    "checks": [c.as_json() for c in checks]})
-    else:
+    if not emit({"directory": str(host.root) if host else None,
+                 "health": UNHEALTHY if failed else HEALTHY,
+                 "checks": [{**c.as_json(), "hint": c.hint or None} for c in checks]}):
         info(f"Checking the host in {host.root}:" if host else
              "No host here (use --dir or --host); checking this machine only:")
-        marks = {PASS: "ok  ", WARN: "WARN", FAIL: "FAIL", SKIP: "skip"}
+        marks = {PASS: "ok", WARN: "WARN", FAIL: "FAIL", SKIP: "skip"}
+        rows = []
         for check in checks:
-            info(f"  {marks[check.status]}  {check.name:9} {check.message}")
+            text = check.message
             if check.hint and check.status in (FAIL, WARN):
-                info(f"        {'':9} fix: {check.hint}")
+                text += f"; fix: {check.hint}"
+            rows.append((marks[check.status], check.name, text))
+        table(("", "CHECK", "RESULT"), rows, indent=2)
     if failed:
         names = ", ".join(c.name for c in failed)
         raise HostError(f"{len(failed)} of {len(checks)} checks failed ({names}); fix them as shown "
@@ -44,4 +54,4 @@ def doctor(directory: DirOption = None, as_json: JsonOption = False) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("doctor")(doctor)
+    add_command(app, doctor, DIAGNOSTICS, "doctor")

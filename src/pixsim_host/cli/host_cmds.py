@@ -2,13 +2,51 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from pixsim_host.cli.common import DirOption, JsonOption, YesOption, open_host, stdin_is_tty
-from pixsim_host.cli.output import info, print_json, warn
+from pixsim_host.cli.common import (
+    HOSTS,
+    LIFECYCLE,
+    DirOption,
+    JsonOption,
+    Model,
+    RuntimeName,
+    YesOption,
+    add_command,
+    host_identity,
+    open_host,
+    stdin_is_tty,
+    usage_error,
+)
+from pixsim_host.cli.output import emit, info, warn
+
+
+def _bind_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a listen address (checked before a port is picked on it)."""
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(value.strip())
+    except ValueError:
+        what = f"{value!r} is not an IP address" if value.strip() else "the address is empty"
+        return f"{what}; give one such as 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)"
+    return None
+
+
+def _ask(question: str, default: str, problem: Callable[[str], str | None]) -> str:
+    """Prompt until the answer is valid; a bad answer is an error line, then the question again."""
+    import sys
+
+    while True:
+        answer = str(typer.prompt(question, default=default, err=True)).strip()
+        why = problem(answer)
+        if why is None:
+            return answer
+        sys.stderr.write(f"Error: {why}\n")
 
 
 def init(
@@ -19,7 +57,8 @@ def init(
     ] = ".",
     name: Annotated[str | None, typer.Option(help="Host name; its slug names the Docker project.")] = None,
     model: Annotated[
-        str | None, typer.Option(help="Hosting model: self, friend or shared.", show_default=False)
+        Model | None, typer.Option(help="Hosting model: self (just you), friend (a few friends) or "
+                                        "shared (a public server).", show_default=False)
     ] = None,
     port: Annotated[int | None, typer.Option(help="Backend port (default: first free from 8000).")] = None,
     bind: Annotated[
@@ -35,63 +74,84 @@ def init(
     postgres_image: Annotated[str | None, typer.Option(help="PostgreSQL image.")] = None,
     redis_image: Annotated[str | None, typer.Option(help="Redis image.")] = None,
     runtime: Annotated[
-        str | None, typer.Option(help="Where the host runs: docker (the default when a Docker engine "
-                                      "answers), native (local processes, no Docker) or kubernetes.")
+        RuntimeName | None, typer.Option(help="Where the host runs: docker (the default when a Docker "
+                                              "engine answers), native (local processes, no Docker) or "
+                                              "kubernetes.", show_default=False)
     ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Re-render an existing host; host_id and secrets are kept.")
     ] = False,
     yes: YesOption = False,
+    as_json: JsonOption = False,
 ) -> None:
-    """Create a new host: host_id, secrets, config and rendered files."""
+    """Create a new host: host_id, secrets, config and rendered files.
+
+    Asks for the name and model on a terminal unless given (or --yes).
+
+    Examples:
+      pixsim-host init my-host --name "My host"
+      pixsim-host init friends --model friend --bind 192.168.1.20
+      pixsim-host init my-host --runtime native --yes
+    """
     from pixsim_host.config import HOSTING_MODELS, slugify
     from pixsim_host.create import InitOptions
     from pixsim_host.hosts import init_registered
 
+    if bind is not None and (why := _bind_problem(bind)) is not None:
+        raise usage_error(f"--bind: {why}")
     options = InitOptions(
-        name=name, model=model, port=port, bind=bind, public_url=public_url,
+        name=name, model=model.value if model else None, port=port,
+        bind=bind.strip() if bind is not None else None, public_url=public_url,
         description=description, backend_image=backend_image,
-        postgres_image=postgres_image, redis_image=redis_image, runtime=runtime,
+        postgres_image=postgres_image, redis_image=redis_image,
+        runtime=runtime.value if runtime else None,
     )
     if not directory.strip():
-        from pixsim_host.errors import HostError
-
-        raise HostError("the host directory is empty; give a directory, e.g. `pixsim-host init my-host`")
+        raise usage_error("the host directory is empty; give a directory, e.g. `pixsim-host init my-host`")
     root = Path(directory).expanduser().resolve()
     fresh = not (root / "pixsim-host.yaml").exists()
     if fresh and not yes and stdin_is_tty():
         if options.name is None:
-            options.name = typer.prompt("Host name", default=slugify(root.name) or "my-host")
+            options.name = typer.prompt("Host name", default=slugify(root.name) or "my-host", err=True)
         if options.model is None:
-            # A plain prompt checked here: newer Typer releases no longer export Choice.
-            question = "Hosting model (self: just you; friend: a few friends; shared: a public server)"
-            answer = typer.prompt(question, default="self")
-            while answer not in HOSTING_MODELS:
-                warn(f"choose one of {', '.join(HOSTING_MODELS)}")
-                answer = typer.prompt(question, default="self")
-            options.model = answer
+            options.model = _ask(
+                "Hosting model: self (just you), friend (a few friends), shared (a public server)",
+                "self",
+                lambda answer: None if answer in HOSTING_MODELS else
+                f"{answer!r} is not a hosting model; answer {', '.join(HOSTING_MODELS)}",
+            )
         if options.model != "self" and options.bind is None:
-            options.bind = typer.prompt("Listen address (0.0.0.0: every interface)", default="0.0.0.0")
+            options.bind = _ask("Listen address (0.0.0.0: every interface)", "0.0.0.0", _bind_problem)
     if fresh and options.name is None:
         options.name = slugify(root.name) or "my-host"
+    notes: list[str] = []
     if fresh and options.runtime is None:
         from pixsim_host.runtime.native import docker_problem, native_available
 
         problem = docker_problem()
         if problem is not None:
             options.runtime = "native"
-            warn(f"no Docker engine answers ({problem}), so this host uses the native runtime: "
+            notes.append(f"no Docker engine answers ({problem}), so this host uses the native runtime: "
                  "PostgreSQL, Redis and the backend run as local processes (pass --runtime docker "
                  "to choose Docker anyway)")
             missing = native_available()
             if missing is not None:
-                warn(f"the native runtime cannot run yet: {missing}; install them with "
+                notes.append(f"the native runtime cannot run yet: {missing}; install them with "
                      "`pip install 'pixsim-host[native]'` before `pixsim-host up`")
 
     result, registry_notes = init_registered(root, options, force=force)
-    for message in result.warnings + registry_notes:
+    notes += result.warnings + registry_notes
+    for message in notes:
         warn(message)
     config = result.config
+    if emit({
+        "created": result.created,
+        **host_identity(result.host, config),
+        "port": config.backend.port,
+        "rendered": list(result.written),
+        "notes": notes,
+    }):
+        return
     verb = "Created" if result.created else "Re-rendered"
     info(f"{verb} host {config.name!r} in {result.host.root}")
     info(f"  host_id   {config.host_id}")
@@ -111,8 +171,14 @@ def render(
     check: Annotated[
         bool, typer.Option("--check", help="Only compare; exit 1 with a diff if a file differs.")
     ] = False,
+    as_json: JsonOption = False,
 ) -> None:
-    """Re-render every generated file from the config."""
+    """Re-render every generated file (compose.yaml, frontend.env, ...) from the config.
+
+    Examples:
+      pixsim-host render --dir my-host
+      pixsim-host render --check --dir my-host   # in CI: fails on a hand-edited file
+    """
     from pixsim_host.errors import HostError
     from pixsim_host.render import diff_rendered, render_host, write_rendered
 
@@ -134,25 +200,28 @@ def render(
                 "into pixsim-host.yaml or a template override, then run `pixsim-host render`",
                 details=redact("".join(diffs.values()), secret_values),
             )
+        if emit({"check": True, "rendered": [], "up_to_date": True}):
+            return
         info("All generated files are up to date.")
         return
     written = write_rendered(host, rendered)
+    if emit({"check": False, "rendered": list(written), "up_to_date": not written}):
+        return
     info(f"Rendered {', '.join(written)}." if written else "All generated files were up to date.")
 
 
 def host_info(directory: DirOption = None, as_json: JsonOption = False) -> None:
-    """Show the host's identity and how clients reach it."""
+    """Show the host's identity (host_id, name, model) and how clients reach it.
+
+    Examples:
+      pixsim-host info --dir my-host
+      pixsim-host info --host my-host --json
+    """
     host, config = open_host(directory)
     data: dict[str, object] = {
-        "host_id": config.host_id,
-        "name": config.name,
+        **host_identity(host, config),
         "description": config.description,
-        "model": config.model,
         "project": config.project,
-        "directory": str(host.root),
-        "backend_url": config.client_url,
-        "local_url": config.local_url,
-        "frontend": f"VITE_BACKEND_URL={config.client_url}",
     }
     from pixsim_host.hosts import client_line, friend_urls
 
@@ -160,8 +229,7 @@ def host_info(directory: DirOption = None, as_json: JsonOption = False) -> None:
     data["friend_urls"] = friends
     if config.model == "friend":
         data["friend_frontend"] = client_line(friends[0]) if friends else None
-    if as_json:
-        print_json(data)
+    if emit(data):
         return
     for key, value in data.items():
         if key not in ("friend_urls", "friend_frontend"):
@@ -177,6 +245,6 @@ def host_info(directory: DirOption = None, as_json: JsonOption = False) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(init)
-    app.command()(render)
-    app.command("info")(host_info)
+    add_command(app, init, LIFECYCLE)
+    add_command(app, render, LIFECYCLE)
+    add_command(app, host_info, HOSTS, "info")

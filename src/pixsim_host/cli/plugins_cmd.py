@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from pixsim_host.cli.common import DirOption, JsonOption, NoWaitOption, locked_host, open_host, seconds
-from pixsim_host.cli.output import info, print_json, warn
+from pixsim_host.cli.common import (
+    DirOption,
+    JsonOption,
+    NoWaitOption,
+    complete_plugin_ids,
+    locked_host,
+    open_host,
+    seconds,
+)
+from pixsim_host.cli.output import Progress, emit, info, iso_time, table, warn, yes_no
 
 if TYPE_CHECKING:
     from pixsim_host.config import HostConfig
@@ -16,13 +24,17 @@ if TYPE_CHECKING:
     from pixsim_host.plugins import Catalog
 
 app = typer.Typer(help="List, enable, disable, install and remove this host's plugins.",
-                  no_args_is_help=True)
+                  no_args_is_help=True, rich_markup_mode="rich")
 
 NoRestart = Annotated[
     bool, typer.Option("--no-restart", help="Only record the choice; it applies at the next `up`.")
 ]
 Timeout = Annotated[float, typer.Option(help="Seconds to wait for the backend after a restart.",
                                         callback=seconds)]
+PluginIds = Annotated[list[str], typer.Argument(metavar="ID...", help="Plugin ids (`plugins list`).",
+                                                autocompletion=complete_plugin_ids)]
+PluginId = Annotated[str, typer.Argument(metavar="ID", help="A plugin id (`plugins list`).",
+                                         autocompletion=complete_plugin_ids)]
 
 
 def _catalog(host: HostDir, config: HostConfig) -> Catalog:
@@ -62,15 +74,14 @@ def _catalog(host: HostDir, config: HostConfig) -> Catalog:
     return catalog
 
 
-def _progress(service: str, message: str) -> None:
-    import sys
-
-    sys.stderr.write(f"{service}: {message}\n")
-
-
 @app.command("list")
 def list_(directory: DirOption = None, as_json: JsonOption = False) -> None:
-    """Every plugin the backend knows, whether this host enables it and whether it loaded."""
+    """Every plugin the backend knows, whether this host enables it and whether it loaded.
+
+    Examples:
+      pixsim-host plugins list --dir my-host
+      pixsim-host plugins list --host my-host --json
+    """
     host, config = open_host(directory)
     catalog = _catalog(host, config)
     rows = []
@@ -85,24 +96,25 @@ def list_(directory: DirOption = None, as_json: JsonOption = False) -> None:
             "config": configured,
             "loaded": plugin.enabled if catalog.live else None,
         })
-    if as_json:
-        print_json({"live": catalog.live, "taken_at": catalog.taken_at, "plugins": rows})
+    if emit({"live": catalog.live, "taken_at": iso_time(catalog.taken_at), "plugins": rows}):
         return
-    info(f"{'ID':18} {'VERSION':8} {'KIND':8} {'CONFIG':9} {'LOADED':7} DEPENDS ON")
+    lines = []
     for row in rows:
-        loaded = "-" if row["loaded"] is None else ("yes" if row["loaded"] else "no")
-        if row["error"]:
-            loaded = "FAILED"
-        info(f"{row['id']:18} {row['version']:8} {row['kind'] or '-':8} {row['config']:9} "
-             f"{loaded:7} {', '.join(row['dependencies']) or '-'}")
+        loaded = "FAILED" if row["error"] else yes_no(row["loaded"])
+        lines.append((row["id"], row["version"], row["kind"] or "-", row["config"], loaded,
+                      ", ".join(row["dependencies"]) or "-"))
+    table(("ID", "VERSION", "KIND", "CONFIG", "LOADED", "DEPENDS ON"), lines)
     if not catalog.live:
         info("(the backend is down: LOADED is unknown; this is the last catalog seen)")
 
 
 @app.command("show")
-def show(plugin_id: Annotated[str, typer.Argument(metavar="ID")], directory: DirOption = None,
-         as_json: JsonOption = False) -> None:
-    """One plugin's details, including what depends on it."""
+def show(plugin_id: PluginId, directory: DirOption = None, as_json: JsonOption = False) -> None:
+    """One plugin's details: version, source, dependencies, and what depends on it.
+
+    Examples:
+      pixsim-host plugins show romance --dir my-host
+    """
     host, config = open_host(directory)
     catalog = _catalog(host, config)
     plugin = catalog.get(plugin_id)
@@ -114,21 +126,26 @@ def show(plugin_id: Annotated[str, typer.Argument(metavar="ID")], directory: Dir
         "installed_in_host_dir": plugin.source == "external" and plugin.folder is not None,
         "live": catalog.live,
     }
-    if as_json:
-        print_json(data)
+    if emit(data):
         return
     for key, value in data.items():
-        text = ", ".join(value) if isinstance(value, list) else value
+        text = ", ".join(value) if isinstance(value, list) else yes_no(value) if isinstance(value, bool) \
+            else value
         info(f"{key:22} {text if text not in ('', None) else '-'}")
 
 
 @app.command("enable")
 def enable(
-    ids: Annotated[list[str], typer.Argument(metavar="ID...", help="Plugin ids.")],
+    ids: PluginIds,
     directory: DirOption = None, no_restart: NoRestart = False, timeout: Timeout = 120.0,
-    no_wait: NoWaitOption = False,
+    no_wait: NoWaitOption = False, as_json: JsonOption = False,
 ) -> None:
-    """Enable plugins (and what they depend on), restart the backend and verify."""
+    """Enable plugins (and what they depend on), restart the backend and verify them.
+
+    Examples:
+      pixsim-host plugins enable romance --dir my-host
+      pixsim-host plugins enable romance game_stealth --no-restart --host my-host
+    """
     from pixsim_host.plugins import plan_enable
 
     with locked_host(directory, no_wait=no_wait, command="plugins enable") as (host, config):
@@ -136,19 +153,24 @@ def enable(
         change = plan_enable(config, catalog, ids)
         if change.also:
             info(f"Also enabling {', '.join(change.also)} (required by {', '.join(ids)}).")
-        _apply(host, config, change.enabled, change.disabled, no_restart, timeout)
-    info(f"Enabled {', '.join(ids)}.")
+        applied = _apply(host, config, change.enabled, change.disabled, no_restart, timeout)
+    if not emit({"enabled": list(ids), "also": change.also, **applied}):
+        info(f"Enabled {', '.join(ids)}.")
 
 
 @app.command("disable")
 def disable(
-    ids: Annotated[list[str], typer.Argument(metavar="ID...", help="Plugin ids.")],
+    ids: PluginIds,
     directory: DirOption = None,
     cascade: Annotated[bool, typer.Option("--cascade", help="Also disable what depends on them.")] = False,
     no_restart: NoRestart = False, timeout: Timeout = 120.0,
-    no_wait: NoWaitOption = False,
+    no_wait: NoWaitOption = False, as_json: JsonOption = False,
 ) -> None:
-    """Disable plugins, restart the backend and verify."""
+    """Disable plugins, restart the backend and verify.
+
+    Examples:
+      pixsim-host plugins disable game_stealth --dir my-host
+    """
     from pixsim_host.plugins import plan_disable
 
     with locked_host(directory, no_wait=no_wait, command="plugins disable") as (host, config):
@@ -156,13 +178,15 @@ def disable(
         change = plan_disable(config, catalog, ids, cascade)
         if change.also:
             info(f"Also disabling {', '.join(change.also)} (they depend on {', '.join(ids)}).")
-        _apply(host, config, change.enabled, change.disabled, no_restart, timeout)
-    info(f"Disabled {', '.join(ids)}.")
+        applied = _apply(host, config, change.enabled, change.disabled, no_restart, timeout)
+    if not emit({"disabled": list(ids), "also": change.also, **applied}):
+        info(f"Disabled {', '.join(ids)}.")
 
 
 def _apply(host: HostDir, config: HostConfig, enabled: list[str], disabled: list[str],
            no_restart: bool, timeout: float, *,
-           undo: object = None) -> None:
+           undo: object = None) -> dict[str, Any]:
+    """Save the new plugin set and apply it; the document fields saying what happened."""
     from pixsim_host import stack
     from pixsim_host.config import parse_config, save_config
 
@@ -176,22 +200,31 @@ def _apply(host: HostDir, config: HostConfig, enabled: list[str], disabled: list
         save_config(new, host.config_file)
         write_rendered(host, rendered)
         info("Recorded; it applies at the next `pixsim-host up`.")
-        return
-    report = stack.change_host(host, config, new, progress=_progress, timeout=timeout,
-                               undo=undo if callable(undo) else None)
+        return {"applied": False, "restarted": False, "plugins_enabled": None}
+    with Progress(f"Applying plugins to {config.name}") as progress:
+        report = stack.change_host(host, config, new, progress=progress, timeout=timeout,
+                                   undo=undo if callable(undo) else None)
     if report is None:
         info("The host is not running; the change applies at the next `pixsim-host up`.")
-    else:
-        info(f"Backend restarted and verified; enabled plugins: {', '.join(report.plugins) or 'none'}.")
+        return {"applied": False, "restarted": False, "plugins_enabled": None}
+    info(f"Backend restarted and verified; enabled plugins: {', '.join(report.plugins) or 'none'}.")
+    return {"applied": True, "restarted": True, "plugins_enabled": report.plugins}
 
 
 @app.command("install")
 def install(
     source: Annotated[Path, typer.Argument(help="A plugin folder, .tar.gz or .zip.")],
     directory: DirOption = None, no_restart: NoRestart = False, timeout: Timeout = 120.0,
-    no_wait: NoWaitOption = False,
+    no_wait: NoWaitOption = False, as_json: JsonOption = False,
 ) -> None:
-    """Install an external plugin package into this host and load it."""
+    """Install an external plugin package into this host and load it.
+
+    The package's code runs only inside the backend, never in pixsim-host.
+
+    Examples:
+      pixsim-host plugins install ./hello_external --dir my-host
+      pixsim-host plugins install hello.tar.gz --host my-host
+    """
     import shutil
 
     from pixsim_host.errors import HostError
@@ -230,17 +263,22 @@ def install(
         if revived:
             info(f"Also enabling {', '.join(revived)} (required by {name}).")
         enabled = sorted(set(config.plugins.enabled) | set(revived))
-        _apply(host, config, enabled, disabled, no_restart, timeout,
-               undo=undo)
+        applied = _apply(host, config, enabled, disabled, no_restart, timeout,
+                         undo=undo)
+    emit({"installed": name, "folder": str(package.folder), "also": revived, **applied})
 
 
 @app.command("remove")
 def remove(
-    plugin_id: Annotated[str, typer.Argument(metavar="ID")],
+    plugin_id: PluginId,
     directory: DirOption = None, no_restart: NoRestart = False, timeout: Timeout = 120.0,
-    no_wait: NoWaitOption = False,
+    no_wait: NoWaitOption = False, as_json: JsonOption = False,
 ) -> None:
-    """Disable and delete an installed external plugin."""
+    """Disable and delete an installed external plugin (built-in plugins can only be disabled).
+
+    Examples:
+      pixsim-host plugins remove hello_external --dir my-host
+    """
     import shutil
     import tempfile
 
@@ -253,8 +291,10 @@ def remove(
         catalog = with_installed(saved, host, config) if saved else None
         dependents = sorted(catalog.dependents(plugin_id)) if catalog else []
         if dependents:
+            # Disabling them would not do: PixSim7 aborts when an installed plugin, even a
+            # disabled one, depends on a missing plugin.
             raise HostError(f"cannot remove {plugin_id}: {', '.join(dependents)} depend on it; "
-                            "remove or disable those first")
+                            f"remove those first (`pixsim-host plugins remove {dependents[0]}`)")
         host.state_dir.mkdir(parents=True, exist_ok=True)
         parked = Path(tempfile.mkdtemp(dir=host.state_dir, prefix="removed-")) / package.folder.name
         package.folder.rename(parked)
@@ -264,7 +304,8 @@ def remove(
 
         enabled = [p for p in config.plugins.enabled if p != plugin_id]
         disabled = [p for p in config.plugins.disabled if p != plugin_id]
-        _apply(host, config, enabled, disabled, no_restart, timeout,
-               undo=undo)
+        applied = _apply(host, config, enabled, disabled, no_restart, timeout,
+                         undo=undo)
         shutil.rmtree(parked.parent, ignore_errors=True)
-    info(f"Removed {plugin_id}.")
+    if not emit({"removed": plugin_id, **applied}):
+        info(f"Removed {plugin_id}.")
