@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pixsim_host import __version__, safeload
+from pixsim_host.bundle_data import HOME_MEMBER
 from pixsim_host.config import HostConfig, load_config, parse_config, save_config, slugify
 from pixsim_host.envfile import generate_secrets, read_secrets, write_secrets
 from pixsim_host.errors import HostError
@@ -77,16 +78,14 @@ def backup(host: HostDir, config: HostConfig, *, output: Path | None, include_se
                         "its database: start it with `pixsim-host up` and retry")
     with make_client() as client:
         version = get_json(client, config.local_url, "/api/v1/version")
-        plugin_list = get_json(client, config.local_url, "/api/v1/admin/plugins/list")
-    enabled = sorted(
-        str(p.get("id")) for p in [*(plugin_list.get("feature_plugins") or []),
-                                   *(plugin_list.get("route_plugins") or [])]
-        if isinstance(p, dict) and p.get("enabled")
-    )
+    enabled, enabled_from = _enabled_plugins(host, config)
     _prepare_target_dir(target)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".backup-") as tmp:
         staging = Path(tmp)
         runtime.dump_database(staging / DATABASE_MEMBER, progress)
+        leaked = _secrets_in_dump(host, staging / DATABASE_MEMBER, include_secrets, progress)
+        schema = runtime.schema_revisions()
+        runtime.dump_home(staging / HOME_MEMBER, progress)
         (staging / "redis").mkdir()
         runtime.dump_redis(staging / REDIS_MEMBER, progress)
         shutil.copyfile(host.config_file, staging / CONFIG_MEMBER)
@@ -107,9 +106,18 @@ def backup(host: HostDir, config: HostConfig, *, output: Path | None, include_se
                        "project": config.project},
             "lineage": [entry.model_dump() for entry in config.lineage],
             "backend_version": version,
+            # The build, as the backend reports it (PixSim7 reports null for both today).
+            "backend_build": {"build_sha": version.get("build_sha"),
+                              "build_time": version.get("build_time")},
+            # Each migration chain's recorded revisions, by alembic version table: restore
+            # refuses a target whose backend does not know them (a newer schema).
+            "schema_revisions": schema,
             "server_info": report.info,
             "plugins_enabled": enabled,
+            "plugins_enabled_from": enabled_from,
             "includes_secrets": include_secrets,
+            # Secrets of the origin's .env found in the database dump (logged by the backend).
+            "secrets_in_database": leaked,
             "members": members,
         }
         progress("host", f"writing {target.name}")
@@ -134,6 +142,64 @@ def backup(host: HostDir, config: HostConfig, *, output: Path | None, include_se
             partial.unlink(missing_ok=True)
             raise
     return BackupResult(target, target.stat().st_size, manifest)
+
+
+def _enabled_plugins(host: HostDir, config: HostConfig) -> tuple[list[str], str]:
+    """The enabled plugin ids and where they were read: the backend, or (when it serves no
+    list: admin_plugins disabled) the catalog saved at the last verified ``up``."""
+    from pixsim_host.plugins import PluginListUnavailable, fetch_catalog, load_catalog
+
+    try:
+        catalog = fetch_catalog(config.local_url, list(config.plugins.disabled))
+        source = "backend"
+    except PluginListUnavailable:
+        saved = load_catalog(host)
+        if saved is None:
+            return [], "unknown"
+        catalog, source = saved, "saved-catalog"
+    return sorted(p.id for p in catalog.plugins.values() if p.enabled), source
+
+
+def _secrets_in_dump(host: HostDir, dump: Path, include_secrets: bool,
+                     progress: Progress) -> list[str]:
+    """The host's secrets the database dump holds (PixSim7 logs REDIS_URL, password and all,
+    into log_entries); refused unless the bundle is one that carries secrets anyway."""
+    from pixsim_host.bundle_data import secrets_in_file
+
+    found = secrets_in_file(dump, read_secrets(host.secrets_file))
+    if not found:
+        return []
+    names = ", ".join(found)
+    if not include_secrets:
+        raise HostError(
+            f"the database holds this host's {names} (the backend wrote it into its data, e.g. "
+            "a log table), so a bundle of it would carry that secret; nothing was written: pass "
+            "--include-secrets to make a bundle that holds secrets (keep it as private as .env), "
+            "or delete those rows and retry"
+        )
+    progress("host", f"warning: the database holds this host's {names} (logged by the backend); "
+                     "this bundle contains secrets")
+    return found
+
+
+def _check_schema(bundle: VerifiedBundle, host: HostDir, config: HostConfig,
+                  progress: Progress) -> None:
+    """Refuse a bundle whose schema is newer than the target's backend knows, before anything
+    is written. Unknown when the backend's migrations cannot be read (an image only)."""
+    from pixsim_host.bundle_data import known_revisions, schema_problem
+
+    recorded = bundle.manifest.get("schema_revisions")
+    if not recorded:
+        return
+    known, where = known_revisions(host, config)
+    if known is None:
+        progress("host", "the target backend's migrations cannot be read (an image without "
+                         "backend.source), so the bundle's schema revisions are not checked")
+        return
+    problem = schema_problem(recorded, known, where)
+    if problem:
+        raise HostError(f"{problem}; nothing was restored: update this host's backend "
+                        "(backend.source or backend.image) to one at least as new as the origin's")
 
 
 def _is_bundle(path: Path) -> bool:
@@ -203,7 +269,8 @@ def _member_name_ok(name: str) -> bool:
     parts = name.split("/")
     if name.startswith("/") or "\\" in name or any(p in ("", ".", "..") for p in parts):
         return False
-    return name in (MANIFEST, DATABASE_MEMBER, REDIS_MEMBER, CONFIG_MEMBER, SECRETS_MEMBER) or (
+    return name in (MANIFEST, DATABASE_MEMBER, REDIS_MEMBER, CONFIG_MEMBER, SECRETS_MEMBER,
+                    HOME_MEMBER) or (
         name.startswith(PLUGINS_PREFIX) and len(parts) >= 2
     ) or name in ("redis", "plugins")
 
@@ -347,6 +414,7 @@ def restore(bundle_path: Path, target: Path, *, port: int | None, name: str | No
                 raise HostError(f"{target} holds a host that runs on {existing.runtime}; restoring over "
                                 f"it keeps its runtime: leave out --runtime, or restore into a new "
                                 "directory")
+            _check_schema(bundle, host, existing, progress)
             if not confirm_existing:
                 raise HostError(f"restoring replaces the data of host {existing.name!r} in {target}; "
                                 "pass --yes to confirm (a safety backup is taken first)")
@@ -392,6 +460,7 @@ def restore(bundle_path: Path, target: Path, *, port: int | None, name: str | No
 
             config = allocate_ports(config, set(load_registry().port_claims(config.host_id)))
         check_claims(config)
+        _check_schema(bundle, host, config, progress)
 
         secrets_file = bundle.staging / SECRETS_MEMBER
         secrets = None
@@ -467,6 +536,8 @@ def _load_into(bundle: VerifiedBundle, host: HostDir, config: HostConfig, progre
     deadline = time.monotonic() + timeout
     config = stack.prepare(runtime, host, "missing", progress) or config
     runtime.load_redis(bundle.staging / REDIS_MEMBER, deadline, progress)
+    if (bundle.staging / HOME_MEMBER).is_file():  # bundles before PIXSIM_HOME travelled lack it
+        runtime.load_home(bundle.staging / HOME_MEMBER, progress)
     runtime.start(progress, deadline, verified_elsewhere=frozenset({"backend"}),
                   only=frozenset({"db", "redis"})).close()
     runtime.restore_database(bundle.staging / DATABASE_MEMBER, progress)

@@ -182,16 +182,34 @@ class IterReader:
 
 # ---- schema revisions ------------------------------------------------------------------------
 
-# Every alembic-style version table, in any schema, with its revisions, in one statement
-# both psql and any runtime can run: "table|rev1,rev2" lines.
-SCHEMA_REVISIONS_SQL = (
-    "SELECT t.table_name || '|' || coalesce((xpath('/row/v/text()', query_to_xml(format("
-    "'SELECT string_agg(version_num, '','' ORDER BY version_num) AS v FROM %I.%I', "
-    "t.table_schema, t.table_name), false, true, '')))[1]::text, '') "
-    "FROM information_schema.tables t "
-    "WHERE t.table_name ~ '^alembic_version(_[a-z0-9_]+)?$' AND t.table_type = 'BASE TABLE' "
-    "ORDER BY 1;"
+# Every alembic-style version table, in any schema: "schema|table" lines. (Their contents
+# come from a second statement built from these names: a single statement would need
+# query_to_xml, and not every PostgreSQL build has libxml.)
+VERSION_TABLES_SQL = (
+    "SELECT table_schema || '|' || table_name FROM information_schema.tables "
+    "WHERE table_name ~ '^alembic_version(_[a-z0-9_]+)?$' AND table_type = 'BASE TABLE' "
+    "ORDER BY table_name, table_schema;"
 )
+_SQL_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def revisions_sql(tables_output: str) -> str | None:
+    """The statement that reads every version table ``VERSION_TABLES_SQL`` listed, as
+    "table|rev1,rev2" lines; None when there is none. Only plain lower-case names are
+    used (nothing a database could smuggle into the statement)."""
+    parts = []
+    for line in tables_output.splitlines():
+        schema, sep, table = line.strip().partition("|")
+        if sep and _SQL_NAME.match(schema) and re.fullmatch(r"alembic_version(_[a-z0-9_]+)?", table):
+            parts.append(f"SELECT '{table}|' || coalesce(string_agg(version_num::text, ',' "
+                         f"ORDER BY version_num), '') FROM {schema}.{table}")
+    return " UNION ALL ".join(parts) + ";" if parts else None
+
+
+def read_schema_revisions(run_sql: Callable[[str], str]) -> dict[str, list[str]]:
+    """{version table: [revisions]}, through ``run_sql`` (psql -At in the host's database)."""
+    statement = revisions_sql(run_sql(VERSION_TABLES_SQL))
+    return parse_revisions(run_sql(statement)) if statement else {}
 
 
 def parse_revisions(output: str) -> dict[str, list[str]]:

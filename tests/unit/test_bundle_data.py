@@ -11,14 +11,16 @@ from urllib.parse import quote
 import pytest
 
 from pixsim_host.bundle_data import (
-    SCHEMA_REVISIONS_SQL,
+    VERSION_TABLES_SQL,
     IterReader,
     alembic_revisions,
     check_home_archive,
     extract_home_archive,
     parse_revisions,
+    read_schema_revisions,
     reference_revisions,
     relative_home_archive,
+    revisions_sql,
     schema_problem,
     secrets_in_file,
     write_home_archive,
@@ -193,7 +195,25 @@ def test_psql_output_is_parsed_by_version_table() -> None:
     assert parse_revisions(output) == {"alembic_version": ["20260626_0001"],
                                        "alembic_version_game": ["game_baseline"],
                                        "alembic_version_logs": []}
-    assert "query_to_xml" in SCHEMA_REVISIONS_SQL and "alembic_version" in SCHEMA_REVISIONS_SQL
+
+
+
+def test_the_revisions_statement_uses_only_plain_names() -> None:
+    tables = "public|alembic_version\ngame|alembic_version_game\n" \
+             "public|alembic_version_x; DROP TABLE users\nEvil\"Schema|alembic_version_logs\n"
+    statement = revisions_sql(tables)
+    assert statement is not None
+    assert "FROM public.alembic_version " in statement and "FROM game.alembic_version_game" in statement
+    assert "DROP" not in statement and "Evil" not in statement
+    assert revisions_sql("") is None
+    seen: list[str] = []
+
+    def run(sql: str) -> str:
+        seen.append(sql)
+        return "public|alembic_version\n" if sql == VERSION_TABLES_SQL else "alembic_version|0002_jobs\n"
+
+    assert read_schema_revisions(run) == {"alembic_version": ["0002_jobs"]}
+    assert len(seen) == 2
 
 
 def write_chain(checkout: Path, ini: str, location: str, table: str | None,

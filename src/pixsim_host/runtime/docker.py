@@ -38,8 +38,9 @@ HOST_ID_LABEL = "org.pixsim-host.host-id"
 HASH_LABEL = "org.pixsim-host.config-hash"
 CONTEXT_LABEL = "org.pixsim-host.context-hash"
 NS = 1_000_000_000
-
 BACKEND = "backend"
+HOME_MOUNT = "/data"  # where compose.yaml mounts backend-data, the backend's PIXSIM_HOME
+
 # The backend reads plugins/ only at start-up, so what is in it is part of the backend's
 # effective config: a digest of it, as a label, makes `up` recreate the backend when a
 # package was added, removed or edited there (by hand, or by `plugins install --no-restart`).
@@ -818,7 +819,9 @@ class DockerRuntime(LocalRuntime):
     def dump_database(self, target: Path, progress: Progress) -> None:
         db = self.running_container("db")
         progress("db", "dumping the database (pg_dump, custom format)")
-        self.exec_to_file(db, ["pg_dump", "-Fc", "-U", self.db_user, "-d", self.db_name], target)
+        # Uncompressed (-Z0): the bundle's gzip compresses it, and backup scans it for secrets.
+        self.exec_to_file(db, ["pg_dump", "-Fc", "-Z0", "-U", self.db_user, "-d", self.db_name],
+                          target)
 
     def dump_redis(self, target: Path, progress: Progress) -> None:
         redis = self.running_container("redis")
@@ -908,6 +911,46 @@ class DockerRuntime(LocalRuntime):
         finally:
             with contextlib.suppress(HostError):
                 self.exec_run(db, ["rm", "-f", "/tmp/pixsim-restore.sql"])
+
+    def dump_home(self, target: Path, progress: Progress) -> None:
+        """The backend's PIXSIM_HOME (volume backend-data at /data) streamed into ``target``,
+        a tar whose names are relative to the home."""
+        from pixsim_host.bundle_data import IterReader, relative_home_archive
+
+        state = self.containers().get(BACKEND)
+        if state is None:
+            raise HostError("the backend container does not exist; start the host with `pixsim-host up`")
+        progress(BACKEND, "archiving PIXSIM_HOME (the backend-data volume)")
+        stream, _ = self.api.get_archive(state.id, HOME_MOUNT)
+        for name in relative_home_archive(IterReader(iter(stream)), target, HOME_MOUNT.strip("/")):
+            progress(BACKEND, f"left out {name} (a link out of PIXSIM_HOME or a special file)")
+
+    def load_home(self, archive: Path, progress: Progress) -> None:
+        """Fill the fresh backend-data volume with a (checked) home archive, before the backend starts."""
+        from pixsim_host.bundle_data import check_home_archive
+
+        count = check_home_archive(archive)
+        if self._image_ids is None:
+            self.prepare("missing", progress)
+        assert self._image_ids is not None
+        self.ensure_network_and_volumes()
+        progress(BACKEND, f"loading PIXSIM_HOME ({count} files) into its volume")
+        helper = self.oneoff(BACKEND, ["true"], self._image_ids[BACKEND])
+        try:
+            with archive.open("rb") as handle:
+                if not self.api.put_archive(helper, HOME_MOUNT, handle):
+                    raise HostError(f"could not copy PIXSIM_HOME into {HOME_MOUNT} in the container")
+        finally:
+            self.remove_container(helper)
+
+    def schema_revisions(self) -> dict[str, list[str]]:
+        """Every migration chain's recorded revisions (alembic-style version tables)."""
+        from pixsim_host.bundle_data import read_schema_revisions
+
+        db = self.running_container("db")
+        return read_schema_revisions(lambda sql: self.exec_run(
+            db, ["psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", "-U", self.db_user,
+                 "-d", self.db_name, "-c", sql]))
 
     def set_database_password(self, password: str) -> None:
         # Passed through the environment, never the command line.

@@ -969,8 +969,9 @@ class NativeRuntime(LocalRuntime):
     def dump_database(self, target: Path, progress: Progress) -> None:
         self._require_running(DB)
         progress(DB, "dumping the database (pg_dump, custom format)")
-        self._client([str(self.pg_bin() / "pg_dump"), "-Fc", *self._connection(), "-f", str(target)],
-                     "pg_dump")
+        # Uncompressed (-Z0): the bundle's gzip compresses it, and backup scans it for secrets.
+        self._client([str(self.pg_bin() / "pg_dump"), "-Fc", "-Z0", *self._connection(), "-f",
+                      str(target)], "pg_dump")
 
     def dump_redis(self, target: Path, progress: Progress) -> None:
         from pixsim_host.runtime.resp import Resp, RespError
@@ -1083,6 +1084,32 @@ class NativeRuntime(LocalRuntime):
 
         self._require_running(DB)
         self._psql(restamp_sql(host_id) + "\n", "re-stamping the identity")
+
+    def dump_home(self, target: Path, progress: Progress) -> None:
+        """The backend's PIXSIM_HOME (data/home) into ``target``, names relative to the home."""
+        from pixsim_host.bundle_data import write_home_archive
+
+        progress(BACKEND, "archiving PIXSIM_HOME")
+        for name in write_home_archive(self.home, target):
+            progress(BACKEND, f"left out {name} (a link out of PIXSIM_HOME or a special file)")
+
+    def load_home(self, archive: Path, progress: Progress) -> None:
+        """Replace PIXSIM_HOME with a (checked) home archive, before the backend starts."""
+        from pixsim_host.bundle_data import extract_home_archive
+
+        if procs.alive(procs.read_record(self.pid_file(BACKEND))):
+            raise HostError("the backend is running; stop the host before loading PIXSIM_HOME")
+        progress(BACKEND, "loading PIXSIM_HOME into data/home")
+        extract_home_archive(archive, self.home)
+
+    def schema_revisions(self) -> dict[str, list[str]]:
+        """Every migration chain's recorded revisions (alembic-style version tables)."""
+        from pixsim_host.bundle_data import read_schema_revisions
+
+        self._require_running(DB)
+        return read_schema_revisions(lambda sql: self._client(
+            [str(self.pg_bin() / "psql"), "-X", "-At", "-v", "ON_ERROR_STOP=1", *self._connection()],
+            "reading the schema revisions", stdin=sql.encode()))
 
 
 def _last_lines(path: Path, count: int) -> list[str]:
