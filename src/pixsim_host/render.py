@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from pixsim_host import kubernetes_manifests
+from pixsim_host.backend_env import SECRET_BEARING, Endpoints, backend_environment
 from pixsim_host.config import HostConfig
 from pixsim_host.envfile import SECRET_KEYS
 from pixsim_host.errors import HostError
@@ -26,6 +27,9 @@ from pixsim_host.fsutil import atomic_write
 from pixsim_host.hostdir import COMPOSE_FILE, FRONTEND_FILE, HostDir
 
 INPUTS_KEY = "_inputs"
+# Where compose.yaml mounts the backend's data volume and the host's plugins/.
+COMPOSE_BACKEND_HOME = "/data"
+COMPOSE_PLUGINS_DIR = "/srv/pixsim/external-plugins"
 # Generated file -> template name. The template may be overridden per host.
 GENERATED: dict[str, str] = {
     COMPOSE_FILE: "compose.yaml.j2",
@@ -105,19 +109,20 @@ class Rendered:
 
 def template_context(config: HostConfig) -> dict[str, Any]:
     secret = {key: secret_ref(key) for key in SECRET_KEYS}
+    where = Endpoints(
+        # User-controlled parts are validated SQL names; only the secret is interpolated.
+        database_url=(f"postgresql://{config.database.user}:{secret['POSTGRES_PASSWORD']}"
+                      f"@db:5432/{config.database.name}"),
+        redis_url=f"redis://:{secret['REDIS_PASSWORD']}@redis:6379/0",
+        secret_key=secret["SECRET_KEY"],
+        home=COMPOSE_BACKEND_HOME,
+        plugins_dir=COMPOSE_PLUGINS_DIR,
+    )
     return {
         "host": config,
         "secret": secret,
-        # User-controlled parts are validated SQL names; only the secret is interpolated.
-        "database_url": (
-            f"postgresql://{config.database.user}:{secret['POSTGRES_PASSWORD']}"
-            f"@db:5432/{config.database.name}"
-        ),
-        "redis_url": f"redis://:{secret['REDIS_PASSWORD']}@redis:6379/0",
-        # Never an allowlist: it would disable every unlisted plugin, dependencies of
-        # installed plugins included, and abort start-up (see plugins.py).
-        "plugin_allowlist": [],
-        "plugin_denylist": list(config.plugins.disabled),
+        "backend_env": backend_environment(config, where),
+        "secret_bearing": SECRET_BEARING,
     }
 
 

@@ -609,25 +609,22 @@ class NativeRuntime(LocalRuntime):
         """The backend's contract environment, built in memory from the config and .env."""
         from urllib.parse import quote
 
+        from pixsim_host.backend_env import Endpoints, backend_environment
+
         config = self.config
         password = quote(self.secrets["POSTGRES_PASSWORD"], safe="")
         redis_password = quote(self.secrets["REDIS_PASSWORD"], safe="")
+        where = Endpoints(
+            database_url=(f"postgresql://{config.database.user}:{password}@{LOCALHOST}:"
+                          f"{self.pg_port}/{config.database.name}"),
+            redis_url=f"redis://:{redis_password}@{LOCALHOST}:{self.redis_port}/0",
+            secret_key=self.secrets["SECRET_KEY"],
+            home=str(self.home),
+            plugins_dir=str(self.host.plugins_dir),
+        )
         return {
-            "DATABASE_URL": (f"postgresql://{config.database.user}:{password}@{LOCALHOST}:"
-                             f"{self.pg_port}/{config.database.name}"),
-            "REDIS_URL": f"redis://:{redis_password}@{LOCALHOST}:{self.redis_port}/0",
-            "SECRET_KEY": self.secrets["SECRET_KEY"],
-            "SERVER_ID": config.host_id,
-            "PIXSIM_HOST_ID": config.host_id,
-            "SERVER_NAME": config.name,
-            "SERVER_DESCRIPTION": config.description,
-            # Never an allowlist (see render.template_context).
-            "PLUGIN_ALLOWLIST": "[]",
-            "PLUGIN_DENYLIST": json.dumps(list(config.plugins.disabled), separators=(",", ":")),
-            "DEBUG": "false",
-            "CORS_ORIGINS": json.dumps(config.backend.cors_origins, separators=(",", ":")),
-            "PIXSIM_HOME": str(self.home),
-            "EXTERNAL_PLUGINS_DIR": str(self.host.plugins_dir),
+            **backend_environment(config, where),
+            # A process, not a container: it listens where the config says, unbuffered logs.
             "HOST": config.backend.bind,
             "PORT": str(config.backend.port),
             "PYTHONUNBUFFERED": "1",
