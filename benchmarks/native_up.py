@@ -17,6 +17,11 @@ runtime comes first (the Docker one builds the reference backend image when it i
 The two hosts use different ports and run one after the other, alternating which goes
 first. The figures are medians (min-max) of the rounds.
 
+The native floor is measured in the same run, every round (see floor.py): initdb with a
+scram password and CREATE DATABASE, as pixsim-host does it, then PostgreSQL and Redis from
+the same packages started at once until each answers its own protocol; floor = initdb +
+max(PostgreSQL, Redis). The goal: native cold ``up`` <= 1.25 x that floor.
+
 It reports, it never asserts: the exit code is 0 whatever the figures (130 on Ctrl-C).
 Whatever happens, both hosts are taken down with their data, any process still running in
 the temp dir is killed by pid, and the Docker project's leftovers are removed. Without a
@@ -42,6 +47,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import floor  # noqa: E402  (the benchmarks folder is not a package)
+
+NATIVE_FLOOR_GOAL = 1.25
 RUNTIMES = ("native", "docker")
 OPERATIONS = ("cold_up", "nochange_up", "down")
 LABELS = {"cold_up": "cold up (nothing -> verified healthy)", "nochange_up": "no-change up",
@@ -168,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     errors: dict[str, str] = {}
     notes: list[str] = []
     projects: list[str] = []
+    floors: list[dict[str, float]] = []
     interrupted = False
     load_before = [round(x, 2) for x in os.getloadavg()]
     try:
@@ -177,6 +187,11 @@ def main(argv: list[str] | None = None) -> int:
                  "--port", str(free_port())], env, f"init {runtime}")
             if runtime == "docker":
                 projects.append(f"pixsim-{name}")
+        floor_bins: tuple[Path, Path] | None = None
+        try:
+            floor_bins = floor.native_binaries(base / "floor-bin")
+        except (OSError, RuntimeError) as exc:
+            errors["floor"] = f"setup: {exc}"
         plan = [("warm-up", 0)] + [(f"round {i}/{args.rounds}", i) for i in range(1, args.rounds + 1)]
         for label, index in plan:
             order = runtimes if index % 2 == 0 else runtimes[::-1]
@@ -199,6 +214,18 @@ def main(argv: list[str] | None = None) -> int:
                 if index:
                     for op, seconds in times.items():
                         samples[op][runtime].append(seconds)
+            if index and floor_bins is not None and "floor" not in errors:
+                work = base / f"floor-{index}"
+                work.mkdir(mode=0o755)
+                try:
+                    parts = floor.native_floor(work, *floor_bins, free_port(), free_port())
+                except (OSError, RuntimeError, TimeoutError, subprocess.CalledProcessError) as exc:
+                    errors["floor"] = f"{label}: {exc}"
+                else:
+                    floors.append(parts)
+                    log(f"{label} native floor: " + ", ".join(f"{k} {v:.3f}s" for k, v in parts.items()))
+                finally:
+                    shutil.rmtree(work, ignore_errors=True)
     except KeyboardInterrupt:
         interrupted = True
         notes.append("interrupted (Ctrl-C): partial results")
@@ -230,6 +257,11 @@ def main(argv: list[str] | None = None) -> int:
         native, docker = summary(samples[op]["native"]), summary(samples[op].get("docker", []))
         ratio = native["median"] / docker["median"] if native and docker and docker["median"] else None
         ops[op] = {"native": native, "docker": docker, "ratio_native_to_docker": ratio}
+    floor_stats = {part: summary([f[part] for f in floors]) for part in ("initdb", "db", "redis", "floor")}
+    native_cold = ops["cold_up"]["native"]
+    floor_ratio = (native_cold["median"] / floor_stats["floor"]["median"]
+                   if native_cold and floor_stats["floor"] else None)
+    ops["native_floor"] = {**floor_stats, "ratio_cold_up_to_floor": floor_ratio, "goal": NATIVE_FLOOR_GOAL}
     meta = {"rounds": args.rounds, "engine": engine, "pixsim_host": " ".join(px),
             "load_before": load_before, "load_after": [round(x, 2) for x in os.getloadavg()],
             "cpus": os.cpu_count()}
@@ -250,6 +282,12 @@ def main(argv: list[str] | None = None) -> int:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
         if i == 0:
             print("  ".join("-" * w for w in widths))
+    if floor_stats["floor"]:
+        parts = ", ".join(f"{part} {fmt(floor_stats[part])}" for part in ("initdb", "db", "redis"))
+        verdict = ("PASS" if floor_ratio is not None and floor_ratio <= NATIVE_FLOOR_GOAL else "MISS")
+        ratio_text = f"{floor_ratio:.2f}" if floor_ratio is not None else "-"
+        print(f"native floor {fmt(floor_stats['floor'])} s ({parts}); native cold up / floor = "
+              f"{ratio_text} (goal <= {NATIVE_FLOOR_GOAL:g}): {verdict}")
     print(f"load average before/after: {meta['load_before']} / {meta['load_after']} on {meta['cpus']} CPUs")
     for runtime, error in errors.items():
         print(f"ERROR ({runtime}): {error}")
