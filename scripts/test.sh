@@ -55,11 +55,17 @@ export PATH="$PWD/$VENV/bin:$PATH"
 # --- engines and images -----------------------------------------------------------------------
 read -r -a ENGINES <<<"${PIXSIM_HOST_TEST_ENGINES:-modern debian}"
 [ "${#ENGINES[@]}" -gt 0 ] || { say "PIXSIM_HOST_TEST_ENGINES names no engine"; exit 1; }
+for engine in "${ENGINES[@]}"; do
+    case "$engine" in
+        debian | modern) ;;
+        *) say "unknown engine '$engine' in PIXSIM_HOST_TEST_ENGINES (use modern, debian)"; exit 1 ;;
+    esac
+done
+# The marker scripts/ensure-engine.sh writes when it started that engine's dockerd itself.
 marker_of() {
     case "$1" in
         debian) echo /run/pixsim-host-test-dockerd.pid ;;
         modern) echo /run/pixsim-host-test-dockerd-modern.pid ;;
-        *) say "unknown engine '$1' in PIXSIM_HOST_TEST_ENGINES (use modern, debian)"; exit 1 ;;
     esac
 }
 # Only a dockerd started during THIS run is stopped at the end; one that was already running
