@@ -280,15 +280,12 @@ def known_revisions(host: HostDir, config: HostConfig) -> tuple[dict[str, set[st
 
     None when it cannot be known (an image pixsim-host did not build, with no checkout).
     """
-    from pixsim_host.config import REFERENCE_BACKEND_IMAGE
-    from pixsim_host.plugins import checkout_dir
+    from pixsim_host.plugins import checkout_dir, reference_backend_in_use
 
     checkout = checkout_dir(host, config)
     if checkout is not None and any(checkout.glob("alembic*.ini")):
         return alembic_revisions(checkout), f"the migrations of the checkout {checkout}"
-    reference = (config.backend.image == REFERENCE_BACKEND_IMAGE if config.runtime == "docker"
-                 else not config.native.backend_command)
-    if reference:
+    if reference_backend_in_use(host, config):
         return reference_revisions(), "the reference backend's migrations"
     return None, ""
 

@@ -514,15 +514,16 @@ def install_package(host: HostDir, source: Path, *, config: HostConfig | None = 
         present = host_packages(host, config)
         holder = next((p for p in present if p.id == pid), None)
         if holder is not None:
-            where = ("installed in this host" if holder.source == "external"
-                     else f"bundled with the checkout ({holder.folder})")
+            where = {"external": "installed in this host",
+                     "bundled": f"bundled with the checkout ({holder.folder})"}.get(
+                         holder.source, f"built into the backend ({holder.folder})")
             fix = (f"`pixsim-host plugins remove {pid}` first" if holder.source == "external"
                    else "give the package another id, or leave the bundled one in use")
             raise HostError(f"plugin {pid} (folder {name}) is already {where}; {fix}")
         if pid in set(known):
             raise HostError(f"this host's backend already has a plugin {pid!r}; a second package "
                             "with the same id would replace or shadow it: give it another id")
-        taken = next((p for p in present if p.folder.name == name), None)
+        taken = next((p for p in present if p.folder.name == name and p.source != "builtin"), None)
         if taken is not None or (host.plugins_dir / name).exists():
             raise HostError(f"a plugin folder named {name} is already in use"
                             f"{f' (by {taken.id})' if taken and taken.id else ''}; rename the "
@@ -566,22 +567,56 @@ def bundled_plugins_dir(host: HostDir, config: HostConfig | None) -> Path | None
     return found if found is not None and found.is_dir() else None
 
 
-def read_packages(root: Path | None, source: str) -> list[PluginPackage]:
-    """Every folder PixSim7 would discover under ``root`` (``<name>/backend/manifest.py``)."""
+def read_packages(root: Path | None, source: str, *, nested: bool = True) -> list[PluginPackage]:
+    """Every folder PixSim7 would discover under ``root``: ``<name>/backend/manifest.py``
+    (packages), or ``<name>/manifest.py`` with ``nested=False`` (built-in plugins)."""
     if root is None or not root.is_dir():
         return []
-    return [
-        PluginPackage(folder, source, static_manifest(folder) or {})
-        for folder in sorted(root.iterdir(), key=lambda p: p.name)
-        if folder.is_dir() and plugin_id_problem(folder.name) is None
-        and (folder / "backend" / "manifest.py").is_file()
-    ]
+    found = []
+    for folder in sorted(root.iterdir(), key=lambda p: p.name):
+        manifest = folder / "backend" / "manifest.py" if nested else folder / "manifest.py"
+        if folder.is_dir() and plugin_id_problem(folder.name) is None and manifest.is_file():
+            found.append(PluginPackage(folder, source, read_manifest(manifest) or {}))
+    return found
+
+
+# PixSim7's own built-in plugins in a checkout (its FEATURE_PLUGINS_DIR and ROUTE_PLUGINS_DIR).
+CHECKOUT_BUILTIN_DIRS = (Path("pixsim7/backend/main/plugins"), Path("pixsim7/backend/main/routes"))
+
+
+def reference_backend_in_use(host: HostDir, config: HostConfig) -> bool:
+    """Whether the host runs pixsim-host's reference backend (its image, or natively its code)."""
+    from pixsim_host.config import REFERENCE_BACKEND_IMAGE
+
+    if checkout_dir(host, config) is not None:
+        return False
+    if config.runtime == "native":
+        return not config.native.backend_command
+    return config.backend.image == REFERENCE_BACKEND_IMAGE
+
+
+def builtin_plugin_dirs(host: HostDir, config: HostConfig | None) -> list[Path]:
+    """Where the backend's built-in plugins' manifests can be read: the checkout's, or the
+    reference backend's own package."""
+    if config is None:
+        return []
+    checkout = checkout_dir(host, config)
+    if checkout is not None:
+        return [checkout / d for d in CHECKOUT_BUILTIN_DIRS if (checkout / d).is_dir()]
+    if reference_backend_in_use(host, config):
+        from importlib import resources
+
+        return [Path(str(resources.files("pixsim_reference_backend"))) / "plugins"]
+    return []
 
 
 def host_packages(host: HostDir, config: HostConfig | None = None) -> list[PluginPackage]:
-    """This host's installed packages, then (with a checkout) the ones bundled with it."""
+    """This host's installed packages, then (with a config) the ones bundled with its
+    checkout and the backend's built-in plugins: every manifest pixsim-host can read."""
     return [*read_packages(host.plugins_dir, "external"),
-            *read_packages(bundled_plugins_dir(host, config), "bundled")]
+            *read_packages(bundled_plugins_dir(host, config), "bundled"),
+            *(package for root in builtin_plugin_dirs(host, config)
+              for package in read_packages(root, "builtin", nested=False))]
 
 
 def plugin_search_dir(host: HostDir, config: HostConfig, *,
@@ -656,6 +691,11 @@ def check_not_a_folder(name: str, catalog: Catalog) -> None:
 
 
 def static_manifest(folder: Path) -> dict[str, Any] | None:
+    """The manifest of the package in ``folder`` (``backend/manifest.py``), read without running it."""
+    return read_manifest(folder / "backend" / "manifest.py")
+
+
+def read_manifest(path: Path) -> dict[str, Any] | None:
     """Read ``manifest = {...}`` or ``manifest = PluginManifest(...)`` without running it.
 
     An installed package is untrusted until the backend loads it, and pixsim-host must
@@ -665,7 +705,7 @@ def static_manifest(folder: Path) -> dict[str, Any] | None:
     import ast
 
     try:
-        tree = ast.parse((folder / "backend" / "manifest.py").read_text(encoding="utf-8"))
+        tree = ast.parse(path.read_text(encoding="utf-8"))
     except (OSError, SyntaxError, ValueError, RecursionError, MemoryError):
         return None
     for node in tree.body:
@@ -737,7 +777,7 @@ def check_plugin_lists(host: HostDir, config: HostConfig) -> None:
     saved = load_catalog(host)
     if saved is None:
         return
-    problems = trap_problems(with_installed(saved, host), set(config.plugins.disabled))
+    problems = trap_problems(with_installed(saved, host, config), set(config.plugins.disabled))
     if problems:
         raise HostError(
             f"plugins.disabled in pixsim-host.yaml would abort the backend's start-up "

@@ -127,9 +127,13 @@ def host(tmp_path: Path) -> Iterator[HostDir]:
     yield HostDir(root)
 
 
-def config(disabled: list[str] | None = None, checkout: Path | None = None) -> HostConfig:
+def config(disabled: list[str] | None = None, checkout: Path | None = None,
+           image: str = "example.org/operator/backend:1") -> HostConfig:
+    """A host of an operator's own backend image (not the reference one, whose built-in
+    manifests pixsim-host would read), with a checkout if given."""
     return HostConfig(host_id=str(uuid.uuid4()), name="real-shapes",
                       plugins={"enabled": [], "disabled": disabled or []},
+                      backend={"image": image},
                       native={"backend_workdir": str(checkout) if checkout else None})
 
 
@@ -388,3 +392,41 @@ def test_a_container_view_points_at_its_mounts(host: HostDir, tmp_path: Path) ->
                              installed_at="/srv/h")
     assert {p.name: os.readlink(p) for p in view.iterdir()} == {
         "stealth": "/srv/b/stealth", "my_plugin": "/srv/h/my_plugin"}
+
+
+def test_built_in_manifests_give_folders_and_dependencies(serve: Any, host: HostDir) -> None:
+    """The reference backend's built-ins are read from its package (a checkout's from
+    pixsim7/backend/main/plugins and routes): folder stealth holds game_stealth."""
+    from pixsim_host.config import REFERENCE_BACKEND_IMAGE
+
+    cfg = config(image=REFERENCE_BACKEND_IMAGE)
+    serve(FakeBackend({"game_stealth": ("feature", [], True), "stats_basic": ("feature", [], True)},
+                      broken_details=frozenset({"game_stealth"})))
+    catalog = with_installed(fetch_catalog(URL, []), host, cfg)
+    stealth = catalog.plugins["game_stealth"]
+    assert (stealth.folder, stealth.source) == ("stealth", "builtin")
+    assert (stealth.dependencies, stealth.dependencies_from) == (("stats_basic",), "manifest")
+    with pytest.raises(HostError, match="use game_stealth"):
+        catalog.get("stealth")
+
+
+def test_a_checkouts_built_in_plugins_are_read(host: HostDir, tmp_path: Path) -> None:
+    checkout = tmp_path / "checkout"
+    for where, folder, manifest in (
+            ("pixsim7/backend/main/routes", "auth", 'manifest = PluginManifest(id="auth")\n'),
+            ("pixsim7/backend/main/routes", "assets",
+             'manifest = PluginManifest(id="assets", dependencies=["auth"])\n'),
+            ("pixsim7/backend/main/plugins", "npcs", 'manifest = PluginManifest(id="game_npcs")\n')):
+        (checkout / where / folder).mkdir(parents=True)
+        (checkout / where / folder / "manifest.py").write_text(manifest)
+    from pixsim_host.plugins import Catalog
+
+    catalog = with_installed(Catalog({}, 0.0), host, config(checkout=checkout))
+    assert {p.id: (p.folder, p.dependencies) for p in catalog.plugins.values()} == {
+        "auth": ("auth", ()), "assets": ("assets", ("auth",)), "game_npcs": ("npcs", ())}
+    # Installing a package with a built-in's id is refused; a folder named like one is not.
+    source = package(tmp_path / "src", "my_auth", 'manifest = {"id": "auth"}\n')
+    with pytest.raises(HostError, match="built into the backend"):
+        install_package(host, source, config=config(checkout=checkout))
+    other = package(tmp_path / "src2", "auth", 'manifest = {"id": "auth_extras"}\n')
+    assert install_package(host, other, config=config(checkout=checkout)).id == "auth_extras"
