@@ -515,6 +515,9 @@ def main(argv: list[str] | None = None) -> int:
         results.notes.append("engine API < 1.44: no healthcheck start_interval, so `compose up --wait` "
                              "(on the rendered file) waits for the first healthcheck run at "
                              "`interval`; pixsim-host probes actively")
+    if os.environ.get("PYTHONDONTWRITEBYTECODE"):
+        results.notes.append("PYTHONDONTWRITEBYTECODE is set: modules without a .pyc (an editable "
+                             "checkout's) are compiled on every start, unlike an installed wheel's")
     px = pixsim_command(args.pixsim)
     suffix = secrets.token_hex(4)
     name = f"bench-{suffix}"
