@@ -62,10 +62,15 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 @contextmanager
 def process_state(argv: list[str], env: dict[str, str], cwd: Path | None) -> Iterator[None]:
-    """``argv`` as ``sys.argv``, ``env`` as the whole of ``os.environ`` and ``cwd`` as the
-    working directory, as a child process would have them; all given back afterwards."""
+    """``argv`` as ``sys.argv``, ``env`` as the whole of ``os.environ``, ``cwd`` as the
+    working directory and /dev/null as file descriptor 0 (what programs the command starts
+    inherit), as a child process started with stdin=DEVNULL would have them; all given
+    back afterwards."""
     saved_argv, saved_env, saved_cwd = sys.argv, dict(os.environ), os.getcwd()
     saved_tempdir = tempfile.tempdir
+    saved_stdin_fd, null = os.dup(0), os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
     sys.argv = argv
     os.environ.clear()
     os.environ.update(env)
@@ -78,6 +83,8 @@ def process_state(argv: list[str], env: dict[str, str], cwd: Path | None) -> Ite
         yield
     finally:
         os.chdir(saved_cwd)
+        os.dup2(saved_stdin_fd, 0)
+        os.close(saved_stdin_fd)
         sys.argv = saved_argv
         os.environ.clear()
         os.environ.update(saved_env)
