@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
 import socket
@@ -64,18 +65,39 @@ class Worker:
             log(f"worker {self.name}: redis connected again")
         self.redis_down_since = None
         self.last_heartbeat = 0.0
+        try:
+            self.heartbeat(self.redis)
+            self.requeue_orphans(self.redis)
+        except (OSError, RedisConnectionError, RedisError):
+            self.redis.close()
+            self.redis = None
         return self.redis
 
-    def heartbeat(self, redis: Redis) -> None:
+    def heartbeat(self, redis: Redis, busy_for: float = 0.0) -> None:
+        """Say this worker is alive, for longer than the job in hand may take."""
         now = time.monotonic()
-        if now - self.last_heartbeat < HEARTBEAT_EVERY_SECONDS:
+        if not busy_for and now - self.last_heartbeat < HEARTBEAT_EVERY_SECONDS:
             return
         seen = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         redis.command("SET", WORKER_KEY_PREFIX + self.name,
                       json.dumps({"name": self.name, "pid": os.getpid(),
                                   "jobs_done": self.jobs_done, "seen": seen}),
-                      "EX", WORKER_HEARTBEAT_SECONDS)
+                      "EX", WORKER_HEARTBEAT_SECONDS + math.ceil(busy_for))
         self.last_heartbeat = now
+
+    def requeue_orphans(self, redis: Redis) -> None:
+        """Queue again the jobs left running by a worker that died: one whose heartbeat is
+        gone, or one with this worker's name (a name is one process at a time)."""
+        for raw_id, owner in self.conn.execute(
+                "SELECT id, worker FROM jobs WHERE status = 'running' ORDER BY id"):
+            if owner != self.name and redis.command("EXISTS", WORKER_KEY_PREFIX + str(owner)):
+                continue
+            if self.conn.execute(
+                    "UPDATE jobs SET status = 'queued', worker = NULL, started_at = NULL "
+                    "WHERE id = $1 AND status = 'running' AND worker IS NOT DISTINCT FROM $2 "
+                    "RETURNING id", (raw_id, owner)):
+                redis.command("RPUSH", QUEUE_KEY, str(raw_id))  # popped next
+                log(f"worker {self.name}: job {raw_id} was left running by {owner}; queued again")
 
     def step(self) -> None:
         """Wait up to POP_TIMEOUT_SECONDS for one job and do it."""
@@ -109,6 +131,9 @@ class Worker:
             log(f"worker {self.name}: job {job_id} is not queued any more; skipped")
             return
         kind, payload = rows[0][0] or "", json.loads(rows[0][1] or "{}")
+        if self.redis is not None:
+            with contextlib.suppress(OSError, RedisConnectionError, RedisError):
+                self.heartbeat(self.redis, busy_for=float(payload.get("delay") or 0) + 5)
         started = time.monotonic()
         try:
             result: dict[str, Any] = do_job(job_id, kind, payload, self.settings.pixsim_home,

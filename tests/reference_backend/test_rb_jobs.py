@@ -143,3 +143,29 @@ def test_uploads_are_files_under_pixsim_home(backends: BackendFactory) -> None:
     assert b.get("/api/v1/uploads/portrait.png").body == data
     assert b.get("/api/v1/uploads/nothing-here").status == 404
     assert sorted(p.name for p in (home / "uploads").iterdir()) == ["portrait.png"]
+
+
+def test_a_job_left_running_by_a_dead_worker_is_done_again(backends: BackendFactory) -> None:
+    pg = backends.postgres
+    db = pg.migrated_database()
+    env = backends.env(database=db, WORKER_NAME="worker-1")
+    b = backends.run(env)
+    first = backends.worker(env)
+    job = b.request("POST", "/api/v1/jobs", body={"kind": "render", "text": "again",
+                                                  "delay": 3}).body
+    wait_job(b, job["id"], "running")
+    assert first.proc is not None
+    first.proc.kill()  # no chance to record anything
+    first.wait_exit()
+    # A job claimed by a worker whose heartbeat is long gone (another name).
+    pg.admin("INSERT INTO jobs (kind, payload, status, worker, started_at) VALUES "
+             "('render', '{\"text\": \"ghost\", \"delay\": 0}', 'running', 'ghost-7', now())",
+             database=db)
+    ghost_id = int(pg.admin("SELECT max(id) FROM jobs", database=db)[0][0] or 0)
+
+    # The restarted worker (same name, as a supervisor restarts it) takes both up again.
+    second = backends.worker(env)
+    assert wait_job(b, ghost_id, "done")["worker"] == "worker-1"
+    assert wait_job(b, job["id"], "done", timeout=30)["result"]["path"] == f"media/{job['id']}.txt"
+    assert f"job {job['id']} was left running by worker-1; queued again" in second.stdout
+    assert f"job {ghost_id} was left running by ghost-7; queued again" in second.stdout
