@@ -35,6 +35,9 @@ def test_an_installed_wheel_renders_from_its_packaged_templates(tmp_path: Path) 
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
     assert {"pixsim_host/templates/compose.yaml.j2", "pixsim_host/templates/frontend.env.j2"} <= names
+    # The JSON Schemas of the --json documents (docs/json.md) ship with the code they describe.
+    assert {"pixsim_host/schemas/common.json", "pixsim_host/schemas/error.json",
+            "pixsim_host/schemas/status.json"} <= names
 
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=False).create(env_dir)

@@ -62,7 +62,7 @@ def _backend_doc(config: HostConfig, backend: dict[str, Any], health: str) -> di
     """The backend's own view: its /health answer, readiness, version and server info."""
     report = backend.get("health")
     return {
-        "url": config.local_url,
+        "local_url": config.local_url,
         "health": health,
         "verified": health == HEALTHY,
         "problem": backend.get("problem"),
