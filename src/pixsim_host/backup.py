@@ -393,8 +393,9 @@ def restore(bundle_path: Path, target: Path, *, port: int | None, name: str | No
     if runtime is not None and runtime not in RUNTIMES[:2]:
         raise HostError(f"--runtime must be docker or native, not {runtime!r} (a Kubernetes host is "
                         "restored with pg_restore by hand: see docs/kubernetes.md)")
-    from pixsim_host.create import pick_port
+    from pixsim_host import stack
     from pixsim_host.hosts import check_claims, load_registry
+    from pixsim_host.ports import pick_port
 
     target = target.expanduser().resolve()
     with verified_bundle(bundle_path) as bundle:
@@ -410,8 +411,9 @@ def restore(bundle_path: Path, target: Path, *, port: int | None, name: str | No
                     f"{target} holds host {existing.host_id}, but the bundle is of host "
                     f"{bundle.config.host_id}; restore into a new directory, or use `clone`"
                 )
-            if runtime is not None and runtime != existing.runtime:
-                raise HostError(f"{target} holds a host that runs on {existing.runtime}; restoring over "
+            existing_kind = stack.runtime_type(existing).kind
+            if runtime is not None and runtime != existing_kind:
+                raise HostError(f"{target} holds a host that runs on {existing_kind}; restoring over "
                                 f"it keeps its runtime: leave out --runtime, or restore into a new "
                                 "directory")
             _check_schema(bundle, host, existing, progress)
@@ -455,10 +457,8 @@ def restore(bundle_path: Path, target: Path, *, port: int | None, name: str | No
             claimed = set(load_registry().port_claims())
             data["backend"]["port"] = pick_port(bind, claimed, start=config.backend.port + 1)
         config = parse_config(data, source="the restored config")
-        if config.runtime == "native":
-            from pixsim_host.runtime.native import allocate_ports
-
-            config = allocate_ports(config, set(load_registry().port_claims(config.host_id)))
+        config = stack.runtime_type(config).settle_config(
+            config, set(load_registry().port_claims(config.host_id)))
         check_claims(config)
         _check_schema(bundle, host, config, progress)
 
@@ -581,7 +581,7 @@ def _restore_over_existing(bundle: VerifiedBundle, host: HostDir, existing: Host
         include_secrets=True, progress=progress).path
     # The directory keeps how and where it runs: runtime, ports, native settings.
     config = parse_config({**bundle.config.model_dump(mode="json"),
-                           "runtime": existing.runtime,
+                           "runtime": stack.runtime_type(existing).kind,
                            "backend": existing.backend.model_dump(mode="json"),
                            "native": existing.native.model_dump(mode="json")},
                           source="the restored config")

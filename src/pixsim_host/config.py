@@ -389,6 +389,14 @@ class HostConfig(_Section):
         return f"http://{host}:{self.backend.port}"
 
     @property
+    def local_service_ports(self) -> list[int]:
+        """The ports this host's own PostgreSQL and Redis take on this machine (the native
+        runtime's); none when they run in containers or a cluster."""
+        if self.runtime != "native":
+            return []
+        return [p for p in (self.native.postgres_port, self.native.redis_port) if p is not None]
+
+    @property
     def client_url(self) -> str:
         """The URL a PixSim7 client should use (``VITE_BACKEND_URL``)."""
         return self.backend.public_url or self.local_url

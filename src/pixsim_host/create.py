@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import errno
-import ipaddress
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pixsim_host.config import (
-    DEFAULT_BACKEND_PORT,
     LOCAL_CLIENT_ORIGINS,
     HostConfig,
     load_config,
@@ -21,6 +17,7 @@ from pixsim_host.config import (
 from pixsim_host.envfile import generate_secrets, read_secrets, write_secrets
 from pixsim_host.errors import HostError
 from pixsim_host.hostdir import HostDir
+from pixsim_host.ports import pick_port
 from pixsim_host.render import render_host, write_rendered
 
 
@@ -48,28 +45,6 @@ class InitResult:
     created: bool
     written: list[str]
     warnings: list[str]
-
-
-def port_is_free(bind: str, port: int) -> bool:
-    """Whether ``bind:port`` can be bound now (what Docker will need at `up`)."""
-    family = socket.AF_INET6 if ipaddress.ip_address(bind).version == 6 else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((bind, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRNOTAVAIL and not ipaddress.ip_address(bind).is_unspecified:
-                # Not an address of this machine (yet: a VPN that is down). Whether the port is
-                # free is then best told on every interface; `doctor` reports the address.
-                return port_is_free("::" if family == socket.AF_INET6 else "0.0.0.0", port)
-            return False
-    return True
-
-
-def pick_port(bind: str, claimed: set[int], start: int = DEFAULT_BACKEND_PORT) -> int:
-    for port in range(start, start + 1000):
-        if port not in claimed and port_is_free(bind, port):
-            return port
-    raise HostError(f"no free port in {start}-{start + 999} on {bind}; pass --port")
 
 
 def _section_values(options: InitOptions) -> dict[str, Any]:
@@ -152,10 +127,9 @@ def init_host(root: Path, options: InitOptions, *, force: bool = False,
         config = new_host_config(**values)
         created = True
 
-    if config.runtime == "native":
-        from pixsim_host.runtime.native import allocate_ports
+    from pixsim_host.stack import runtime_type
 
-        config = allocate_ports(config, claimed_ports or set())
+    config = runtime_type(config).settle_config(config, claimed_ports or set())
     host.root.mkdir(parents=True, exist_ok=True)
     host.plugins_dir.mkdir(exist_ok=True)
     rendered = render_host(host, config)  # fails before anything is written
@@ -165,3 +139,17 @@ def init_host(root: Path, options: InitOptions, *, force: bool = False,
     save_config(config, host.config_file)
     written = write_rendered(host, rendered)
     return InitResult(host, config, created, written, warnings)
+
+
+def init_registered(root: Path, options: InitOptions, *, force: bool = False) -> tuple[InitResult, list[str]]:
+    """``init`` under the registry lock: name and port checked, a free port picked, registered."""
+    from pixsim_host.hosts import create_registered
+
+    made: list[InitResult] = []
+
+    def create(claimed: set[int]) -> tuple[HostDir, HostConfig]:
+        made.append(init_host(root.expanduser().resolve(), options, force=force, claimed_ports=claimed))
+        return made[0].host, made[0].config
+
+    notes = create_registered(root, options.name, options.port, create, force=force)
+    return made[0], notes

@@ -30,8 +30,9 @@ from pixsim_host.errors import HostError
 from pixsim_host.hostdir import CONFIG_FILE, HostDir
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pixsim_host.config import HostConfig
-    from pixsim_host.create import InitOptions, InitResult
 
 HOME_ENV_VAR = "PIXSIM_HOST_HOME"
 REGISTRY_FILE = "hosts.json"
@@ -150,9 +151,7 @@ class HostEntry:
 
 
 def _extra_ports(config: HostConfig) -> list[int]:
-    if config.runtime != "native":
-        return []
-    return [p for p in (config.native.postgres_port, config.native.redis_port) if p is not None]
+    return config.local_service_ports
 
 
 @dataclass
@@ -366,26 +365,26 @@ def _existing_name(root: Path) -> tuple[str | None, str | None, str | None]:
             str(project) if project else None)
 
 
-def init_registered(root: Path, options: InitOptions, *, force: bool = False) -> tuple[InitResult, list[str]]:
-    """``init`` under the registry lock: name and port checked, a free port picked, registered.
+def create_registered(root: Path, name: str | None, port: int | None,
+                      create: Callable[[set[int]], tuple[HostDir, HostConfig]], *,
+                      force: bool = False) -> list[str]:
+    """Make a host under the registry lock: its name and port checked against the other
+    hosts, ``create`` given the ports they claim, what it made registered. The notes.
 
     The lock is held from the checks to the registration, so concurrent ``init``s never pick
     the same port or name.
     """
     from pixsim_host.config import slugify
-    from pixsim_host.create import init_host
 
     root = root.expanduser().resolve()
     with edit_registry() as registry:
         host_id, current_name, current_project = _existing_name(root) if force else (None, None, None)
-        name = options.name if options.name is not None else current_name
+        name = name if name is not None else current_name
         project = current_project if current_project else (f"pixsim-{slugify(name)}" if name else None)
         _check_claims(registry, host_id=host_id, directory=str(root), name=name,
-                      project=project, port=options.port)
-        claimed = set(registry.port_claims(exclude_host_id=host_id))
-        result = init_host(root, options, force=force, claimed_ports=claimed)
-        warnings = _upsert(registry, HostEntry.of(result.host, result.config))
-    return result, warnings
+                      project=project, port=port)
+        host, config = create(set(registry.port_claims(exclude_host_id=host_id)))
+        return _upsert(registry, HostEntry.of(host, config))
 
 
 def lookup_directory(key: str) -> HostDir | None:
@@ -499,10 +498,10 @@ def _probe(client: Any, status: HostStatus) -> tuple[str, str]:
         return BAD_ANSWER, exc.reason
     server_id = info.get("server_id")
     if server_id != status.entry.host_id:
-        from pixsim_host.connect import printable
+        from pixsim_host.webclient import safe_text
 
-        return WRONG_HOST, (f"{status.local_url} answers as {printable(str(server_id))!r} "
-                            f"({printable(str(info.get('server_name')))})")
+        return WRONG_HOST, (f"{status.local_url} answers as {safe_text(str(server_id))!r} "
+                            f"({safe_text(str(info.get('server_name')))})")
     return UP, ""
 
 

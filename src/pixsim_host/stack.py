@@ -94,7 +94,8 @@ def open_runtime(host: HostDir, config: HostConfig, notes: list[str] | None = No
         from pixsim_host.render import refresh_rendered
 
         rendered, edited = refresh_rendered(host, config)
-    runtime = runtime_type(config).open(host, config, secrets)
+    runtime = runtime_type(config).open(host, config, secrets,
+                                        claimed_ports=lambda: _claimed_ports(config))
     if notes is not None:
         if rendered:
             notes.append(f"re-rendered {', '.join(rendered)} from pixsim-host.yaml")
@@ -104,6 +105,16 @@ def open_runtime(host: HostDir, config: HostConfig, notes: list[str] | None = No
                 "it is applied as it is: run `pixsim-host render` to discard the edits"
             )
     return runtime
+
+
+def _claimed_ports(config: HostConfig) -> set[int]:
+    """The ports the other hosts registered on this machine claim."""
+    from pixsim_host.hosts import load_registry
+
+    try:
+        return set(load_registry().port_claims(config.host_id))
+    except HostError:
+        return set()  # a damaged registry: `doctor` reports it; choosing ports goes on
 
 
 def open_data_runtime(host: HostDir, config: HostConfig) -> DataRuntime:

@@ -220,11 +220,13 @@ def locked_host(directory: Path | None, *, no_wait: bool,
 
 def host_identity(host: HostDir, config: HostConfig) -> dict[str, Any]:
     """The fields every document about one host starts with (docs/json.md: the vocabulary)."""
+    from pixsim_host.stack import runtime_type
+
     return {
         "host_id": config.host_id,
         "name": config.name,
         "model": config.model,
-        "runtime": config.runtime,
+        "runtime": runtime_type(config).kind,
         "directory": str(host.root),
         "backend_url": config.client_url,
         "local_url": config.local_url,

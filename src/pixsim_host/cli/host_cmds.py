@@ -95,7 +95,8 @@ def init(
     """
     from pixsim_host.config import HOSTING_MODELS, slugify
     from pixsim_host.create import InitOptions
-    from pixsim_host.hosts import init_registered
+    from pixsim_host.create import init_registered
+    from pixsim_host.stack import runtime_type
 
     if bind is not None and (why := _bind_problem(bind)) is not None:
         raise usage_error(f"--bind: {why}")
@@ -156,8 +157,9 @@ def init(
     info(f"{verb} host {config.name!r} in {result.host.root}")
     info(f"  host_id   {config.host_id}")
     info(f"  model     {config.model}")
-    if config.runtime != "docker":
-        info(f"  runtime   {config.runtime}")
+    kind = runtime_type(config).kind
+    if kind != "docker":  # the default goes without saying
+        info(f"  runtime   {kind}")
     info(f"  backend   {config.client_url}")
     info(f"  config    {result.host.config_file.name}   secrets {result.host.secrets_file.name} (0600)")
     info(f"  rendered  {', '.join(result.written) if result.written else 'nothing changed'}")

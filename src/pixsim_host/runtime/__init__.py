@@ -228,11 +228,17 @@ class RuntimeType(Protocol):
     @property
     def doctor_checks(self) -> tuple[str, ...]: ...
 
-    def open(self, host: HostDir, config: HostConfig, secrets: dict[str, str]) -> Runtime:
-        """The runtime of ``host`` (its rendered files, its secrets)."""
+    def open(self, host: HostDir, config: HostConfig, secrets: dict[str, str], *,
+             claimed_ports: Callable[[], set[int]] = ...) -> Runtime:
+        """The runtime of ``host`` (its rendered files, its secrets); ``claimed_ports`` says
+        which ports other hosts claim, should the runtime have to choose some."""
 
     def check_unused(self, config: HostConfig) -> None:
         """Refuse to build a new host where another one's resources still are."""
+
+    def settle_config(self, config: HostConfig, claimed_ports: set[int]) -> HostConfig:
+        """``config`` with what this runtime must fix before the host is first saved (the
+        native runtime's PostgreSQL and Redis ports), avoiding ``claimed_ports``."""
 
 
 def require_data_movement(runtime: Runtime, host_name: str) -> DataRuntime:
@@ -265,6 +271,11 @@ class LocalRuntime:
     def check_unused(cls, config: HostConfig) -> None:
         """Refuse to build a new host where another one's resources still are (the origin?)."""
         del config
+
+    @classmethod
+    def settle_config(cls, config: HostConfig, claimed_ports: set[int]) -> HostConfig:
+        del claimed_ports
+        return config
 
     def states(self) -> Mapping[str, ServiceState]:
         raise NotImplementedError
@@ -317,6 +328,25 @@ def aof_rewritten(info_persistence: str) -> bool:
     return all(flag in info_persistence for flag in (
         "aof_enabled:1", "aof_rewrite_in_progress:0", "aof_rewrite_scheduled:0",
         "aof_last_bgrewrite_status:ok"))
+
+
+def reference_build_context() -> Path:
+    """The reference backend's source: the Docker build context and the native program."""
+    from importlib import resources
+
+    return Path(str(resources.files("pixsim_reference_backend")))
+
+
+def context_digest(context: Path) -> str:
+    """A digest of a build context's files, so an image is rebuilt (or a process restarted)
+    when its source changes."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(context.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+            digest.update(str(path.relative_to(context)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:32]
 
 
 def wait_until(check: Callable[[], bool], deadline: float, what: str) -> None:

@@ -15,16 +15,15 @@ import queue
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pixsim_host.errors import HostError
 from pixsim_host.progress import Progress
-from pixsim_host.runtime import LocalRuntime, RuntimeWords
+from pixsim_host.runtime import LocalRuntime, RuntimeWords, context_digest, reference_build_context
 from pixsim_host.runtime.compose import ProjectSpec, ServiceSpec
 from pixsim_host.runtime.engine import Engine
 
@@ -116,19 +115,6 @@ def volume_name(project: str, key: str) -> str:
     return f"{project}_{key}"
 
 
-def reference_build_context() -> Path:
-    return Path(str(resources.files("pixsim_reference_backend")))
-
-
-def context_digest(context: Path) -> str:
-    """A digest of a build context's files, so an image is rebuilt when its source changes."""
-    digest = hashlib.sha256()
-    for path in sorted(context.rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
-            digest.update(str(path.relative_to(context)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:32]
-
-
 class DockerRuntime(LocalRuntime):
     """Runs one host's project on one engine; touches only that host's resources."""
 
@@ -142,7 +128,8 @@ class DockerRuntime(LocalRuntime):
     doctor_checks: ClassVar[tuple[str, ...]] = ("engine", "port", "images", "health")
 
     @classmethod
-    def open(cls, host: HostDir, config: HostConfig, secrets: dict[str, str]) -> DockerRuntime:
+    def open(cls, host: HostDir, config: HostConfig, secrets: dict[str, str], *,
+             claimed_ports: Callable[[], set[int]] = set) -> DockerRuntime:
         """The runtime for ``host``'s rendered compose.yaml, on the engine from the environment."""
         from pixsim_host.config import REFERENCE_BACKEND_IMAGE
         from pixsim_host.runtime.compose import load_project
@@ -517,7 +504,7 @@ class DockerRuntime(LocalRuntime):
     def _preflight_ports(self, image_ids: dict[str, str],
                          current: dict[str, ContainerState]) -> None:
         """Fail before anything is created if a port this host needs is taken by others."""
-        from pixsim_host.create import pick_port, port_is_free
+        from pixsim_host.ports import pick_port, port_is_free
 
         for service in self.project.services.values():
             existing = current.get(service.name)

