@@ -70,6 +70,7 @@ class Postgres:
     password: str = PG_PASSWORD
     _counter: Iterator[int] = field(default_factory=itertools.count)
     _template_ready: bool = False
+    created: list[str] = field(default_factory=list)
 
     def url(self, database: str, password: str | None = None) -> str:
         from urllib.parse import quote
@@ -91,7 +92,13 @@ class Postgres:
         # The name is generated here, never taken from input, so formatting it is safe.
         name = f"rb_{os.getpid()}_{next(self._counter)}"
         self.admin(f"CREATE DATABASE {name}" + (f" TEMPLATE {template}" if template else ""))
+        self.created.append(name)
         return name
+
+    def drop_databases(self, keep: int) -> None:
+        """Drop the databases made after the first ``keep`` (what one test made)."""
+        while len(self.created) > keep:
+            self.admin(f"DROP DATABASE IF EXISTS {self.created.pop()} WITH (FORCE)")
 
     def migrated_database(self) -> str:
         """A new database holding the migrated schema, copied from a template that the
@@ -136,6 +143,13 @@ def _run_as_postgres_user() -> dict[str, Any]:
     return {"user": entry.pw_uid, "group": entry.pw_gid}
 
 
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 @contextlib.contextmanager
 def running_postgres(install: Path, without: tuple[str, ...] = ()) -> Iterator[Postgres]:
     """A PostgreSQL server on 127.0.0.1 from a copy of ``install``; the extensions named in
@@ -149,11 +163,13 @@ def running_postgres(install: Path, without: tuple[str, ...] = ()) -> Iterator[P
     # A copy next to the data: the unprivileged user may not reach site-packages (a venv
     # under a private home, say), and extensions can be taken out of a copy. The binaries
     # find their bundled libraries relative to themselves, so the copy keeps the layout.
+    # Hard links make the copy instant where they can; removing a link leaves the original.
     site = install.parents[1]
     copy = root / "pkg" / "pgserver" / "pginstall"
-    shutil.copytree(install, copy, symlinks=True)
+    shutil.copytree(install, copy, symlinks=True, copy_function=_link_or_copy)
     for libs in site.glob("pgserver*.libs"):
-        shutil.copytree(libs, root / "pkg" / libs.name, symlinks=True)
+        shutil.copytree(libs, root / "pkg" / libs.name, symlinks=True,
+                        copy_function=_link_or_copy)
     ext_dir = copy / "share" / "postgresql" / "extension"
     for name in without:
         for path in ext_dir.glob(f"{name}.control"):
@@ -469,11 +485,13 @@ class BackendFactory:
 def backends(postgres: Postgres, redis_server: RedisServer,
              tmp_path: Path) -> Iterator[BackendFactory]:
     factory = BackendFactory(postgres, redis_server, tmp_path)
+    databases_before = len(postgres.created)
     try:
         yield factory
     finally:
         for backend in factory.started:
             backend.stop()
+        postgres.drop_databases(keep=databases_before)
         leaked = [s for s in SECRETS if s in factory.all_output()]
         assert not leaked, "a secret appeared in the backend's output"
 
