@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from pixsim_host.cli.common import DIAGNOSTICS, DirOption, JsonOption, add_command
-from pixsim_host.cli.output import HEALTHY, UNHEALTHY, emit, info, table
+from pixsim_host.cli.output import HEALTHY, UNHEALTHY, emit, table, wrapped
 
 
 def doctor(directory: DirOption = None, as_json: JsonOption = False) -> None:
@@ -37,8 +37,8 @@ def doctor(directory: DirOption = None, as_json: JsonOption = False) -> None:
     if not emit({"directory": str(host.root) if host else None,
                  "health": UNHEALTHY if failed else HEALTHY,
                  "checks": [{**c.as_json(), "hint": c.hint or None} for c in checks]}):
-        info(f"Checking the host in {host.root}:" if host else
-             "No host here (use --dir or --host); checking this machine only:")
+        wrapped("", f"Checking the host in {host.root}:" if host else
+                "No host here (use --dir or --host); checking this machine only:", indent=0)
         marks = {PASS: "ok", WARN: "WARN", FAIL: "FAIL", SKIP: "skip"}
         rows = []
         for check in checks:

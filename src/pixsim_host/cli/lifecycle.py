@@ -36,6 +36,7 @@ from pixsim_host.cli.output import (
     info,
     table,
     warn,
+    wrapped,
 )
 
 if TYPE_CHECKING:
@@ -119,7 +120,7 @@ def up(
     for name, service in report.services.items():
         action = report.actions.get(name, "")
         info(f"  {name:8} {service['state']:8} {HEALTHY:9} {action}")
-    info(f"  plugins  {', '.join(report.plugins) or 'none'}")
+    wrapped("plugins  ", ", ".join(report.plugins) or "none")
     info(f"  backend  {report.url}")
     info(f"  client   VITE_BACKEND_URL={report.client_url}")
     for url in others:
@@ -227,10 +228,11 @@ def status(directory: DirOption = None, as_json: JsonOption = False) -> None:
 def _print_status(config: HostConfig, report: dict[str, Any], services: dict[str, dict[str, Any]],
                   health: str) -> None:
     if all(service["state"] == "missing" for service in services.values()):
-        info(f"Host {config.name!r} ({config.host_id}) is not running; start it with `pixsim-host up`.")
+        wrapped("", f"Host {config.name!r} ({config.host_id}) is not running; start it with "
+                "`pixsim-host up`.", indent=0)
         return
     verdict = {HEALTHY: "healthy", STARTING: "starting"}.get(health, "NOT healthy")
-    info(f"Host {config.name!r} ({config.host_id}) is {verdict}.")
+    wrapped("", f"Host {config.name!r} ({config.host_id}) is {verdict}.", indent=0)
     rows = []
     for name, service in services.items():
         uptime = service.get("uptime_seconds")
@@ -240,7 +242,7 @@ def _print_status(config: HostConfig, report: dict[str, Any], services: dict[str
     table(("SERVICE", "STATE", "HEALTH", "UPTIME", "PORTS"), rows, indent=2)
     for name, service in services.items():
         if service.get("detail"):
-            info(f"  {name}: {service['detail']}")
+            wrapped(f"{name}: ", str(service["detail"]))
         if service.get("last_log_lines"):
             info(f"  {name}: last log lines (`pixsim-host logs {name}` for more):")
             for line in service["last_log_lines"]:
@@ -248,10 +250,10 @@ def _print_status(config: HostConfig, report: dict[str, Any], services: dict[str
     backend = report["backend"]
     if backend.get("verified"):
         checks = backend.get("health") or {}
-        info(f"  backend {backend['url']}: {checks.get('status')}, database "
-             f"{checks.get('database')}, redis {checks.get('redis')}")
+        wrapped("backend  ", f"{backend['url']}: {checks.get('status')}, database "
+                f"{checks.get('database')}, redis {checks.get('redis')}")
     elif backend.get("problem"):
-        info(f"  backend {backend['url']}: {backend['problem']}")
+        wrapped("backend  ", f"{backend['url']}: {backend['problem']}")
 
 
 def _duration(seconds: float) -> str:

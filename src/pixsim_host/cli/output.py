@@ -170,6 +170,25 @@ def stderr_is_terminal() -> bool:
     return bool(getattr(sys.stderr, "isatty", lambda: False)())
 
 
+def wrapped(label: str, text: str, *, indent: int = 2) -> None:
+    """``label  text`` as one line when piped; on a terminal, wrapped at its width under
+    the label (a long list of plugins or URLs stays readable and inside 80 columns)."""
+    if _state.json:
+        return
+    head = " " * indent + label
+    if not stdout_is_terminal():
+        sys.stdout.write(f"{head}{text}\n")
+        return
+    import shutil
+    import textwrap
+
+    width = shutil.get_terminal_size((80, 24)).columns
+    lines = textwrap.wrap(text, width=max(width - len(head), 20), break_on_hyphens=False) or [""]
+    sys.stdout.write(f"{head}{lines[0]}\n")
+    for line in lines[1:]:
+        sys.stdout.write(" " * len(head) + line + "\n")
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, indent: int = 0) -> None:
     """Rows under headers: a Rich table that folds to the terminal's width on a terminal,
     aligned plain lines (one per row, easy to grep and cut) when piped."""
@@ -260,12 +279,15 @@ class Progress:
         self.title = title
         self.states: dict[str, str] = {}
         self.live: Any = None
+        self.width = 80
 
     def __enter__(self) -> Progress:
         if stderr_is_terminal():
             from rich.console import Console
 
-            self.live = Console(stderr=True).status(self.title)
+            console = Console(stderr=True)
+            self.width = console.width
+            self.live = console.status(self.title)
             self.live.__enter__()
         return self
 
@@ -278,7 +300,10 @@ class Progress:
         if self.live is not None:
             self.states[service] = progress_word(message)
             summary = "  ".join(f"{name}: {state}" for name, state in self.states.items())
-            self.live.update(f"{self.title}  {summary}")
+            line = f"{self.title}  {summary}"
+            room = self.width - 3  # the spinner and its space
+            # One line that never wraps: a wrapped live line leaves its first half behind.
+            self.live.update(line if len(line) <= room else line[: room - 1] + "…")
             return
         word = progress_word(message)
         if word == STARTING and message.startswith("waiting: "):
