@@ -224,6 +224,10 @@ def test_broken_plugin_is_not_listed_and_degrades_ready(backends: BackendFactory
     assert "broken_plugin" not in everything
     assert b.get("/api/v1/admin/plugins/broken_plugin/details").status == 404
     assert everything["hello_external"] is True and everything["stealth_addon"] is True
+    # Folder voices, id npc_voices: known by its id only.
+    assert everything["npc_voices"] is True and "voices" not in everything
+    assert b.get("/api/v1/plugins/npc_voices/lines").status == 200
+    assert b.get("/api/v1/admin/plugins/npc_voices/details").body["dependencies"] == ["game_npcs"]
     assert ("plugin warning: external plugin folder 'broken_plugin' failed to load: "
             "RuntimeError: broken on purpose for tests") in b.stderr
     ready = b.get("/ready")
