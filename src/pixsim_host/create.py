@@ -12,13 +12,12 @@ from pixsim_host.config import (
     load_config,
     new_host_config,
     parse_config,
-    save_config,
 )
 from pixsim_host.envfile import generate_secrets, read_secrets, write_secrets
 from pixsim_host.errors import HostError
 from pixsim_host.hostdir import HostDir
 from pixsim_host.ports import pick_port
-from pixsim_host.render import render_host, write_rendered
+from pixsim_host.render import apply_config, render_host
 
 
 @dataclass
@@ -35,6 +34,10 @@ class InitOptions:
     postgres_image: str | None = None
     redis_image: str | None = None
     runtime: str | None = None
+    # The operator's PixSim7: its checkout, its Dockerfile (Docker), its Python (native).
+    source: str | None = None
+    dockerfile: str | None = None
+    python: str | None = None
     warnings: list[str] = field(default_factory=list)
 
 
@@ -66,12 +69,43 @@ def _section_values(options: InitOptions) -> dict[str, Any]:
     ):
         if value is not None:
             backend[key] = value
+    if options.source is not None:
+        backend.update(_checkout_values(options))
     if backend:
         values["backend"] = backend
+    if options.python is not None:
+        values["native"] = {"python": str(Path(options.python).expanduser().absolute())}
     if options.postgres_image is not None:
         values["database"] = {"image": options.postgres_image}
     if options.redis_image is not None:
         values["redis"] = {"image": options.redis_image}
+    return values
+
+
+def _checkout_values(options: InitOptions) -> dict[str, Any]:
+    """The backend section for the operator's PixSim7 checkout: its own migration entry point
+    and the workers upstream's compose file runs (those the checkout declares)."""
+    from pixsim_host.config import PIXSIM7_MIGRATE, PIXSIM7_WORKERS, slugify
+    from pixsim_host.services import SERVICES_DIR, read_declarations
+
+    assert options.source is not None
+    source = Path(options.source).expanduser().absolute()
+    if not source.is_dir():
+        raise HostError(f"--source {source} is not a directory; give the root of your PixSim7 checkout")
+    declared = read_declarations(source / SERVICES_DIR)
+    if "main-api" not in declared:
+        raise HostError(f"{source} declares no main-api service ({SERVICES_DIR}/main-api/"
+                        "pixsim.service.json); give the root of a PixSim7 checkout")
+    # Written out (not left to the defaults) so the operator sees what the host runs.
+    values: dict[str, Any] = {
+        "source": str(source),
+        "migrate": [PIXSIM7_MIGRATE],
+        "workers": [worker for worker in PIXSIM7_WORKERS if worker in declared],
+    }
+    if options.dockerfile is not None:
+        values["dockerfile"] = options.dockerfile
+        if options.backend_image is None:
+            values["image"] = f"pixsim-host/{slugify(options.name or source.name) or 'pixsim7'}-backend:local"
     return values
 
 
@@ -136,8 +170,7 @@ def init_host(root: Path, options: InitOptions, *, force: bool = False,
     if created:
         # Secrets first: a config on disk always has its .env beside it.
         write_secrets(host.secrets_file, generate_secrets(), config.host_id)
-    save_config(config, host.config_file)
-    written = write_rendered(host, rendered)
+    written = apply_config(host, config, rendered)
     return InitResult(host, config, created, written, warnings)
 
 

@@ -6,6 +6,7 @@ how to fix what it found. Doctor only reads: it never renders, starts or changes
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import shutil
@@ -110,6 +111,47 @@ def check_secrets(ctx: Context) -> Check:
     return Check("secrets", PASS, f"{path.name} is private (0600) and holds every secret")
 
 
+PRIVATE_DIRS = ("data/redis", "data/home", "logs", ".pixsim-host/run", "backups")
+PRIVATE_FILES = (".pixsim-host/hash-key",)
+
+
+def check_permissions(ctx: Context) -> Check:
+    """What holds players' data or is derived from secrets is readable by this user only."""
+    assert ctx.host is not None
+    root = ctx.host.root
+    exposed: list[str] = []
+
+    def look(path: Path, allowed: int) -> None:
+        with contextlib.suppress(OSError):
+            info = path.lstat()
+            if not stat.S_ISLNK(info.st_mode) and stat.S_IMODE(info.st_mode) & ~allowed & 0o077:
+                exposed.append(f"{path.relative_to(root)} ({oct(stat.S_IMODE(info.st_mode))})")
+
+    data = root / "data"
+    if data.is_dir():
+        # PostgreSQL, run as another account by root, must traverse data/ (0711), never list it.
+        look(data, 0o711)
+        look(data / "postgres", 0o700)
+    for name in PRIVATE_DIRS:
+        folder = root / name
+        if not folder.is_dir():
+            continue
+        if name != "backups":  # the bundles in it are private, the folder need not be
+            look(folder, 0o700)
+        for path in sorted(folder.rglob("*"))[:1000]:
+            look(path, 0o700 if path.is_dir() else 0o600)
+    for name in PRIVATE_FILES:
+        if (root / name).exists():
+            look(root / name, 0o600)
+    if exposed:
+        shown = ", ".join(exposed[:5]) + (f" and {len(exposed) - 5} more" if len(exposed) > 5 else "")
+        present = " ".join(n for n in PRIVATE_DIRS if (root / n).exists())
+        return Check("permissions", FAIL, f"other users can read the host's private data: {shown}",
+                     f"cd {root} && chmod -R go-rwx {present}"
+                     + (" && chmod 711 data" if data.is_dir() else ""))
+    return Check("permissions", PASS, "data, logs, pid files and backups are private to this user")
+
+
 def check_rendered(ctx: Context) -> Check:
     from pixsim_host.render import diff_rendered, render_host
 
@@ -168,7 +210,7 @@ def _container_on_port(engine: Engine | None, port: int) -> str | None:
 
 
 def _suggest_port(bind: str, claimed: set[int], start: int) -> int | None:
-    from pixsim_host.create import pick_port
+    from pixsim_host.ports import pick_port
 
     try:
         return pick_port(bind, claimed, start=start)
@@ -371,6 +413,24 @@ def check_health(ctx: Context) -> Check:
                                  "host, healthy")
 
 
+def check_backend_code(ctx: Context) -> Check:
+    """The backend's own code: its declared workers resolve, and no stray .env feeds it."""
+    from pixsim_host.services import migrate_lines, resolve_workers, stray_dotenv_notes
+
+    assert ctx.config is not None
+    try:
+        workers = resolve_workers(ctx.config)
+    except HostError as exc:
+        return _failed("backend-code", exc)
+    stray = stray_dotenv_notes(ctx.config)
+    if stray:
+        message, hint = _split(stray[0])
+        return Check("backend-code", WARN, message, hint)
+    names = ", ".join(w.name for w in workers) or "none"
+    migrations = len(migrate_lines(ctx.config))
+    return Check("backend-code", PASS, f"workers: {names}; migrations: {migrations} command(s)")
+
+
 # ---- running them ---------------------------------------------------------------------------
 
 
@@ -379,12 +439,14 @@ HOST_CHECKS: list[tuple[str, Callable[[Context], Check], tuple[str, ...]]] = [
     ("engine", check_engine, ()),
     ("config", check_config, ()),
     ("secrets", check_secrets, ()),
+    ("permissions", check_permissions, ()),
     ("rendered", check_rendered, ("config",)),
     ("port", check_port, ("config",)),
     ("images", check_images, ("config",)),
     ("disk", check_disk, ()),
     ("registry", check_registry, ()),
     ("health", check_health, ("config",)),
+    ("backend-code", check_backend_code, ("config",)),
 ]
 MACHINE_CHECKS = ("engine", "disk", "registry")
 

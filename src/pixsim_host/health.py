@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pixsim_host.errors import HostError
+from pixsim_host.progress import Progress
 
-Progress = Callable[[str, str], None]
 MAX_BODY = 1_000_000  # a contract answer is a few hundred bytes; more is not a PixSim7 backend
 
 
@@ -119,3 +119,22 @@ def probe_status(url: str, host_id: str) -> tuple[BackendReport | None, str]:
             return probe_once(client, url, host_id), "healthy"
         except ProbeError as exc:
             return None, str(exc)
+
+
+def backend_hung(url: str, wait: float = 3.0) -> bool:
+    """Whether the backend accepts connections but answers nothing, not even ``/``.
+
+    PixSim7's event bridge spins when Redis goes away: the process keeps running (and its
+    listening socket keeps accepting) while no request is answered, and it never recovers.
+    A refused connection is not a hang: the backend is starting, or gone.
+    """
+    from pixsim_host import webclient as web
+
+    with make_client(timeout=wait) as client:
+        try:
+            client.get(url + "/")
+        except web.Timeout as exc:
+            return exc.phase == "read"
+        except web.WebError:
+            return False
+    return False

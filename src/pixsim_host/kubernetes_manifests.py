@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pixsim_host.backend_env import Endpoints, backend_environment, without_secrets
 from pixsim_host.errors import HostError
+from pixsim_host.services import Worker, migrate_commands, resolve_workers
 
 if TYPE_CHECKING:
     from pixsim_host.config import HostConfig
@@ -76,8 +77,9 @@ def names(config: HostConfig) -> Names:
 
 def labels(config: HostConfig, component: str) -> dict[str, str]:
     """The labels every object of this host carries (component: its part of the host)."""
+    # A worker's component is its service name: it runs the backend's code.
     app = {"database": "postgresql", "redis": "redis", "backend": "pixsim7-backend",
-           "secrets": "pixsim7"}[component]
+           "secrets": "pixsim7"}.get(component, "pixsim7-backend")
     return {
         "app.kubernetes.io/name": app,
         INSTANCE_LABEL: config.project,
@@ -141,7 +143,19 @@ def workloads(config: HostConfig) -> dict[str, str]:
     if config.redis.url is None:
         services["redis"] = f"statefulset/{n.redis}"
     services["backend"] = f"deployment/{n.backend}"
+    for worker in kubernetes_workers(config):
+        services[worker.name] = f"deployment/{config.project}-{worker.name}"
     return services
+
+
+def kubernetes_workers(config: HostConfig) -> list[Worker]:
+    """The host's workers, as their commands run inside the backend's image."""
+    return resolve_workers(config, python="python")
+
+
+def component(service: str) -> str:
+    """The component label of a service's objects (a worker's is its own name)."""
+    return COMPONENTS.get(service, service)
 
 
 def template_context(config: HostConfig) -> dict[str, Any]:
@@ -185,6 +199,14 @@ def template_context(config: HostConfig) -> dict[str, Any]:
         "backend_env": environment,
         "backend_env_digest": digest,
         "backend_args": [env_escape(arg) for arg in config.backend.command or []],
+        # Run to completion before each backend pod starts (init containers), in the same
+        # image and environment: the backend never serves an unmigrated database.
+        "migrate": [[env_escape(arg) for arg in argv] for argv in migrate_commands(config)],
+        "workers": [{"name": worker.name, "object": f"{config.project}-{worker.name}",
+                     "args": [env_escape(arg) for arg in worker.argv],
+                     "labels": labels(config, worker.name),
+                     "selector": selector(config, worker.name)}
+                    for worker in kubernetes_workers(config)],
         "ingress": config.kubernetes.ingress_host is not None,
         "requests": {
             "db": {"cpu": "100m", "memory": "256Mi"},

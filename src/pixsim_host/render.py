@@ -25,6 +25,7 @@ from pixsim_host.envfile import SECRET_KEYS
 from pixsim_host.errors import HostError
 from pixsim_host.fsutil import atomic_write
 from pixsim_host.hostdir import COMPOSE_FILE, FRONTEND_FILE, HostDir
+from pixsim_host.services import resolve_workers
 
 INPUTS_KEY = "_inputs"
 # Where compose.yaml mounts the backend's data volume and the host's plugins/.
@@ -123,6 +124,8 @@ def template_context(config: HostConfig) -> dict[str, Any]:
         "secret": secret,
         "backend_env": backend_environment(config, where),
         "secret_bearing": SECRET_BEARING,
+        # Inside the backend's image its environment's interpreter is `python`.
+        "workers": resolve_workers(config, python="python"),
     }
 
 
@@ -267,6 +270,17 @@ def write_rendered(host: HostDir, rendered: Rendered) -> list[str]:
         changed.append(name)
     _update_record(host, {name: _digest(content) for name, content in rendered.files.items()})
     return changed
+
+
+def apply_config(host: HostDir, config: HostConfig, rendered: Rendered | None = None) -> list[str]:
+    """Make ``config`` the host's: rendered first (a value that cannot render writes
+    nothing), then pixsim-host.yaml saved, then the generated files that changed written.
+    Returns their names. ``rendered``: what the caller rendered from ``config`` already."""
+    from pixsim_host.config import save_config
+
+    rendered = rendered or render_host(host, config)
+    save_config(config, host.config_file)
+    return write_rendered(host, rendered)
 
 
 def _inputs_digest(host: HostDir) -> str:

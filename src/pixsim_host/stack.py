@@ -133,9 +133,9 @@ def prepare(runtime: Runtime, host: HostDir, pull: str, progress: Progress) -> H
     runtime.prepare(pull, progress)
     settled = runtime.settled_config()
     if settled is not None:
-        from pixsim_host.config import save_config
+        from pixsim_host.render import apply_config
 
-        save_config(settled, host.config_file)
+        apply_config(host, settled)
     return settled
 
 
@@ -165,7 +165,13 @@ def up(host: HostDir, config: HostConfig, *, pull: str = "missing", timeout: flo
         # extensions check and the migrations, and only then the backend and its workers.
         from pixsim_host.schema import prepare_database
 
-        data_actions = prepare_database(jobs, host, config, deadline, progress).actions
+        schema = prepare_database(jobs, host, config, deadline, progress)
+        data_actions = schema.actions
+        if not schema.commands:
+            note = (f"backend.migrate is empty: no schema migrations run for {config.backend.image}; "
+                    "set it to the image's own (PixSim7: `python scripts/migrate_all.py --scope all`)")
+            progress("host", note)
+            notes.append(note)
     else:
         data_actions = {}
     result = runtime.start(progress, deadline, verified_elsewhere=frozenset({BACKEND}))
@@ -317,21 +323,18 @@ def change_host(host: HostDir, old: HostConfig, new: HostConfig, *, progress: Pr
     backend when the plugins folder changed, since it reads it only at start-up.
     Returns None when the host is not running (the change waits for the next ``up``).
     """
-    from pixsim_host.config import save_config
-    from pixsim_host.render import render_host, write_rendered
+    from pixsim_host.render import apply_config, render_host
 
-    rendered = render_host(host, new)
+    rendered = render_host(host, new)  # a config that cannot render changes nothing
     running = backend_running(host, old)
-    save_config(new, host.config_file)
-    write_rendered(host, rendered)
+    apply_config(host, new, rendered)
     if not running:
         return None
     try:
         return up(host, new, timeout=timeout, progress=progress)
     except HostError as failure:
         progress("host", "rolling back to the previous configuration")
-        save_config(old, host.config_file)
-        write_rendered(host, render_host(host, old))
+        apply_config(host, old)
         if undo is not None:
             undo()
         try:

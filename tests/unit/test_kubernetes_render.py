@@ -29,6 +29,7 @@ from pixsim_host.config import HostConfig
 from pixsim_host.errors import HostError
 from pixsim_host.hostdir import HostDir
 from pixsim_host.render import diff_rendered, render_host
+from pixsim_host.services import resolve_workers
 
 K8S_VERSION = kubernetes_validate.latest_version()
 SPECIAL_NAME = "Bob's \"$HOME\" {{ x }} #1: $(SECRET_KEY) $$ 😀 - [a] &b *c"
@@ -107,7 +108,9 @@ def test_every_built_object_validates_against_the_api_schemas(variant: tuple[Hos
     host, config = variant
     built = kustomize(find_kubectl(), host)
     kinds = sorted(obj["kind"] for obj in built)
-    expected = ["ConfigMap", "Deployment", "Secret", "Service"]
+    # One Deployment for the backend and one per worker (the reference backend has one).
+    workers = resolve_workers(config)
+    expected = ["ConfigMap", "Deployment", "Secret", "Service", *["Deployment"] * len(workers)]
     if config.database.url is None:
         expected += ["Service", "StatefulSet"]
     if config.redis.url is None:
@@ -230,7 +233,9 @@ def test_secrets_appear_only_inside_the_secret(variant: tuple[HostDir, HostConfi
 
 
 def _backend(built: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, str]]:
-    [deployment] = _by_kind(built, "Deployment")
+    # The backend's Deployment among the workers' (those are labelled with their own component).
+    [deployment] = [obj for obj in _by_kind(built, "Deployment")
+                    if obj["metadata"]["labels"]["app.kubernetes.io/component"] == "backend"]
     [config_map] = _by_kind(built, "ConfigMap")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     return container, config_map["data"]
@@ -280,7 +285,8 @@ def test_the_deployment_probes_scales_and_requests(variant: tuple[HostDir, HostC
     host, config = variant
     built = kustomize(find_kubectl(), host)
     container, _ = _backend(built)
-    [deployment] = _by_kind(built, "Deployment")
+    [deployment] = [obj for obj in _by_kind(built, "Deployment")
+                    if obj["metadata"]["labels"]["app.kubernetes.io/component"] == "backend"]
     assert deployment["spec"]["replicas"] == config.backend.replicas
     assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
     assert container["livenessProbe"]["httpGet"]["path"] == "/health"
@@ -375,3 +381,24 @@ def test_a_template_override_in_the_host_directory_wins(tmp_path: Path) -> None:
     override.write_text("key: [unclosed\n", encoding="utf-8")
     with pytest.raises(HostError, match="kubernetes/backend-env.yaml is not valid YAML"):
         render_host(host, config)
+
+
+def test_pods_migrate_before_the_backend_and_workers_share_its_image_and_environment(
+        tmp_path: Path) -> None:
+    host, config = make_k8s_host(tmp_path / "h", name="jobs")
+    built = kustomize(find_kubectl(), host)
+    container, _ = _backend(built)
+    [backend] = [obj for obj in _by_kind(built, "Deployment")
+                 if obj["metadata"]["labels"]["app.kubernetes.io/component"] == "backend"]
+    [migrate] = backend["spec"]["template"]["spec"]["initContainers"]
+    assert migrate["args"] == ["python", "-m", "pixsim_reference_backend", "migrate"]
+    assert migrate["image"] == container["image"]
+    assert migrate["env"] == container["env"] and migrate["envFrom"] == container["envFrom"]
+    [worker] = [obj for obj in _by_kind(built, "Deployment")
+                if obj["metadata"]["labels"]["app.kubernetes.io/component"] == "worker"]
+    assert worker["metadata"]["name"] == f"{config.project}-worker"
+    [runs] = worker["spec"]["template"]["spec"]["containers"]
+    assert runs["args"] == ["python", "-m", "pixsim_reference_backend", "worker"]
+    assert (runs["image"], runs["env"], runs["envFrom"]) == (container["image"], container["env"],
+                                                            container["envFrom"])
+    assert worker["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "worker"

@@ -39,6 +39,7 @@ from pixsim_host.errors import HostError
 from pixsim_host.hostdir import HostDir
 from pixsim_host.runtime import kubernetes
 from pixsim_host.runtime.kubernetes import CLAIM_KIND, OBJECT_KINDS
+from pixsim_host.services import resolve_workers
 
 BUILT = "# the built manifests (kubectl kustomize's stdout)\n"
 FORBIDDEN = ('Error from server (Forbidden): deployments.apps is forbidden: User "jane" cannot list '
@@ -54,7 +55,8 @@ def _applied(config: HostConfig) -> str:
     """What server-side apply prints for this host's manifests."""
     p = config.project
     refs = [f"configmap/{p}-backend-env", f"secret/{p}-secrets-abc123", f"service/{p}-backend",
-            f"deployment.apps/{p}-backend"]
+            f"deployment.apps/{p}-backend",
+            *(f"deployment.apps/{p}-{worker.name}" for worker in resolve_workers(config))]
     if config.database.url is None:
         refs += [f"service/{p}-db", f"statefulset.apps/{p}-db"]
     if config.redis.url is None:
@@ -94,6 +96,9 @@ def _expected_up(host: HostDir, config: HostConfig, *, stale: list[str] | None =
         [*base, "rollout", "status", f"statefulset/{p}-db", "--timeout=Ns"],
         [*base, "rollout", "status", f"statefulset/{p}-redis", "--timeout=Ns"],
         [*base, "rollout", "status", f"deployment/{p}-backend", "--timeout=Ns"],
+        # The workers' Deployments roll out with the backend (the reference backend has one).
+        *([*base, "rollout", "status", f"deployment/{p}-{worker.name}", "--timeout=Ns"]
+          for worker in resolve_workers(config)),
     ]
     if forward:
         commands.append([*base, "port-forward", "--address", "127.0.0.1", f"svc/{p}-backend", ":8000"])
@@ -149,9 +154,9 @@ def test_up_applies_waits_and_verifies_through_a_port_forward(tmp_path: Path, sw
     assert report.host_id == config.host_id
     assert report.plugins == ["stats_basic"]
     assert report.backend["server"]["server_id"] == config.host_id
-    assert set(report.services) == {"db", "redis", "backend"}
+    assert set(report.services) == {"db", "redis", "backend", "worker"}
     assert report.actions == {"db": "serverside-applied", "redis": "serverside-applied",
-                              "backend": "serverside-applied"}
+                              "backend": "serverside-applied", "worker": "serverside-applied"}
     assert any("no public URL" in note for note in report.notes)
     assert any("reference backend" in note for note in report.notes)
     assert (host.state_dir / "plugins.json").is_file() or list(host.state_dir.iterdir())
@@ -189,8 +194,8 @@ def test_up_with_managed_services_waits_only_for_the_backend(tmp_path: Path) -> 
     runner = FakeRunner(_cluster(config), forward_port=stub.port)
     report = _up(host, config, runner, timeout=60)
     rollouts = [c[-2] for c in runner.calls if "rollout" in c]
-    assert rollouts == [f"deployment/{config.project}-backend"]
-    assert set(report.services) == {"backend"}
+    assert rollouts == [f"deployment/{config.project}-backend", f"deployment/{config.project}-worker"]
+    assert set(report.services) == {"backend", "worker"}
     # What the host ran in-cluster before (its StatefulSets) is pruned, its claims are not.
     deletes = [c for c in runner.calls if "delete" in c]
     assert len(deletes) == 1
@@ -466,7 +471,9 @@ def _workloads(config: HostConfig, backend_ready: int = 2) -> str:
 
     return json.dumps({"items": [item("StatefulSet", f"{p}-db", 1, 1),
                                  item("StatefulSet", f"{p}-redis", 1, 1),
-                                 item("Deployment", f"{p}-backend", 2, backend_ready)]})
+                                 item("Deployment", f"{p}-backend", 2, backend_ready),
+                                 *(item("Deployment", f"{p}-{worker.name}", 1, 1)
+                                   for worker in resolve_workers(config))]})
 
 
 def test_status_reads_the_workloads_and_probes_the_backend(tmp_path: Path, swap_runner: Any) -> None:

@@ -22,6 +22,7 @@ from typer.core import TyperGroup
 
 from pixsim_host import __version__
 from pixsim_host.cli import (
+    backend_cmds,
     backup_cmd,
     config_cmd,
     connect_cmd,
@@ -82,6 +83,7 @@ def _root(
 host_cmds.register(app)
 lifecycle.register(app)
 destroy_cmd.register(app)
+backend_cmds.register(app)
 backup_cmd.register(app)
 app.add_typer(config_cmd.app, name="config", rich_help_panel=LIFECYCLE)
 app.add_typer(plugins_cmd.app, name="plugins", rich_help_panel=PLUGINS)

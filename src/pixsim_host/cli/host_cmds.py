@@ -73,6 +73,18 @@ def init(
     ] = None,
     postgres_image: Annotated[str | None, typer.Option(help="PostgreSQL image.")] = None,
     redis_image: Annotated[str | None, typer.Option(help="Redis image.")] = None,
+    source: Annotated[
+        str | None, typer.Option(help="Your PixSim7 checkout: its services, migrations and plugins "
+                                      "are the host's.", show_default=False)
+    ] = None,
+    dockerfile: Annotated[
+        str | None, typer.Option(help="Docker: build the backend image from --source with this "
+                                      "Dockerfile (a path inside it).", show_default=False)
+    ] = None,
+    python: Annotated[
+        str | None, typer.Option(help="Native: the Python of your PixSim7 environment (its venv's "
+                                      "bin/python).", show_default=False)
+    ] = None,
     runtime: Annotated[
         RuntimeName | None, typer.Option(help="Where the host runs: docker (the default when a Docker "
                                               "engine answers), native (local processes, no Docker) or "
@@ -92,10 +104,11 @@ def init(
       pixsim-host init my-host --name "My host"
       pixsim-host init friends --model friend --bind 192.168.1.20
       pixsim-host init my-host --runtime native --yes
+      pixsim-host init pixsim7 --source ~/pixsim7 --dockerfile Dockerfile.host
+      pixsim-host init pixsim7 --runtime native --source ~/pixsim7 --python ~/pixsim7/.venv/bin/python
     """
     from pixsim_host.config import HOSTING_MODELS, slugify
-    from pixsim_host.create import InitOptions
-    from pixsim_host.create import init_registered
+    from pixsim_host.create import InitOptions, init_registered
     from pixsim_host.stack import runtime_type
 
     if bind is not None and (why := _bind_problem(bind)) is not None:
@@ -106,6 +119,7 @@ def init(
         description=description, backend_image=backend_image,
         postgres_image=postgres_image, redis_image=redis_image,
         runtime=runtime.value if runtime else None,
+        source=source, dockerfile=dockerfile, python=python,
     )
     if not directory.strip():
         raise usage_error("the host directory is empty; give a directory, e.g. `pixsim-host init my-host`")

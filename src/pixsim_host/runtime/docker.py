@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pixsim_host.errors import HostError
+from pixsim_host.errors import ContainerCommandFailed, HostError
 from pixsim_host.progress import Progress
 from pixsim_host.runtime import LocalRuntime, RuntimeWords, context_digest, reference_build_context
 from pixsim_host.runtime.compose import ProjectSpec, ServiceSpec
@@ -115,6 +115,46 @@ def volume_name(project: str, key: str) -> str:
     return f"{project}_{key}"
 
 
+@dataclass
+class ImageBuild:
+    """An image pixsim-host builds itself: the reference backend, or the operator's checkout."""
+
+    context: Path
+    dockerfile: str
+    checkout: bool = False  # the operator's tree: digested by its git state, not byte by byte
+    _digest: str | None = None
+
+    def digest(self) -> str:
+        if self._digest is None:
+            self._digest = checkout_digest(self.context) if self.checkout else context_digest(self.context)
+        return self._digest
+
+
+def checkout_digest(checkout: Path) -> str:
+    """What a checkout holds, cheaply: its git commit plus its uncommitted changes, else the
+    names, sizes and times of its files (a PixSim7 tree is too big to read whole each `up`)."""
+    import subprocess
+
+    git = shutil.which("git")
+    if git and (checkout / ".git").exists():
+        digest = hashlib.sha256()
+        try:
+            for argv in (["rev-parse", "HEAD"], ["status", "--porcelain", "-uall"], ["diff", "HEAD"]):
+                proc = subprocess.run([git, "-C", str(checkout), *argv], capture_output=True,
+                                      timeout=120, check=True)
+                digest.update(proc.stdout + b"\0")
+            return digest.hexdigest()[:32]
+        except (OSError, subprocess.SubprocessError):
+            pass
+    digest = hashlib.sha256()
+    skip = {".git", "node_modules", "__pycache__", ".venv"}
+    for path in sorted(checkout.rglob("*")):
+        if path.is_file() and not skip & set(path.relative_to(checkout).parts):
+            stat = path.stat()
+            digest.update(f"{path.relative_to(checkout)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:32]
+
+
 class DockerRuntime(LocalRuntime):
     """Runs one host's project on one engine; touches only that host's resources."""
 
@@ -144,8 +184,12 @@ class DockerRuntime(LocalRuntime):
         backend = project.services.get(BACKEND)
         if backend is not None:
             backend.labels[PLUGINS_DIGEST_LABEL] = context_digest(host.plugins_dir)
-        return cls(connect(), project, config.host_id, secrets,
-                   buildable_images=frozenset({REFERENCE_BACKEND_IMAGE}),
+        builds = {REFERENCE_BACKEND_IMAGE: ImageBuild(reference_build_context(), "Dockerfile")}
+        if config.backend.dockerfile and config.backend.source:
+            # The operator's own checkout and Dockerfile, like Compose's `build:`.
+            builds[config.backend.image] = ImageBuild(Path(config.backend.source).expanduser(),
+                                                      config.backend.dockerfile, checkout=True)
+        return cls(connect(), project, config.host_id, secrets, builds=builds,
                    db_user=config.database.user, db_name=config.database.name)
 
     @classmethod
@@ -154,16 +198,17 @@ class DockerRuntime(LocalRuntime):
         from pixsim_host.runtime.engine import connect
 
         check_project_unused(connect().api, config.project)
+    python = "python"  # what `python` in backend.migrate is, inside the backend's image
 
     def __init__(self, engine: Engine, project: ProjectSpec, host_id: str,
-                 secrets: dict[str, str], buildable_images: frozenset[str] = frozenset(),
+                 secrets: dict[str, str], builds: dict[str, ImageBuild] | None = None,
                  db_user: str = "pixsim", db_name: str = "pixsim") -> None:
         self.engine = engine
         self.api = engine.api
         self.project = project
         self.host_id = host_id
         self.secrets = secrets
-        self.buildable_images = buildable_images
+        self.builds = builds or {}
         self.db_user = db_user
         self.db_name = db_name
         self._image_ids: dict[str, str] | None = None
@@ -256,12 +301,13 @@ class DockerRuntime(LocalRuntime):
         for service in self.project.services.values():
             image = service.image
             current = self.image_id(image)
-            if image in self.buildable_images:
-                wanted = context_digest(reference_build_context())
+            build = self.builds.get(image)
+            if build is not None:
+                wanted = build.digest()
                 labels = ((self._inspect_image(image) or {}).get("Config") or {}).get("Labels") or {}
                 if current is None or labels.get(CONTEXT_LABEL) != wanted:
                     progress(service.name, f"building {image}")
-                    self._build_reference(image, wanted)
+                    self._build(image, build, wanted)
             elif policy == "always" or (current is None and policy == "missing"):
                 progress(service.name, f"pulling {image}")
                 self._pull(image)
@@ -287,25 +333,29 @@ class DockerRuntime(LocalRuntime):
         except APIError as exc:
             raise HostError(_pull_error(image, str(exc.explanation or exc))) from None
 
-    def _build_reference(self, image: str, digest: str) -> None:
+    def _build(self, image: str, build: ImageBuild, digest: str) -> None:
         from docker.errors import APIError, BuildError
 
-        context = reference_build_context()
-        if not (context / "Dockerfile").is_file():
-            raise HostError(
-                f"cannot build {image}: the reference backend's Dockerfile is missing from this "
-                "installation; reinstall pixsim-host or set backend.image to your own image"
-            )
+        if not (build.context / build.dockerfile).is_file():
+            if not build.checkout:
+                raise HostError(
+                    f"cannot build {image}: the reference backend's Dockerfile is missing from this "
+                    "installation; reinstall pixsim-host or set backend.image to your own image"
+                )
+            raise HostError(f"cannot build {image}: {build.context / build.dockerfile} does not exist; "
+                            "fix backend.dockerfile (a path inside backend.source)")
         tail: list[str] = []
         try:
-            for event in self.api.build(path=str(context), tag=image, rm=True, forcerm=True,
-                                        decode=True, labels={CONTEXT_LABEL: digest}):
+            for event in self.api.build(path=str(build.context), dockerfile=build.dockerfile, tag=image,
+                                        rm=True, forcerm=True, decode=True,
+                                        labels={CONTEXT_LABEL: digest}):
                 if "stream" in event:
                     tail = (tail + str(event["stream"]).splitlines())[-15:]
                 if "error" in event:
+                    base = "python:3.11-slim" if not build.checkout else "its base images"
                     raise HostError(
-                        f"building {image} failed: {str(event['error']).strip()}; its base image "
-                        "python:3.11-slim must be present or pullable",
+                        f"building {image} failed: {str(event['error']).strip()}; {base} must be "
+                        "present or pullable",
                         details="\n".join(tail),
                     )
         except (APIError, BuildError) as exc:
@@ -729,8 +779,7 @@ class DockerRuntime(LocalRuntime):
         output = self.api.exec_start(exec_id).decode("utf-8", "replace")
         code = self.api.exec_inspect(exec_id).get("ExitCode")
         if code != 0:
-            raise HostError(f"{command[0]} failed in the container (exit {code}): "
-                            f"{_first_line(output)}")
+            raise ContainerCommandFailed(command[0], code, output)
         return str(output)
 
     def copy_out(self, container_id: str, path: str, target: Path) -> None:
@@ -793,6 +842,77 @@ class DockerRuntime(LocalRuntime):
         body["NetworkingConfig"] = {}
         created = self.api.create_container_from_config(body, name=None)
         return str(created["Id"])
+
+    # ---- the backend's own jobs (migrations) and exec ---------------------------------
+
+    def backend_code(self) -> str:
+        """What identifies the backend's code: its image id (new image, new code)."""
+        if self._image_ids is None:
+            self.prepare("missing", lambda service, message: None)
+        assert self._image_ids is not None
+        return self._image_ids.get(BACKEND, "")
+
+    def available_extensions(self) -> set[str]:
+        """The PostgreSQL extensions the running database server could create."""
+        db = self.running_container("db")
+        output = self.exec_run(db, ["psql", "-X", "-q", "-t", "-A", "-U", self.db_user, "-d", self.db_name,
+                                    "-c", "SELECT name FROM pg_available_extensions"])
+        return {line.strip() for line in output.splitlines() if line.strip()}
+
+    def run_job(self, name: str, argv: list[str], deadline: float, progress: Progress) -> tuple[int, str]:
+        """Run ``argv`` to completion in a one-off container of the backend: same image,
+        environment, volumes and network. Returns its exit code and its output (masked)."""
+        from docker.errors import APIError
+
+        from pixsim_host.envfile import redact
+
+        image_id = self.backend_code()
+        spec = self.project.services[BACKEND]
+        body = self._create_body(spec, image_id)
+        body["Cmd"] = argv
+        body.pop("Healthcheck", None)
+        body["ExposedPorts"] = {}
+        body["Labels"] = {**body["Labels"], SERVICE_LABEL: f"{BACKEND}-{name}",
+                          "com.docker.compose.oneoff": "True", HASH_LABEL: ""}
+        body["HostConfig"] = {**body["HostConfig"], "PortBindings": {}, "RestartPolicy": {"Name": ""}}
+        body["NetworkingConfig"] = {"EndpointsConfig": {network_name(self.project.name): {}}}
+        progress(BACKEND, f"{name}: {' '.join(argv)}")
+        container = str(self.api.create_container_from_config(body, name=None)["Id"])
+        try:
+            self.api.start(container)
+            remaining = max(1.0, deadline - time.monotonic())
+            try:
+                code = int(self.api.wait(container, timeout=remaining).get("StatusCode", 1))
+            except Exception as exc:  # requests' ReadTimeout: the job outlived --timeout
+                if isinstance(exc, APIError):
+                    raise
+                raise HostError(f"{name} ({' '.join(argv)}) did not finish before the timeout; "
+                                "retry with a larger --timeout") from None
+            output = self.api.logs(container, stdout=True, stderr=True).decode("utf-8", "replace")
+        finally:
+            self.remove_container(container)
+        return code, redact(output, self.secrets.values())
+
+    def exec_service(self, service: str, argv: list[str], interactive: bool) -> int:
+        """Run ``argv`` inside the running ``service``; its exit code."""
+        import shutil
+        import subprocess
+        import sys
+
+        container = self.running_container(service)
+        docker_cli = shutil.which("docker")
+        if interactive and docker_cli:
+            # A terminal session needs a pseudo-terminal relay: the CLI is that relay.
+            return subprocess.run([docker_cli, "exec", "-it", container, *argv], check=False).returncode
+        exec_id = self.api.exec_create(container, argv, stdout=True, stderr=True, tty=False)["Id"]
+        from pixsim_host.envfile import redact
+
+        for out, err in self.api.exec_start(exec_id, stream=True, demux=True):
+            for chunk, stream in ((out, sys.stdout), (err, sys.stderr)):
+                if chunk:
+                    stream.write(redact(chunk.decode("utf-8", "replace"), self.secrets.values()))
+                    stream.flush()
+        return int(self.api.exec_inspect(exec_id).get("ExitCode") or 0)
 
     def remove_container(self, container_id: str) -> None:
         from docker.errors import NotFound
@@ -857,8 +977,8 @@ class DockerRuntime(LocalRuntime):
         try:
             self.exec_run(db, ["pg_restore", "--clean", "--if-exists", "--no-owner", "--exit-on-error",
                                "-U", self.db_user, "-d", self.db_name, "/tmp/pixsim-restore.dump"])
-        except HostError as exc:
-            if "unsupported version" not in exc.message:
+        except ContainerCommandFailed as exc:
+            if "unsupported version" not in exc.output:  # pg_restore's own words
                 raise
             # The dump is newer than this image's pg_restore reads (a native host's PostgreSQL
             # 16 dump, a PostgreSQL 15 image): convert it to SQL with a newer local pg_restore.

@@ -29,10 +29,10 @@ from pixsim_host.errors import HostError
 from pixsim_host.kubernetes_manifests import (
     BACKEND_PORT,
     COMPONENT_LABEL,
-    COMPONENTS,
     HOST_ID_LABEL,
     INSTANCE_LABEL,
     KUBERNETES_DIR,
+    component,
     host_selector,
     names,
     public_url,
@@ -420,7 +420,7 @@ class Kubectl:
 
         wanted = host_selector(self.config)
         if service is not None:
-            wanted += f",{COMPONENT_LABEL}={COMPONENTS[service]}"
+            wanted += f",{COMPONENT_LABEL}={component(service)}"
         args = self.args("logs", "-l", wanted, "--all-containers", "--prefix", f"--tail={tail}",
                          "--max-log-requests=20")
         if follow:
@@ -523,7 +523,8 @@ class KubernetesRuntime:
 
     def service_levels(self) -> list[list[str]]:
         first: list[str] = [name for name in ("db", "redis") if name in self.workloads]
-        return [level for level in (first, [BACKEND]) if level]
+        second = [BACKEND, *(name for name in self.workloads if name not in ("db", "redis", BACKEND))]
+        return [level for level in (first, second) if level]
 
     def _known(self, services: Iterable[str]) -> None:
         for service in services:

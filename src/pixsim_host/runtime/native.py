@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from pixsim_host.config import HostConfig
-from pixsim_host.errors import HostError
+from pixsim_host.errors import EngineUnavailable, HostError
 from pixsim_host.hostdir import HostDir
 from pixsim_host.runtime import LocalRuntime, Progress, RuntimeWords, procs
 from pixsim_host.runtime.procs import PidRecord
@@ -155,8 +155,8 @@ def docker_problem() -> str | None:
 
     try:
         connect(timeout=3.0).api.close()
-    except HostError as exc:
-        return exc.message.split(";")[0]
+    except EngineUnavailable as exc:
+        return exc.problem
     except Exception as exc:  # noqa: BLE001 - any failure means: no usable engine
         return f"{type(exc).__name__}: {exc}"
     return None
@@ -192,6 +192,27 @@ def allocate_ports(config: HostConfig, claimed: set[int] | None = None) -> HostC
             data["native"][key] = port
         taken.add(port)
     return parse_config(data, source="the host config with its native ports")
+
+
+def _holds_port(pid: int, port: int) -> bool | None:
+    """Whether process ``pid`` listens on TCP ``port``; None where /proc cannot tell."""
+    inodes: set[str] = set()
+    try:
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with contextlib.suppress(FileNotFoundError), open(table, encoding="ascii") as handle:
+                for line in list(handle)[1:]:
+                    fields = line.split()
+                    if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        inodes.add(fields[9])
+        descriptors = os.listdir(f"/proc/{pid}/fd")
+    except (OSError, ValueError, IndexError):
+        return None
+    sockets = {f"socket:[{inode}]" for inode in inodes}
+    for fd in descriptors:
+        with contextlib.suppress(OSError):  # closed meanwhile
+            if os.readlink(f"/proc/{pid}/fd/{fd}") in sockets:
+                return True
+    return False
 
 
 def _port_free(bind: str, port: int) -> bool:
@@ -338,6 +359,28 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:32]
 
 
+HASH_KEY_FILE = "hash-key"
+
+
+def keyed_digest(host: HostDir, value: Any) -> str:
+    """A digest of configuration that holds secrets, for pid files: keyed with the host's own
+    random key (0600), so a pid file gives nobody a hash to test password guesses against."""
+    import hmac
+    import secrets
+
+    from pixsim_host.fsutil import atomic_write
+
+    path = host.state_dir / HASH_KEY_FILE
+    try:
+        key = path.read_bytes()
+    except FileNotFoundError:
+        key = b""
+    if len(key) < 32:
+        key = secrets.token_bytes(32)
+        atomic_write(path, key, mode=0o600)
+    return hmac.new(key, json.dumps(value, sort_keys=True).encode(), hashlib.sha256).hexdigest()[:32]
+
+
 def _redis_quote(value: str) -> str:
     if any(ord(c) < 32 for c in value):
         raise HostError("a Redis setting contains a control character; check the host's path and .env")
@@ -366,6 +409,7 @@ class NativeRuntime(LocalRuntime):
     )
     applies_rendered_files = False  # compose.yaml is rendered, never run, here
     _settled: HostConfig | None = None  # the config with the ports prepare allocated
+    health_problem = ""  # why PostgreSQL's last health check failed (no secret in it)
 
     @classmethod
     def settle_config(cls, config: HostConfig, claimed_ports: set[int]) -> HostConfig:
@@ -380,6 +424,7 @@ class NativeRuntime(LocalRuntime):
         runtime = cls(host, config, secrets)
         runtime._claimed_ports = claimed_ports
         return runtime
+    runs_jobs = True
 
     def __init__(self, host: HostDir, config: HostConfig, secrets: dict[str, str]) -> None:
         if not procs.supported():
@@ -395,11 +440,21 @@ class NativeRuntime(LocalRuntime):
         self.logs = logs_dir(host)
         self.run = run_dir(host)
         self._pg_bin: Path | None = None
+        # The operator's environment (its venv's interpreter) runs backend, workers, migrations.
+        self.python = config.native.python or sys.executable
+        from pixsim_host.services import resolve_workers
+
+        self.workers = {w.name: w for w in resolve_workers(config, python=self.python)}
+        self.services: tuple[str, ...] = (*SERVICES, *self.workers)
+        self.levels = [[DB, REDIS], [BACKEND, *self.workers]]
 
     # ---- paths and parameters ----------------------------------------------------------
 
     def log_file(self, service: str) -> Path:
         return self.logs / f"{service}.log"
+
+    def _keyed_digest(self, value: Any) -> str:
+        return keyed_digest(self.host, value)
 
     def pid_file(self, service: str) -> Path:
         return self.run / f"{service}.pid"
@@ -471,10 +526,10 @@ class NativeRuntime(LocalRuntime):
     # ---- the runtime protocol --------------------------------------------------------------
 
     def service_names(self) -> list[str]:
-        return sorted(SERVICES)
+        return sorted(self.services)
 
     def service_levels(self) -> list[list[str]]:
-        return [list(level) for level in LEVELS]
+        return [list(level) for level in self.levels]
 
     def prepare(self, pull: str, progress: Progress) -> None:
         """Binaries found, ports allocated, PostgreSQL initialised, directories made."""
@@ -483,15 +538,56 @@ class NativeRuntime(LocalRuntime):
             self.config = self._settled = allocate_ports(self.config, self._claimed_ports())
             progress("host", f"allocated ports {self.pg_port} (PostgreSQL) and {self.redis_port} "
                              "(Redis) on 127.0.0.1")
+        self._rechoose_taken_ports(progress)
         self.pg_bin()
         redis_server_path(self.config)
-        for directory in (self.data, self.redis_dir, self.home, self.logs, self.run):
+        # Private: Redis's files, the backend's home, logs and pid files are for this user
+        # only. data/ itself stays traversable when PostgreSQL runs as another account (as
+        # root), which must reach data/postgres (0700, its own) but may list nothing.
+        private = 0o711 if _host_account(self.host) is not None else 0o700
+        for directory, mode in ((self.data, private), (self.redis_dir, 0o700), (self.home, 0o700),
+                                (self.logs, 0o700), (self.run, 0o700)):
             directory.mkdir(parents=True, exist_ok=True)
+            os.chmod(directory, mode)
         if not (self.pgdata / "PG_VERSION").is_file():
             self._initdb(progress)
 
     def settled_config(self) -> HostConfig | None:
         return self._settled
+
+    def _rechoose_taken_ports(self, progress: Progress) -> None:
+        """PostgreSQL's and Redis's ports are the host's own business (only its backend uses
+        them): one another program took since they were chosen is replaced by a free one,
+        instead of failing ``up``. Not while the host's own server may hold it."""
+        from pixsim_host.config import parse_config
+
+        data = self.config.model_dump(mode="json")
+        taken: dict[str, int] = {}
+        for service, key in ((DB, "postgres_port"), (REDIS, "redis_port")):
+            port = data["native"][key]
+            if port is None or _port_free(LOCALHOST, port) or self._may_hold_port(service, port):
+                continue
+            data["native"][key] = None
+            taken[key] = port
+        if not taken:
+            return
+        moved = allocate_ports(parse_config(data, source="the host config"),
+                               claimed=set(taken.values()) | self._claimed_ports())
+        self.config = self._settled = moved
+        for key, port in taken.items():
+            progress(DB if key == "postgres_port" else REDIS,
+                     f"port {port} is taken by another program; moved to {getattr(moved.native, key)}")
+
+    def _may_hold_port(self, service: str, port: int) -> bool:
+        """Whether the host's own ``service`` may be what listens on ``port`` (per its record,
+        or PostgreSQL's lock file when the record is lost)."""
+        record = procs.read_record(self.pid_file(service))
+        pid = record.pid if record is not None and procs.alive(record) else None
+        if pid is None and service == DB:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                found = int((self.pgdata / "postmaster.pid").read_text().splitlines()[0])
+                pid = found if procs.start_token(found) is not None else None
+        return pid is not None and _holds_port(pid, port) is not False
 
     def _initdb(self, progress: Progress) -> None:
         """A new cluster: the host's role (superuser, scram password) and database.
@@ -588,8 +684,10 @@ class NativeRuntime(LocalRuntime):
                 "dbfilename dump.rdb",
                 f"requirepass {_redis_quote(self.secrets['REDIS_PASSWORD'])}",
             ]) + "\n"
-            return Launch(argv, _minimal_env(), self.redis_dir, _digest([argv, conf]),
+            return Launch(argv, _minimal_env(), self.redis_dir, self._keyed_digest([argv, conf]),
                           stdin=conf.encode())
+        if service in self.workers:
+            return self._worker_launch(service)
         return self._backend_launch()
 
     def backend_environment(self) -> dict[str, str]:
@@ -597,6 +695,7 @@ class NativeRuntime(LocalRuntime):
         from urllib.parse import quote
 
         from pixsim_host.backend_env import Endpoints, backend_environment
+        from pixsim_host.plugins import plugin_search_dir
 
         config = self.config
         password = quote(self.secrets["POSTGRES_PASSWORD"], safe="")
@@ -607,7 +706,8 @@ class NativeRuntime(LocalRuntime):
             redis_url=f"redis://:{redis_password}@{LOCALHOST}:{self.redis_port}/0",
             secret_key=self.secrets["SECRET_KEY"],
             home=str(self.home),
-            plugins_dir=str(self.host.plugins_dir),
+            # plugins/ plus the checkout's bundled packages/plugins (see plugins.plugin_search_dir).
+            plugins_dir=str(plugin_search_dir(self.host, config)),
         )
         return {
             **backend_environment(config, where),
@@ -617,43 +717,149 @@ class NativeRuntime(LocalRuntime):
             "PYTHONUNBUFFERED": "1",
         }
 
-    def _backend_launch(self) -> Launch:
-        from pixsim_host.runtime import context_digest, reference_build_context
-
+    def workdir(self) -> Path:
+        """Where the backend, its workers and migrations run: the checkout, else the host dir."""
         config = self.config
-        contract = self.backend_environment()
-        command = config.native.backend_command
-        if command:
-            argv = [part.replace("{port}", str(config.backend.port)).replace("{bind}", config.backend.bind)
-                    for part in command]
-            code = ""
-        else:
-            argv = [sys.executable, "-m", "pixsim_reference_backend"]
-            code = context_digest(reference_build_context())
-        workdir = Path(config.native.backend_workdir).expanduser() if config.native.backend_workdir \
-            else self.host.root
+        chosen = config.native.backend_workdir or config.backend.source
+        workdir = Path(chosen).expanduser() if chosen else self.host.root
         if not workdir.is_absolute():
             workdir = self.host.root / workdir
         if not workdir.is_dir():
-            raise HostError(f"native.backend_workdir {workdir} is not a directory; fix it with "
-                            "`pixsim-host config set native.backend_workdir DIR`")
-        names = {key.lower() for key in contract}
-        env = {key: value for key, value in os.environ.items() if key.lower() not in names}
-        env.update(contract)
+            key = "native.backend_workdir" if config.native.backend_workdir else "backend.source"
+            raise HostError(f"{key} {workdir} is not a directory; fix it with "
+                            f"`pixsim-host config set {key} DIR`")
+        return workdir
+
+    def process_environment(self) -> dict[str, str]:
+        """Exactly the host's environment for the backend's code: the contract plus what a
+        process needs to run (PATH with the backend's interpreter first, HOME, locale);
+        nothing else of the caller's leaks in."""
+        env = _minimal_env()
+        env["PATH"] = os.pathsep.join([str(Path(self.python).parent), env["PATH"]])
+        env["HOME"] = os.environ.get("HOME", str(self.home))
+        # Never plain C: PixSim7's alembic reads its .ini (with non-ASCII text) in the locale's
+        # encoding, and Python code generally assumes UTF-8.
+        env["LANG"] = env["LC_ALL"] = "C.UTF-8"
+        env["PYTHONUTF8"] = "1"
+        env.update(self.backend_environment())
+        return env
+
+    def backend_argv(self) -> list[str]:
+        config = self.config
+        command = config.native.backend_command
+        port, bind = str(config.backend.port), config.backend.bind
+        if command:
+            return [part.replace("{port}", port).replace("{bind}", bind) for part in command]
+        if config.backend.source:
+            from pixsim_host.services import declarations_dir, read_declarations
+
+            where = declarations_dir(config)
+            api = read_declarations(where).get("main-api") if where is not None else None
+            if api is None:
+                raise HostError(f"the checkout {config.backend.source} declares no main-api service "
+                                "(services/main-api/pixsim.service.json); set native.backend_command")
+            argv = api.argv(self.python)
+            return [*argv, "--host", bind, "--port", port] if ":" in api.module else argv
+        return [self.python, "-m", "pixsim_reference_backend"]
+
+    def backend_code(self) -> str:
+        """What identifies the backend's code: a new value means migrations must run again."""
+        from pixsim_host.runtime import context_digest, reference_build_context
+
+        workdir = self.workdir()
+        code = context_digest(reference_build_context()) if self.config.uses_reference_backend \
+            else _checkout_revision(workdir)
+        return _digest([self.backend_argv(), str(workdir), code])
+
+    def _backend_launch(self) -> Launch:
+        from pixsim_host.runtime import context_digest
+
+        argv = self.backend_argv()
+        env = self.process_environment()
         # The backend reads plugins/ only at start-up: what is in it is part of its config.
         plugins = context_digest(self.host.plugins_dir) if self.host.plugins_dir.is_dir() else ""
-        config_hash = _digest([argv, str(workdir), contract, plugins, code])
-        return Launch(argv, env, workdir, config_hash)
+        config_hash = self._keyed_digest([argv, str(self.workdir()), self.backend_environment(), plugins,
+                               self.backend_code()])
+        return Launch(argv, env, self.workdir(), config_hash)
 
-    def _preflight(self, service: str) -> None:
-        """Fail before starting ``service`` if another program holds its port."""
+    def _worker_launch(self, service: str) -> Launch:
+        argv = list(self.workers[service].argv)
+        config_hash = self._keyed_digest([argv, str(self.workdir()), self.backend_environment(),
+                                          self.backend_code()])
+        return Launch(argv, self.process_environment(), self.workdir(), config_hash)
+
+    def _levels_with_leftovers(self) -> list[list[str]]:
+        """The levels, plus workers no longer configured whose processes still have pid files."""
+        known = set(self.services)
+        leftovers = sorted(path.stem for path in self.run.glob("*.pid") if path.stem not in known) \
+            if self.run.is_dir() else []
+        return [self.levels[0], [*self.levels[1], *leftovers]]
+
+    # ---- the backend's own jobs (migrations) and exec ----------------------------------------
+
+    def available_extensions(self) -> set[str]:
+        self._require_running(DB)
+        output = self._client([str(self.pg_bin() / "psql"), "-X", "-q", "-t", "-A", *self._connection(),
+                               "-c", "SELECT name FROM pg_available_extensions"], "listing extensions")
+        return {line.strip() for line in output.splitlines() if line.strip()}
+
+    def run_job(self, name: str, argv: list[str], deadline: float, progress: Progress) -> tuple[int, str]:
+        """Run ``argv`` to completion in the backend's environment and working directory.
+
+        Returns its exit code and its output, which is also appended (masked) to its log."""
+        from pixsim_host.envfile import redact
+
+        progress(BACKEND, f"{name}: {' '.join(argv)}")
+        try:
+            proc = subprocess.run(argv, env=self.process_environment(), cwd=self.workdir(),
+                                  stdin=subprocess.DEVNULL, capture_output=True,
+                                  timeout=max(1.0, deadline - time.monotonic()), check=False)
+        except subprocess.TimeoutExpired:
+            raise HostError(f"{name} ({' '.join(argv)}) did not finish before the timeout; "
+                            "retry with a larger --timeout") from None
+        except OSError as exc:
+            raise HostError(f"{name} cannot run {argv[0]}: {exc.strerror}; check native.python "
+                            "and backend.migrate") from None
+        output = redact((proc.stdout + proc.stderr).decode("utf-8", "replace"), self.secrets.values())
+        self.logs.mkdir(parents=True, exist_ok=True)
+        with self.log_file(name).open("a", encoding="utf-8") as log:
+            log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {' '.join(argv)}\n")
+            log.write(output)
+        return proc.returncode, output
+
+    def exec_service(self, service: str, argv: list[str], interactive: bool) -> int:
+        """Run ``argv`` in ``service``'s environment (the terminal is passed through)."""
+        if service not in self.services:
+            raise HostError(f"this host has no service {service!r}; its services are "
+                            f"{', '.join(self.services)}")
+        if service == DB:
+            self._require_running(DB)
+            env = {**self._client_env(), "PGHOST": LOCALHOST, "PGPORT": str(self.pg_port),
+                   "PGUSER": self.config.database.user, "PGDATABASE": self.config.database.name}
+            env["PATH"] = os.pathsep.join([str(self.pg_bin()), env["PATH"]])
+            cwd = self.host.root
+        elif service == REDIS:
+            self._require_running(REDIS)
+            env = {**_minimal_env(), "REDISCLI_AUTH": self.secrets["REDIS_PASSWORD"],
+                   "REDIS_PORT": str(self.redis_port)}
+            cwd = self.host.root
+        else:
+            env, cwd = self.process_environment(), self.workdir()
+        try:
+            return subprocess.run(argv, env=env, cwd=cwd, check=False).returncode
+        except OSError as exc:
+            raise HostError(f"cannot run {argv[0]} in {service}: {exc.strerror}") from None
+
+    def _preflight(self, service: str, own: PidRecord | None = None) -> None:
+        """Fail before starting ``service`` if another program holds its port (``own``: the
+        service's running process, which may hold it)."""
         if service == DB:
             bind, port, key = LOCALHOST, self.pg_port, "native.postgres_port"
         elif service == REDIS:
             bind, port, key = LOCALHOST, self.redis_port, "native.redis_port"
         else:
             bind, port, key = self.config.backend.bind, self.config.backend.port, "backend.port"
-        if _port_free(bind, port):
+        if _port_free(bind, port) or (own is not None and _holds_port(own.pid, port) is not False):
             return
         from pixsim_host.ports import pick_port
 
@@ -669,7 +875,7 @@ class NativeRuntime(LocalRuntime):
               only: frozenset[str] | None = None) -> NativeStarted:
         actions: dict[str, str] = {}
         started = NativeStarted(self, actions, {})
-        for level in LEVELS:
+        for level in self.levels:
             names = [name for name in level if only is None or name in only]
             launched: dict[str, PidRecord] = {}
             for name in names:
@@ -682,6 +888,8 @@ class NativeRuntime(LocalRuntime):
                         actions[name] = "unchanged"
                         started.records[name] = record
                         continue
+                    # Checked before anything is stopped: a clash must not cost a running service.
+                    self._preflight(name, own=record)
                     progress(name, "restarting (config changed)")
                     self._stop(name, record)
                     actions[name] = "recreated"
@@ -732,7 +940,13 @@ class NativeRuntime(LocalRuntime):
                            account=launch.account, stdin_data=launch.stdin,
                            banner=f"starting {service}")
         record = procs.record_for(proc, launch.argv, launch.config_hash)
-        procs.write_record(self.pid_file(service), record)
+        try:
+            procs.write_record(self.pid_file(service), record)
+        except BaseException:
+            # Without its record the process would run on unseen by status and down, holding
+            # the host's port: it is stopped before the failure (a full disk, Ctrl-C) is told.
+            procs.terminate(record, grace=STOP_GRACE)
+            raise
         return record
 
     def _wait_ready(self, service: str, record: PidRecord | None, deadline: float,
@@ -749,19 +963,28 @@ class NativeRuntime(LocalRuntime):
                 progress(service, "healthy")
                 return
             if time.monotonic() > deadline:
-                raise self.failure(service, "did not become healthy before the timeout (--timeout)")
+                last = f" (last: {self.health_problem})" if service == DB and self.health_problem else ""
+                raise self.failure(service, f"did not become healthy before the timeout (--timeout){last}")
             time.sleep(0.05)
 
     def _healthy(self, service: str) -> bool:
         if service == DB:
+            # A real login as the host's role with the host's password (pg_isready does not
+            # authenticate: a backend given the wrong password would have looked healthy).
             try:
                 proc = subprocess.run(
-                    [str(self.pg_bin() / "pg_isready"), "-q", "-h", LOCALHOST, "-p", str(self.pg_port),
-                     "-t", "2", "-d", self.config.database.name, "-U", self.config.database.user],
-                    env=_minimal_env(), capture_output=True, timeout=10, check=False)
+                    [str(self.pg_bin() / "psql"), "-X", "-q", "-t", "-A", "-w", *self._connection(),
+                     "-c", "SELECT 1"],
+                    env={**self._client_env(), "PGCONNECT_TIMEOUT": "2"}, capture_output=True,
+                    timeout=10, check=False)
             except (OSError, subprocess.SubprocessError):
                 return False
-            return proc.returncode == 0
+            if proc.returncode != 0:
+                from pixsim_host.envfile import redact
+
+                self.health_problem = redact(_last_line(proc.stderr.decode("utf-8", "replace")),
+                                             self.secrets.values())
+            return proc.returncode == 0 and proc.stdout.strip() == b"1"
         if service == REDIS:
             from pixsim_host.runtime.resp import Resp, RespError
 
@@ -775,7 +998,7 @@ class NativeRuntime(LocalRuntime):
     def states(self) -> dict[str, ProcessState]:
         found: dict[str, ProcessState] = {}
         current_boot = procs.boot_id()
-        for service in SERVICES:
+        for service in self.services:
             record = procs.read_record(self.pid_file(service))
             if record is None:
                 continue
@@ -783,10 +1006,13 @@ class NativeRuntime(LocalRuntime):
                 ports = [f"{LOCALHOST}:{self.config.native.postgres_port}"]
             elif service == REDIS:
                 ports = [f"{LOCALHOST}:{self.config.native.redis_port}"]
-            else:
+            elif service == BACKEND:
                 ports = [f"{self.config.backend.bind}:{self.config.backend.port}"]
+            else:
+                ports = []  # a worker listens nowhere
             if procs.alive(record):
-                health = None if service == BACKEND else ("healthy" if self._healthy(service) else "starting")
+                health = ("healthy" if self._healthy(service) else "starting") if service in (DB, REDIS) \
+                    else None
                 program = Path(record.command[0]).name if record.command else service
                 found[service] = ProcessState(service, f"{program} (pid {record.pid})", "running", health,
                                               record.started_at or None, ports, record.pid)
@@ -802,7 +1028,7 @@ class NativeRuntime(LocalRuntime):
         return found
 
     def probe_health(self, state: Any) -> str | None:
-        if state.service == BACKEND:
+        if state.service not in (DB, REDIS):
             return None
         return "healthy" if self._healthy(state.service) else "starting"
 
@@ -852,7 +1078,7 @@ class NativeRuntime(LocalRuntime):
 
     def stop_and_remove(self, progress: Progress) -> list[str]:
         stopped: list[str] = []
-        for level in reversed(LEVELS):
+        for level in reversed(self._levels_with_leftovers()):
             for service in level:
                 record = procs.read_record(self.pid_file(service))
                 if record is None:
@@ -872,13 +1098,13 @@ class NativeRuntime(LocalRuntime):
         for name in names:
             if Path(name) != self.data:
                 raise HostError(f"{name} is not this host's data directory; nothing was deleted")
-            if any(procs.alive(procs.read_record(self.pid_file(s))) for s in SERVICES):
+            if any(procs.alive(procs.read_record(self.pid_file(s))) for s in self.services):
                 raise HostError("the host still has running processes; run `pixsim-host down` first")
             shutil.rmtree(self.data)
 
     def restart(self, services: list[str], progress: Progress) -> None:
         """Stop them; the ``up`` that follows starts and verifies them again."""
-        for level in reversed(LEVELS):
+        for level in reversed(self.levels):
             for service in level:
                 if service in services:
                     record = procs.read_record(self.pid_file(service))
@@ -1096,6 +1322,23 @@ class NativeRuntime(LocalRuntime):
             "reading the schema revisions", stdin=sql.encode()))
 
 
+def _checkout_revision(workdir: Path) -> str:
+    """The git commit a checkout is at (its HEAD), or '' when it is not a git checkout."""
+    git = workdir / ".git"
+    try:
+        head = (git / "HEAD").read_text(encoding="utf-8").strip()
+        if head.startswith("ref: "):
+            ref = head[5:]
+            ref_file = git / ref
+            if ref_file.is_file():
+                return ref_file.read_text(encoding="utf-8").strip()
+            packed = (git / "packed-refs").read_text(encoding="utf-8")
+            return next((line.split()[0] for line in packed.splitlines() if line.endswith(" " + ref)), ref)
+        return head
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
 def _last_lines(path: Path, count: int) -> list[str]:
     if count <= 0:
         return []
@@ -1119,3 +1362,4 @@ def _last_lines(path: Path, count: int) -> list[str]:
 def _last_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1][:300] if lines else "no output"
+

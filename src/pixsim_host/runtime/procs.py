@@ -124,7 +124,8 @@ def spawn(argv: list[str], *, env: dict[str, str], cwd: Path, log: Path,
     extra: dict[str, Any] = {}
     if account is not None:
         extra = {"user": account[0], "group": account[1], "extra_groups": []}
-    with open(log, "ab") as out:
+    # Logs may hold what a service prints about its data: readable by this user only.
+    with os.fdopen(os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as out:
         if banner:
             stamp = datetime.now(UTC).isoformat(timespec="seconds")
             out.write(f"=== {stamp} pixsim-host: {banner} ===\n".encode())
@@ -132,7 +133,7 @@ def spawn(argv: list[str], *, env: dict[str, str], cwd: Path, log: Path,
         proc = subprocess.Popen(
             argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
             stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
-            start_new_session=True, close_fds=True, **extra,
+            start_new_session=True, close_fds=True, umask=0o077, **extra,
         )
     _CHILDREN[proc.pid] = proc
     if stdin_data is not None:
@@ -174,6 +175,8 @@ def terminate(record: PidRecord, *, first: int = signal.SIGTERM, grace: float = 
         return
     with contextlib.suppress(ProcessLookupError):
         os.kill(record.pid, first)
+        # A stopped process (SIGSTOP, a debugger) only acts on the signal once continued.
+        os.kill(record.pid, signal.SIGCONT)
     if wait_gone(record, grace):
         return
     if alive(record):
