@@ -18,7 +18,7 @@ import tempfile
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,11 +26,12 @@ from typing import Any
 
 from pixsim_host import __version__, safeload
 from pixsim_host.bundle_data import HOME_MEMBER
-from pixsim_host.config import HostConfig, load_config, parse_config, save_config, slugify
+from pixsim_host.config import HostConfig, load_config, parse_config, slugify
 from pixsim_host.envfile import generate_secrets, read_secrets, write_secrets
 from pixsim_host.errors import HostError
 from pixsim_host.fsutil import atomic_write, write_error
 from pixsim_host.hostdir import HostDir
+from pixsim_host.progress import Progress
 
 FORMAT = "pixsim-host-bundle"
 FORMAT_VERSION = 1
@@ -42,7 +43,6 @@ SECRETS_MEMBER = "secrets.env"
 PLUGINS_PREFIX = "plugins/"
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 
-Progress = Callable[[str, str], None]
 
 
 @dataclass
@@ -286,6 +286,13 @@ def verified_bundle(bundle: Path) -> Iterator[VerifiedBundle]:
         staging = Path(tmp)
         os.chmod(staging, 0o700)
         manifest = _extract_checked(bundle, staging)
+        if (staging / "plugins").is_dir():
+            from pixsim_host.plugins import check_bundled_packages
+
+            try:
+                check_bundled_packages(staging / "plugins")
+            except HostError as exc:
+                raise HostError(f"{bundle.name}: {exc.message}") from None
         try:
             config = load_config(staging / CONFIG_MEMBER)
         except HostError as exc:
@@ -380,13 +387,60 @@ def _check_manifest(manifest: Any, name: str) -> None:
 # ---- restore and clone --------------------------------------------------------------------
 
 
+# A bundle is code: settings in its config that run a program, choose a binary, an image
+# or a working directory, send the data elsewhere, or widen who can reach the host are not
+# taken from it without --trust-bundle-settings (--yes does not imply it).
+RUNS = "runs a program of the bundle's choosing"
+BINARY = "chooses a binary"
+WORKDIR = "chooses a working directory"
+ELSEWHERE = "sends the host's data elsewhere"
+REACH = "widens who can reach the host"
+UNTRUSTED_SETTINGS: dict[str, str] = {
+    "model": REACH, "backend.bind": REACH, "backend.public_url": REACH, "backend.cors_origins": REACH,
+    "backend.image": RUNS, "backend.command": RUNS, "backend.source": WORKDIR,
+    "backend.dockerfile": RUNS, "backend.migrate": RUNS, "backend.workers": RUNS, "backend.env": RUNS,
+    "database.image": RUNS, "database.url": ELSEWHERE, "redis.image": RUNS, "redis.url": ELSEWHERE,
+    "native.postgres_bin_dir": BINARY, "native.redis_server": BINARY, "native.python": BINARY,
+    "native.backend_command": RUNS, "native.backend_workdir": WORKDIR,
+    "kubernetes.context": ELSEWHERE, "kubernetes.service_type": REACH,
+    "kubernetes.ingress_host": REACH, "kubernetes.ingress_class": REACH, "kubernetes.tls_secret": REACH,
+}
+
+
+def distrust_settings(data: dict[str, Any], safe: dict[str, Any], *, trust: bool,
+                      progress: Progress) -> list[str]:
+    """Put every untrusted setting of ``data`` (a bundle's config) that differs from ``safe``
+    (this machine's defaults, or the host being restored over) back to ``safe``'s value,
+    each said; with ``trust``, keep them, each said. Returns the keys concerned."""
+    concerned = []
+    for key, why in UNTRUSTED_SETTINGS.items():
+        *parents, last = key.split(".")
+        node, default = data, safe
+        for part in parents:
+            node, default = node.setdefault(part, {}), default.get(part) or {}
+        if node.get(last) == default.get(last):
+            continue
+        concerned.append(key)
+        if trust:
+            progress("host", f"the bundle's {key} is kept (--trust-bundle-settings); it {why}")
+        else:
+            node[last] = default.get(last)
+            progress("host", f"the bundle sets {key}, which {why}: not taken from it (pass "
+                             "--trust-bundle-settings to keep it, or set it later with "
+                             f"`pixsim-host config set {key} ...`)")
+    return concerned
+
+
 def restore(bundle_path: Path, target: Path, *, port: int | None, name: str | None,
             clone: bool, progress: Progress, timeout: float = 180.0,
-            confirm_existing: bool = False, runtime: str | None = None) -> tuple[HostDir, HostConfig]:
+            confirm_existing: bool = False, runtime: str | None = None,
+            trust_settings: bool = False) -> tuple[HostDir, HostConfig]:
     """Rebuild a host from a bundle into ``target``: the same host (restore) or a new one (clone).
 
     The new host runs on ``runtime`` (default: the bundle's); restoring over an existing
-    host keeps that host's runtime. A bundle is the same whatever runtime made it.
+    host keeps that host's runtime. A bundle is the same whatever runtime made it. Only
+    its data and the settings that describe the host are taken unless ``trust_settings``
+    (see UNTRUSTED_SETTINGS).
     """
     from pixsim_host.config import RUNTIMES
 
@@ -425,12 +479,17 @@ def restore(bundle_path: Path, target: Path, *, port: int | None, name: str | No
             # Replacing a host's data: no other command may run on it meanwhile. Taken only
             # now, so a refused bundle leaves even the lock file unwritten.
             with host_lock(host, command="restore"):
-                return _restore_over_existing(bundle, host, existing, progress, timeout)
+                return _restore_over_existing(bundle, host, existing, progress, timeout,
+                                              trust_settings=trust_settings)
         if target.exists() and (not target.is_dir() or any(target.iterdir())):
             raise HostError(f"{target} exists and is not an empty directory; restore into a new "
                             "directory")
 
         data = bundle.config.model_dump(mode="json")
+        from pixsim_host.config import new_host_config
+
+        distrust_settings(data, new_host_config(name=bundle.config.name).model_dump(mode="json"),
+                          trust=trust_settings, progress=progress)
         if clone:
             new_name = name or f"{bundle.config.name} clone"
             data.update(
@@ -460,6 +519,7 @@ def restore(bundle_path: Path, target: Path, *, port: int | None, name: str | No
         config = stack.runtime_type(config).settle_config(
             config, set(load_registry().port_claims(config.host_id)))
         check_claims(config)
+        _check_ports_free(config, clone=clone)  # before any data is loaded
         _check_schema(bundle, host, config, progress)
 
         secrets_file = bundle.staging / SECRETS_MEMBER
@@ -482,6 +542,35 @@ def restore(bundle_path: Path, target: Path, *, port: int | None, name: str | No
             _undo_new_host(host, config, created_dir)
             raise
         return host, config
+
+
+def _check_ports_free(config: HostConfig, *, clone: bool) -> None:
+    """Every port the new host listens on is free now; a taken one is named with the
+    registered host that holds it (the original host, still running, is the usual one)."""
+    from pixsim_host.hosts import load_registry
+    from pixsim_host.ports import pick_port, port_is_free
+
+    bind = config.backend.bind
+    entries = load_registry().entries
+    claimed = {p for e in entries for p in (e.port, *e.extra_ports)}
+    for port in (config.backend.port, *config.local_service_ports):
+        if port_is_free(bind, port):
+            continue
+        holder = next((e for e in entries if port in (e.port, *e.extra_ports)), None)
+        option = "--port" if port == config.backend.port else None
+        free = pick_port(bind, claimed, start=port + 1) if option else None
+        other_way = f"or pass {option} {free}" if option else "or free that port"
+        if holder is not None and holder.host_id == config.host_id and not clone:
+            raise HostError(
+                f"port {port} is held by this same host, still running from {holder.directory}; "
+                f"a restore moves a host: stop it there first (`pixsim-host down --dir "
+                f"{holder.directory}`), or make a second, new host with `pixsim-host clone`")
+        if holder is not None:
+            raise HostError(f"port {port} is held by the registered host {holder.name!r} "
+                            f"({holder.directory}); stop it (`pixsim-host down --dir "
+                            f"{holder.directory}`) {other_way}")
+        raise HostError(f"port {port} on {bind} is in use by a program that is not a registered "
+                        f"host; stop that program {other_way}")
 
 
 def _localise_native(data: dict[str, Any], progress: Progress) -> None:
@@ -518,11 +607,9 @@ def _load_into(bundle: VerifiedBundle, host: HostDir, config: HostConfig, progre
                timeout: float, *, restamp: str | None) -> None:
     """Write the host files, fill fresh data from the bundle, bring the host up verified."""
     from pixsim_host import stack
-    from pixsim_host.render import render_host, write_rendered
+    from pixsim_host.render import apply_config
 
-    rendered = render_host(host, config)
-    save_config(config, host.config_file)
-    write_rendered(host, rendered)
+    apply_config(host, config)
     if host.plugins_dir.exists():
         shutil.rmtree(host.plugins_dir)
     if (bundle.staging / "plugins").is_dir():
@@ -571,7 +658,8 @@ def _undo_new_host(host: HostDir, config: HostConfig, created_dir: bool) -> None
 
 
 def _restore_over_existing(bundle: VerifiedBundle, host: HostDir, existing: HostConfig,
-                           progress: Progress, timeout: float) -> tuple[HostDir, HostConfig]:
+                           progress: Progress, timeout: float, *,
+                           trust_settings: bool = False) -> tuple[HostDir, HostConfig]:
     """Same host_id, existing directory: safety backup, replace the data, fall back on failure."""
     from pixsim_host import stack
 
@@ -579,12 +667,14 @@ def _restore_over_existing(bundle: VerifiedBundle, host: HostDir, existing: Host
     safety = backup(host, existing, output=host.root / "backups" / (
         f"safety-before-restore-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.tar.gz"),
         include_secrets=True, progress=progress).path
-    # The directory keeps how and where it runs: runtime, ports, native settings.
-    config = parse_config({**bundle.config.model_dump(mode="json"),
-                           "runtime": stack.runtime_type(existing).kind,
-                           "backend": existing.backend.model_dump(mode="json"),
-                           "native": existing.native.model_dump(mode="json")},
-                          source="the restored config")
+    # The directory keeps how and where it runs: runtime, ports, native settings; and what
+    # the bundle may not choose stays as this host has it.
+    data = {**bundle.config.model_dump(mode="json"),
+            "runtime": stack.runtime_type(existing).kind,
+            "backend": existing.backend.model_dump(mode="json"),
+            "native": existing.native.model_dump(mode="json")}
+    distrust_settings(data, existing.model_dump(mode="json"), trust=trust_settings, progress=progress)
+    config = parse_config(data, source="the restored config")
     original_config = host.config_file.read_bytes()
     original_plugins = host.state_dir / "plugins-before-restore"
     if original_plugins.exists():

@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from pixsim_host.hostdir import HostDir
 
 HOME_MEMBER = "home.tar"
-Progress = Callable[[str, str], None]
 
 # ---- PIXSIM_HOME as a tar -----------------------------------------------------------------
 

@@ -39,3 +39,23 @@ class NotSupportedByRuntime(HostError):
         super().__init__(message)
         self.runtime = runtime
         self.capability = capability
+
+
+class EngineUnavailable(HostError):
+    """No usable Docker Engine: ``problem`` says what is wrong, ``todo`` what to do."""
+
+    def __init__(self, problem: str, todo: str) -> None:
+        super().__init__(f"{problem}; {todo}")
+        self.problem = problem
+        self.todo = todo
+
+
+class ContainerCommandFailed(HostError):
+    """A command run inside a container exited non-zero; ``output`` is all it printed."""
+
+    def __init__(self, command: str, exit_code: object, output: str) -> None:
+        lines = [line for line in output.strip().splitlines() if line.strip()]
+        said = lines[-1][:300] if lines else "no output"  # the error is said last
+        super().__init__(f"{command} failed in the container (exit {exit_code}): {said}")
+        self.command = command
+        self.output = output

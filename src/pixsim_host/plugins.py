@@ -113,12 +113,17 @@ class Catalog:
         return found
 
 
+def listed_plugins(answer: dict[str, Any]) -> list[dict[str, Any]]:
+    """The plugin entries of a ``/api/v1/admin/plugins/list`` answer (feature and route
+    plugins alike) that have an id; anything malformed is left out."""
+    return [entry for entry in [*(answer.get("feature_plugins") or []), *(answer.get("route_plugins") or [])]
+            if isinstance(entry, dict) and entry.get("id")]
+
+
 def catalog_from_list(answer: dict[str, Any], denylist: list[str], taken_at: float) -> Catalog:
     """Build a catalog from ``/api/v1/admin/plugins/list`` and the denylist it ran with."""
     plugins: dict[str, PluginInfo] = {}
-    for entry in [*(answer.get("feature_plugins") or []), *(answer.get("route_plugins") or [])]:
-        if not isinstance(entry, dict) or not entry.get("id"):
-            continue
+    for entry in listed_plugins(answer):
         pid = str(entry["id"])
         enabled = bool(entry.get("enabled"))
         error = entry.get("error")
@@ -183,11 +188,7 @@ def fetch_catalog(url: str, denylist: list[str], *, client: Any = None) -> Catal
             return fetch_catalog(url, denylist, client=own)
     answer = _get_list(client, url)
     catalog = catalog_from_list(answer, denylist, time.time())
-    lacking = {
-        str(entry["id"]) for entry in
-        [*(answer.get("feature_plugins") or []), *(answer.get("route_plugins") or [])]
-        if isinstance(entry, dict) and entry.get("id") and "dependencies" not in entry
-    }
+    lacking = {str(entry["id"]) for entry in listed_plugins(answer) if "dependencies" not in entry}
     for pid in sorted(lacking & set(catalog.plugins)):
         dependencies = _details_dependencies(client, url, pid)
         catalog.plugins[pid] = replace(
@@ -422,6 +423,22 @@ def _validate_package(folder: Path) -> PluginPackage:
     return package
 
 
+def check_bundled_packages(root: Path) -> list[str]:
+    """The plugin folders a bundle carries pass the checks `plugins install` makes (name,
+    manifest, id, links, special files, size), and no two share an id; their ids."""
+    seen: dict[str, str] = {}
+    for folder in sorted(root.iterdir(), key=lambda p: p.name):
+        if folder.is_symlink() or not folder.is_dir():
+            raise HostError(f"plugins/{folder.name} is not a plugin folder; refused")
+        package = _validate_package(folder)
+        assert package.id is not None
+        if package.id in seen:
+            raise HostError(f"plugins/{seen[package.id]} and plugins/{folder.name} both have the "
+                            f"id {package.id!r}; refused")
+        seen[package.id] = folder.name
+    return sorted(seen)
+
+
 def _safe_members_tar(archive: tarfile.TarFile, source: Path) -> None:
     total = 0
     for member in archive.getmembers():
@@ -586,13 +603,9 @@ CHECKOUT_BUILTIN_DIRS = (Path("pixsim7/backend/main/plugins"), Path("pixsim7/bac
 
 def reference_backend_in_use(host: HostDir, config: HostConfig) -> bool:
     """Whether the host runs pixsim-host's reference backend (its image, or natively its code)."""
-    from pixsim_host.config import REFERENCE_BACKEND_IMAGE
-
     if checkout_dir(host, config) is not None:
         return False
-    if config.runtime == "native":
-        return not config.native.backend_command
-    return config.backend.image == REFERENCE_BACKEND_IMAGE
+    return config.uses_reference_backend
 
 
 def builtin_plugin_dirs(host: HostDir, config: HostConfig | None) -> list[Path]:

@@ -36,7 +36,7 @@ def read_bytes(path: Path, what: str, fix: str, *, limit: int = MAX_FILE_BYTES,
             return None
         raise HostError(f"{what} {path} does not exist; {fix}") from None
     except IsADirectoryError:
-        raise HostError(f"{what} {path} is a directory, not a file; {fix}") from None
+        raise HostError(f"cannot read {what} {path}: it is a directory, not a file; {fix}") from None
     except OSError as exc:
         raise HostError(f"cannot read {what} {path} ({exc.strerror or exc}); "
                         "check the file and its permissions") from None
@@ -149,10 +149,15 @@ def parse_yaml(text: str, what: str, fix: str, *, max_depth: int = MAX_DEPTH) ->
     report where it is), every other failure is a one-line HostError."""
     import yaml
 
-    check_yaml_shape(text, what, fix, max_depth=max_depth)
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
+        try:
+            check_yaml_shape(text, what, fix, max_depth=max_depth)
+            return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
+        except yaml.YAMLError:
+            # Reported with the words and position of PyYAML's own parser, which callers
+            # (and their users) know; libyaml words the same mistakes differently.
+            return yaml.load(text, Loader=yaml.SafeLoader)  # noqa: S506 - a safe loader
     except yaml.YAMLError:
         raise
     except (ValueError, TypeError, OverflowError, RecursionError) as exc:

@@ -29,6 +29,12 @@ RuntimeOption = Annotated[
     typer.Option(help="Run the new host on docker or native (default: the bundle's runtime).",
                  show_default=False),
 ]
+TrustOption = Annotated[
+    bool,
+    typer.Option("--trust-bundle-settings",
+                 help="Also take the bundle's settings that run programs, choose binaries or "
+                      "directories, or widen who can reach the host (--yes does not)."),
+]
 
 
 def _manifest_doc(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -87,6 +93,7 @@ def restore(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the restored host.",
                                            callback=seconds)] = 180.0,
     runtime: RuntimeOption = None,
+    trust_settings: TrustOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Rebuild a host from a bundle with the SAME host_id (moving a host to another machine).
@@ -100,7 +107,8 @@ def restore(
     with Progress("Restoring") as progress:
         host, config = backups.restore(bundle, target, port=port, name=name, clone=False,
                                        progress=progress, timeout=timeout, confirm_existing=yes,
-                                       runtime=runtime.value if runtime else None)
+                                       runtime=runtime.value if runtime else None,
+                                       trust_settings=trust_settings)
     if _restored(host, config):
         return
     info(f"Restored host {config.name!r} ({config.host_id}) in {host.root}; it is up and verified "
@@ -115,6 +123,7 @@ def clone(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the new host.",
                                            callback=seconds)] = 180.0,
     runtime: RuntimeOption = None,
+    trust_settings: TrustOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Make a NEW host (new host_id, new secrets, its own port) from a bundle's data.
@@ -127,7 +136,8 @@ def clone(
     with Progress("Cloning") as progress:
         host, config = backups.restore(bundle, target, port=port, name=name, clone=True,
                                        progress=progress, timeout=timeout,
-                                       runtime=runtime.value if runtime else None)
+                                       runtime=runtime.value if runtime else None,
+                                       trust_settings=trust_settings)
     origin = config.lineage[-1]
     if _restored(host, config, origin={"host_id": origin.host_id, "name": origin.name}):
         return

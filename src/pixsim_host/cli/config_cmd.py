@@ -70,18 +70,16 @@ def set_(
       pixsim-host config set plugins.disabled "[game_stealth]" --host my-host
     """
     from pixsim_host import hosts
-    from pixsim_host.config import get_key, load_config, save_config, set_key
+    from pixsim_host.config import get_key, load_config, set_key
     from pixsim_host.locking import host_lock
-    from pixsim_host.render import render_host, write_rendered
+    from pixsim_host.render import apply_config
 
     host, config = open_host(directory)
     hosts.check_claims(set_key(config, key, value))  # a bad value neither waits nor writes
     with host_lock(host, command="config set"):
         updated = set_key(load_config(host.config_file), key, value)  # re-read under the lock
         hosts.check_claims(updated)  # another registered host's name or port is refused
-        rendered = render_host(host, updated)  # render before saving: a bad value writes nothing
-        save_config(updated, host.config_file)
-        written = write_rendered(host, rendered)
+        written = apply_config(host, updated)  # a value that cannot render writes nothing
         hosts.record(host, updated)
     import json
 

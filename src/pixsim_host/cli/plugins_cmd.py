@@ -188,17 +188,15 @@ def _apply(host: HostDir, config: HostConfig, enabled: list[str], disabled: list
            undo: object = None) -> dict[str, Any]:
     """Save the new plugin set and apply it; the document fields saying what happened."""
     from pixsim_host import stack
-    from pixsim_host.config import parse_config, save_config
+    from pixsim_host.config import parse_config
 
     data = config.model_dump(mode="json")
     data["plugins"] = {"enabled": enabled, "disabled": disabled}
     new = parse_config(data, source="the new plugin set")
     if no_restart:
-        from pixsim_host.render import render_host, write_rendered
+        from pixsim_host.render import apply_config
 
-        rendered = render_host(host, new)
-        save_config(new, host.config_file)
-        write_rendered(host, rendered)
+        apply_config(host, new)
         info("Recorded; it applies at the next `pixsim-host up`.")
         return {"applied": False, "restarted": False, "plugins_enabled": None}
     with Progress(f"Applying plugins to {config.name}") as progress:
@@ -207,6 +205,8 @@ def _apply(host: HostDir, config: HostConfig, enabled: list[str], disabled: list
     if report is None:
         info("The host is not running; the change applies at the next `pixsim-host up`.")
         return {"applied": False, "restarted": False, "plugins_enabled": None}
+    for note in report.notes:  # e.g. the backend serves no plugin list (admin_plugins disabled)
+        warn(note)
     info(f"Backend restarted and verified; enabled plugins: {', '.join(report.plugins) or 'none'}.")
     return {"applied": True, "restarted": True, "plugins_enabled": report.plugins}
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pixsim_host.errors import HostError
+from pixsim_host.errors import EngineUnavailable
 
 MIN_API = (1, 41)  # Docker 20.10: the oldest engine pixsim-host is tested against
 START_INTERVAL_API = (1, 44)  # Docker 25: healthcheck StartInterval
@@ -51,9 +51,9 @@ def resolve_endpoint() -> EngineEndpoint:
             meta = json.loads(meta_file.read_text())
             url = meta["Endpoints"]["docker"]["Host"]
         except (OSError, ValueError, KeyError):
-            raise HostError(
-                f"Docker context {context!r} (from {origin}) was not found; "
-                "list contexts with `docker context ls` or unset DOCKER_CONTEXT"
+            raise EngineUnavailable(
+                f"Docker context {context!r} (from {origin}) was not found",
+                "list contexts with `docker context ls` or unset DOCKER_CONTEXT",
             ) from None
         tls_dir = config_dir / "contexts" / "tls" / digest / "docker"
         return EngineEndpoint(url, f"Docker context {context!r}",
@@ -99,28 +99,30 @@ def connect(timeout: float = 30.0) -> Engine:
         raise _connection_error(endpoint, exc) from None
     version = api_tuple(str(info.get("ApiVersion", "0.0")))
     if version < MIN_API:
-        raise HostError(
+        raise EngineUnavailable(
             f"the Docker Engine at {endpoint.url} speaks API {info.get('ApiVersion')} "
-            f"(Docker {info.get('Version')}); pixsim-host needs API {MIN_API[0]}.{MIN_API[1]} "
-            "(Docker 20.10) or newer: upgrade Docker"
+            f"(Docker {info.get('Version')})",
+            f"pixsim-host needs API {MIN_API[0]}.{MIN_API[1]} (Docker 20.10) or newer: upgrade Docker",
         )
     return Engine(api, endpoint, version, str(info.get("Version", "?")))
 
 
-def _connection_error(endpoint: EngineEndpoint, exc: Exception) -> HostError:
+def _connection_error(endpoint: EngineEndpoint, exc: Exception) -> EngineUnavailable:
     text = str(exc)
     where = f"{endpoint.url} (from {endpoint.origin})"
     if "Permission denied" in text or "PermissionError" in text:
-        return HostError(
-            f"permission denied on the Docker socket {where}; add your user to the docker "
-            "group (`sudo usermod -aG docker $USER`, then log in again) or run as root"
+        return EngineUnavailable(
+            f"permission denied on the Docker socket {where}",
+            "add your user to the docker group (`sudo usermod -aG docker $USER`, then log in "
+            "again) or run as root",
         )
     if any(s in text for s in ("FileNotFoundError", "No such file", "Connection refused",
                                "ConnectionRefused", "Connection aborted", "Name or service")):
-        return HostError(
-            f"no Docker Engine answers at {where}; start Docker (e.g. `sudo systemctl start "
-            "docker`), or point DOCKER_HOST at a running engine"
+        return EngineUnavailable(
+            f"no Docker Engine answers at {where}",
+            "start Docker (e.g. `sudo systemctl start docker`), or point DOCKER_HOST at a "
+            "running engine",
         )
     first_line = text.splitlines()[0] if text else type(exc).__name__
-    return HostError(f"cannot talk to the Docker Engine at {where}: {first_line}; "
-                     "check that Docker is running and reachable")
+    return EngineUnavailable(f"cannot talk to the Docker Engine at {where}: {first_line}",
+                             "check that Docker is running and reachable")

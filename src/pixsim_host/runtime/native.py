@@ -1103,15 +1103,19 @@ class NativeRuntime(LocalRuntime):
             shutil.rmtree(self.data)
 
     def restart(self, services: list[str], progress: Progress) -> None:
-        """Stop them; the ``up`` that follows starts and verifies them again."""
+        """Stop them; the ``up`` that follows starts and verifies them again.
+
+        Each one's port is checked first: a service is never stopped when it could not be
+        started again (another program holds the port it is configured for)."""
+        running = {service: record for service in services
+                   if procs.alive(record := procs.read_record(self.pid_file(service)))}
+        for service, record in running.items():
+            self._preflight(service, own=record)
         for level in reversed(self.levels):
             for service in level:
-                if service in services:
-                    record = procs.read_record(self.pid_file(service))
-                    if not procs.alive(record):
-                        continue
+                if service in running:
                     progress(service, "restarting")
-                    self._stop(service, record)
+                    self._stop(service, running[service])
 
     def stream_logs(self, services: list[str], tail: int, follow: bool) -> Iterator[tuple[str, str]]:
         from pixsim_host.envfile import redact
