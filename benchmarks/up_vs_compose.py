@@ -291,6 +291,13 @@ class Bench:
         try:
             run([*self.floor_compose, "create", "--pull", "never"], "floor: compose create")
             return floor.docker_floor(self.fp, self.secrets, self.db_user, self.db_name)
+        except TimeoutError as exc:
+            # Say why: the state and last log lines of each container.
+            states = run(["docker", "ps", "-a", "--filter", f"label={PROJECT_LABEL}={self.fp}",
+                          "--format", "{{.Names}} {{.Status}}"], "floor: states", check=False).stdout
+            logs = run([*self.floor_compose, "logs", "--tail", "5", "--no-color"], "floor: logs",
+                       check=False).stdout
+            raise RuntimeError(f"{exc}\n{states.strip()}\n{logs.strip()}") from None
         finally:
             run([*self.floor_compose, "down", "-v", "--remove-orphans"], "floor clean-up", check=False)
 
