@@ -1,5 +1,7 @@
 """Extra dialogue lines keyed on romance stages."""
 
+from typing import Any
+
 manifest = {
     "id": "dialogue_extras",
     "name": "Dialogue Extras",
@@ -21,7 +23,7 @@ GREETINGS = {
 }
 
 
-def greetings(request_info):
+def greetings(request_info: dict[str, Any]) -> tuple[int, Any]:
     stage = request_info.get("query", {}).get("stage", [None])[0]
     if stage is None:
         return 200, {"greetings": GREETINGS}

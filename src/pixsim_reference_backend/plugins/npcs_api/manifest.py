@@ -1,5 +1,7 @@
 """The HTTP side of game_npcs (see ../npcs): same id, kind route."""
 
+from typing import Any
+
 manifest = {
     "id": "game_npcs",
     "name": "Game NPCs API",
@@ -17,7 +19,7 @@ manifest = {
 NPCS = [{"id": 1, "name": "Mara", "mood": 10}, {"id": 2, "name": "Tobin", "mood": -5}]
 
 
-def list_npcs(request_info):
+def list_npcs(request_info: dict[str, Any]) -> tuple[int, Any]:
     return 200, {"npcs": NPCS}
 
 

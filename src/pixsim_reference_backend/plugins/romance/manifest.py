@@ -1,5 +1,7 @@
 """Relationship tracking, exposed as a route plugin."""
 
+from typing import Any
+
 manifest = {
     "id": "romance",
     "name": "Romance",
@@ -17,7 +19,7 @@ manifest = {
 STAGES = ["stranger", "acquaintance", "friend", "close", "partner"]
 
 
-def status(request_info):
+def status(request_info: dict[str, Any]) -> tuple[int, Any]:
     return 200, {"plugin": "romance", "status": "ok", "stages": STAGES}
 
 
