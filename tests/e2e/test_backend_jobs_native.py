@@ -12,10 +12,13 @@ import contextlib
 import json
 import os
 import signal
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from checkout_support import make_checkout
 from native_support import Host, Hosts, assert_clean_failure, assert_ok, cli, require_native
 
 pytestmark = pytest.mark.native
@@ -108,3 +111,23 @@ def test_a_hung_backend_is_reported_and_restarted_by_up(hosts: Hosts) -> None:
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)
+
+
+def test_a_host_of_the_operators_checkout_runs_its_declared_services(hosts: Hosts, tmp_path: Path) -> None:
+    source = make_checkout(tmp_path / "pixsim7")
+    (source / ".env").write_text("PROVIDER_TOKEN=from-the-checkout\n")
+    host = hosts.init(None, "--source", str(source), "--python", sys.executable)
+    up = assert_ok(cli("up", "--json", "--dir", host.dir))
+    report = up.json()
+    assert set(report["services"]) == {"backend", "db", "redis", "worker"}
+    # The checkout's .env would reach the backend unnoticed: up says so, naming the variable.
+    assert "PROVIDER_TOKEN" in up.stderr + json.dumps(report.get("notes", []))
+    argv = (Path("/proc") / str(host.pids()["backend"]) / "cmdline").read_bytes().split(b"\0")
+    assert argv[:4] == [sys.executable.encode(), b"-m", b"pixsim_reference_backend", b"serve"]
+    assert os.readlink(Path("/proc") / str(host.pids()["backend"]) / "cwd") == str(source)
+    job = submit_and_wait(host, "from the checkout")
+    assert job["status"] == "done", job
+    doctor = cli("doctor", "--json", "--dir", host.dir)
+    checks = {check["name"]: check for check in doctor.json()["checks"]}
+    assert checks["backend-code"]["status"] == "warn"
+    assert "PROVIDER_TOKEN" in checks["backend-code"]["message"]
