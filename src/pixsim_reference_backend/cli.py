@@ -39,6 +39,7 @@ def run_migrate() -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         settings = settings_or_fail()
+        log(f"migrate: starting: {settings.describe()}")
         try:
             chains = read_chains(settings.migrations_dir)
         except MigrationsDirError as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,13 +63,17 @@ class Settings:
     database_wait_seconds: float = 30.0
     build_sha: str | None = None
     build_time: str | None = None
+    from_dotenv: tuple[str, ...] = ()  # names (never values) the working directory's .env set
 
     def describe(self) -> str:
         """One log line with no secrets in it."""
-        return (
+        line = (
             f"server_id={self.server_id} database={mask_url(self.database_url)} "
             f"redis={mask_url(self.redis_url)} home={self.pixsim_home} debug={self.debug}"
         )
+        if self.from_dotenv:
+            line += f" from ./{DOTENV_NAME}: {', '.join(self.from_dotenv)}"
+        return line
 
 
 def _ci_env(environ: Mapping[str, str]) -> dict[str, str]:
@@ -116,9 +121,53 @@ def _parse_cors(raw: str, problems: list[str]) -> list[str]:
     return [part.strip() for part in raw.split(",") if part.strip()]
 
 
+DOTENV_NAME = ".env"
+_DOTENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
+_DOTENV_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "\\": "\\", '"': '"'}
+
+
+def parse_dotenv(text: str) -> dict[str, str]:
+    """``KEY=VALUE`` lines as python-dotenv reads them: comments, ``export``, quotes."""
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        match = _DOTENV_LINE.match(line)
+        if match is None or line.lstrip().startswith("#"):
+            continue
+        key, raw = match.groups()
+        if len(raw) >= 2 and raw[0] == raw[-1] == "'":
+            value = raw[1:-1]
+        elif len(raw) >= 2 and raw[0] == raw[-1] == '"':
+            value = re.sub(r"\\(.)", lambda m: _DOTENV_ESCAPES.get(m.group(1), m.group(0)),
+                           raw[1:-1])
+        else:
+            value = re.sub(r"\s+#.*$", "", raw)
+        values[key] = value
+    return values
+
+
+def dotenv_additions(environ: Mapping[str, str], directory: Path) -> dict[str, str]:
+    """What ``directory/.env`` adds to ``environ``: upstream's settings read the working
+    directory's .env, and the environment wins (names compared case-insensitively)."""
+    try:
+        text = (directory / DOTENV_NAME).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return {}
+    present = {key.lower() for key in environ}
+    return {k: v for k, v in parse_dotenv(text).items() if k.lower() not in present}
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Build Settings from the environment; raise SettingsError listing every problem."""
-    env = _ci_env(os.environ if environ is None else environ)
+    """Build Settings from the environment; raise SettingsError listing every problem.
+
+    Without ``environ``: the process environment plus what the working directory's .env
+    adds, as upstream (so a stray .env changes what a backend does: hosts must know).
+    """
+    if environ is None:
+        added = dotenv_additions(os.environ, Path.cwd())
+        environ = {**os.environ, **added}
+    else:
+        added = {}
+    env = _ci_env(environ)
     problems: list[str] = []
 
     database_url = env.get("database_url", "")
@@ -228,4 +277,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         database_wait_seconds=wait,
         build_sha=env.get("build_sha") or env.get("git_sha") or None,
         build_time=env.get("build_time") or None,
+        from_dotenv=tuple(sorted(added)),
     )

@@ -77,7 +77,8 @@ def test_migrate_then_start(backends: BackendFactory) -> None:
     first = backends.migrate(env)
     assert first.returncode == 0, first.stderr
     lines = [line.split(" ", 1)[1] for line in first.stdout.splitlines()]
-    assert lines == ["migrate: main/0001_base applied", "migrate: main/0002_jobs applied",
+    assert lines[0].startswith("migrate: starting: server_id=host-test database=postgresql://")
+    assert lines[1:] == ["migrate: main/0001_base applied", "migrate: main/0002_jobs applied",
                      "migrate: game/0001_sessions applied",
                      "migrate: done: main=0002_jobs game=0001_sessions"]
     assert revisions(pg, db) == HEADS

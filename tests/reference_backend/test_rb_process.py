@@ -315,3 +315,19 @@ def test_no_secret_in_output(backends: BackendFactory) -> None:
     output = b.stdout + b.stderr
     assert "secret-redis-pw" not in output
     assert "***" in output  # the masked URL was logged
+
+
+def test_working_directory_env_file_fills_in_what_the_environment_lacks(
+        backends: BackendFactory) -> None:
+    # As upstream's settings: a .env in the working directory is read, the environment wins.
+    (backends.workdir / ".env").write_text(
+        "SERVER_NAME=Name From File\nSERVER_DESCRIPTION='described by a stray file'\n"
+        "PLUGIN_DENYLIST=[\"game_stealth\"]\n")
+    b = backends.run(backends.env())
+    info = b.get("/api/v1/server/info").body
+    assert info["server_name"] == "Test Host"
+    assert info["server_description"] == "reference backend under test"
+    listing = b.get("/api/v1/admin/plugins/list").body
+    assert _enabled(listing)["game_stealth"] is False
+    assert "from ./.env: PLUGIN_DENYLIST\n" in b.stdout
+    assert "game_stealth" not in b.stdout.split("enabled:")[0]  # names only, never values

@@ -25,7 +25,9 @@ from pixsim_reference_backend.redis_client import _encode, parse_redis_url
 from pixsim_reference_backend.settings import (
     PACKAGE_PLUGINS_DIR,
     SettingsError,
+    dotenv_additions,
     load_settings,
+    parse_dotenv,
 )
 
 # --- SCRAM-SHA-256: the exchange from RFC 7677 section 3 ----------------------------------
@@ -164,6 +166,28 @@ def test_settings_collect_every_problem(tmp_path: Path) -> None:
     fields = sorted(p.split(":")[0] for p in info.value.problems)
     assert fields == ["DATABASE_URL", "PORT", "REDIS_URL", "SECRET_KEY"]
     assert "tooshort" not in str(info.value)
+
+
+def test_parse_dotenv_like_python_dotenv() -> None:
+    text = textwrap.dedent("""\
+        # a comment
+        export SERVER_NAME=From Env File
+        SERVER_DESCRIPTION='single # kept'
+        DEBUG="tr\\"ue"
+        PORT=9000 # trailing comment
+        not a line
+        EMPTY=
+    """)
+    assert parse_dotenv(text) == {"SERVER_NAME": "From Env File",
+                                  "SERVER_DESCRIPTION": "single # kept", "DEBUG": 'tr"ue',
+                                  "PORT": "9000", "EMPTY": ""}
+
+
+def test_dotenv_never_overrides_the_environment(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("server_name=from-file\nSERVER_ID=from-file\nX=1\n")
+    added = dotenv_additions({"SERVER_NAME": "from-env"}, tmp_path)
+    assert added == {"SERVER_ID": "from-file", "X": "1"}
+    assert dotenv_additions({}, tmp_path / "nowhere") == {}
 
 
 # --- plugins ------------------------------------------------------------------------------
