@@ -655,7 +655,7 @@ class NativeRuntime(LocalRuntime):
             raise HostError(f"{what} failed: {exc}; check the PostgreSQL binaries "
                             f"({argv[0]})") from None
         output = redact((proc.stdout + proc.stderr).decode("utf-8", "replace"), self.secrets.values())
-        with contextlib.suppress(OSError), self.log_file(DB).open("a", encoding="utf-8") as log:
+        with contextlib.suppress(OSError), procs.open_log(self.log_file(DB)) as log:
             log.write(output)
         if proc.returncode != 0:
             raise HostError(f"{what} failed (exit {proc.returncode}): {_last_line(output)}; see "
@@ -812,7 +812,7 @@ class NativeRuntime(LocalRuntime):
         progress(BACKEND, f"{name}: {' '.join(argv)}")
         try:
             proc = subprocess.run(argv, env=self.process_environment(), cwd=self.workdir(),
-                                  stdin=subprocess.DEVNULL, capture_output=True,
+                                  stdin=subprocess.DEVNULL, capture_output=True, umask=0o077,
                                   timeout=max(1.0, deadline - time.monotonic()), check=False)
         except subprocess.TimeoutExpired:
             raise HostError(f"{name} ({' '.join(argv)}) did not finish before the timeout; "
@@ -822,7 +822,7 @@ class NativeRuntime(LocalRuntime):
                             "and backend.migrate") from None
         output = redact((proc.stdout + proc.stderr).decode("utf-8", "replace"), self.secrets.values())
         self.logs.mkdir(parents=True, exist_ok=True)
-        with self.log_file(name).open("a", encoding="utf-8") as log:
+        with procs.open_log(self.log_file(name)) as log:
             log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {' '.join(argv)}\n")
             log.write(output)
         return proc.returncode, output

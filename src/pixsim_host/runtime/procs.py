@@ -21,7 +21,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from pixsim_host.fsutil import atomic_write
 
@@ -108,6 +108,12 @@ def _rotate(log: Path) -> None:
     with contextlib.suppress(OSError):
         if log.stat().st_size > MAX_LOG_BYTES:
             os.replace(log, log.with_name(log.name + ".1"))
+
+
+def open_log(path: Path) -> TextIO:
+    """``path`` opened for appending text; created readable by this user only."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "a",
+                     encoding="utf-8")
 
 
 def spawn(argv: list[str], *, env: dict[str, str], cwd: Path, log: Path,
