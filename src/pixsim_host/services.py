@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pixsim_host.config import split_command
 from pixsim_host.errors import HostError
 
 if TYPE_CHECKING:
@@ -164,7 +165,7 @@ def resolve_workers(config: HostConfig, python: str = "python") -> list[Worker]:
             listing = f"; it declares: {', '.join(known)}" if known else ""
             raise HostError(
                 f"backend.workers names {entry!r}, which {source} does not declare{listing}; "
-                "fix the list (`pixsim-host config set backend.workers [ID, ...]`), or give a "
+                "fix the list (`pixsim-host config set backend.workers \"[ID, ...]\"`), or give a "
                 "command: {name: NAME, command: 'CMD ...'}"
             )
         if declaration.type in _NOT_WORKERS or declaration.id == "main-api":
@@ -172,17 +173,6 @@ def resolve_workers(config: HostConfig, python: str = "python") -> list[Worker]:
                             "that a host does not run as a worker; remove it from backend.workers")
         workers.append(Worker(entry, tuple(declaration.argv(python)), str(declaration.path)))
     return workers
-
-
-def split_command(command: str, what: str) -> list[str]:
-    """A command line written in the config, split like a shell does (no shell runs it)."""
-    try:
-        argv = shlex.split(command)
-    except ValueError as exc:
-        raise HostError(f"{what} {command!r} cannot be split into words ({exc}); fix its quotes") from None
-    if not argv:
-        raise HostError(f"{what} is empty; give a command or remove the entry")
-    return argv
 
 
 def migrate_commands(config: HostConfig, python: str = "python") -> list[list[str]]:
