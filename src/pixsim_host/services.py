@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pixsim_host.config import split_command
 from pixsim_host.errors import HostError
 
 if TYPE_CHECKING:
@@ -173,6 +172,17 @@ def resolve_workers(config: HostConfig, python: str = "python") -> list[Worker]:
                             "that a host does not run as a worker; remove it from backend.workers")
         workers.append(Worker(entry, tuple(declaration.argv(python)), str(declaration.path)))
     return workers
+
+
+def split_command(command: str, what: str) -> list[str]:
+    """A command line written in the config, split like a shell does (no shell runs it)."""
+    try:
+        argv = shlex.split(command)
+    except ValueError as exc:
+        raise HostError(f"{what} {command!r} cannot be split into words ({exc}); fix its quotes") from None
+    if not argv:
+        raise HostError(f"{what} is empty; give a command or remove the entry")
+    return argv
 
 
 def migrate_commands(config: HostConfig, python: str = "python") -> list[list[str]]:
