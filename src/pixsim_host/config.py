@@ -195,18 +195,41 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-def _service_name(value: str) -> str:
-    from pixsim_host.services import service_name_problem
+# Services pixsim-host runs itself, whose names a worker may not take.
+CORE_SERVICES = ("db", "redis", "backend")
+_SERVICE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 
+
+def service_name_problem(name: str) -> str | None:
+    """What is wrong with ``name`` as a worker's service name, or None."""
+    if not _SERVICE_NAME.match(name):
+        return "must be lowercase letters, digits and '-', starting with a letter (at most 31)"
+    if name in CORE_SERVICES:
+        return f"is one of pixsim-host's own services ({', '.join(CORE_SERVICES)})"
+    return None
+
+
+def _service_name(value: str) -> str:
     problem = service_name_problem(value)
     if problem:
         raise ValueError(f"{value!r} {problem}")
     return value
 
 
-def _command_line(value: str) -> str:
-    from pixsim_host.services import split_command
+def split_command(command: str, what: str) -> list[str]:
+    """A command line written in the config, split like a shell does (no shell runs it)."""
+    import shlex
 
+    try:
+        argv = shlex.split(command)
+    except ValueError as exc:
+        raise HostError(f"{what} {command!r} cannot be split into words ({exc}); fix its quotes") from None
+    if not argv:
+        raise HostError(f"{what} is empty; give a command or remove the entry")
+    return argv
+
+
+def _command_line(value: str) -> str:
     if _CONTROL.search(value) or len(value) > 2000:
         raise ValueError("must be one command line without control characters (at most 2000)")
     try:
@@ -250,8 +273,6 @@ class WorkerCommand(_Section):
     command: CommandLine
 
     def argv(self) -> list[str]:
-        from pixsim_host.services import split_command
-
         return split_command(self.command, f"backend.workers {self.name}")
 
 

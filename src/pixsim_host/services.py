@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pixsim_host.config import split_command
 from pixsim_host.errors import HostError
 
 if TYPE_CHECKING:
@@ -28,12 +28,9 @@ if TYPE_CHECKING:
 
 SERVICES_DIR = "services"
 DECLARATION = "pixsim.service.json"
-# Services pixsim-host runs itself, whose names a worker may not take.
-CORE_SERVICES = ("db", "redis", "backend")
 # The PixSim7 launcher's own types that are not part of a host (the launcher, the
 # database it would start, frontends): never started as workers.
 _NOT_WORKERS = frozenset({"platform", "database", "frontend", "launcher"})
-_SERVICE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 _MAX_DECLARATION = 256 * 1024
 
 
@@ -62,14 +59,6 @@ class Worker:
     name: str
     argv: tuple[str, ...]
     declared_in: str = ""  # the declaration it came from, or "" for an explicit command
-
-
-def service_name_problem(name: str) -> str | None:
-    if not _SERVICE_NAME.match(name):
-        return "must be lowercase letters, digits and '-', starting with a letter (at most 31)"
-    if name in CORE_SERVICES:
-        return f"is one of pixsim-host's own services ({', '.join(CORE_SERVICES)})"
-    return None
 
 
 def read_declarations(directory: Path) -> dict[str, Declaration]:
@@ -172,17 +161,6 @@ def resolve_workers(config: HostConfig, python: str = "python") -> list[Worker]:
                             "that a host does not run as a worker; remove it from backend.workers")
         workers.append(Worker(entry, tuple(declaration.argv(python)), str(declaration.path)))
     return workers
-
-
-def split_command(command: str, what: str) -> list[str]:
-    """A command line written in the config, split like a shell does (no shell runs it)."""
-    try:
-        argv = shlex.split(command)
-    except ValueError as exc:
-        raise HostError(f"{what} {command!r} cannot be split into words ({exc}); fix its quotes") from None
-    if not argv:
-        raise HostError(f"{what} is empty; give a command or remove the entry")
-    return argv
 
 
 def migrate_commands(config: HostConfig, python: str = "python") -> list[list[str]]:
