@@ -80,7 +80,8 @@ def backup(host: HostDir, config: HostConfig, *, output: Path | None, include_se
         version = get_json(client, config.local_url, "/api/v1/version")
     enabled, enabled_from = _enabled_plugins(host, config)
     _prepare_target_dir(target)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".backup-") as tmp:
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".backup-") as tmp, \
+            _disk_full_named(target):
         staging = Path(tmp)
         runtime.dump_database(staging / DATABASE_MEMBER, progress)
         leaked = _secrets_in_dump(host, staging / DATABASE_MEMBER, include_secrets, progress)
@@ -200,6 +201,24 @@ def _check_schema(bundle: VerifiedBundle, host: HostDir, config: HostConfig,
     if problem:
         raise HostError(f"{problem}; nothing was restored: update this host's backend "
                         "(backend.source or backend.image) to one at least as new as the origin's")
+
+
+@contextlib.contextmanager
+def _disk_full_named(target: Path) -> Iterator[None]:
+    """A dump, copy or write that failed because the bundle's filesystem is full is said as
+    that, naming the bundle (pg_dump's own words name neither the file nor what to do)."""
+    import errno
+
+    try:
+        yield
+    except (HostError, OSError) as exc:
+        full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        if not full:
+            with contextlib.suppress(OSError):
+                full = shutil.disk_usage(target.parent).free < 1024 * 1024
+        if not full:
+            raise
+        raise write_error(target, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))) from None
 
 
 def _is_bundle(path: Path) -> bool:

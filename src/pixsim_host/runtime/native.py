@@ -538,7 +538,6 @@ class NativeRuntime(LocalRuntime):
             self.config = self._settled = allocate_ports(self.config, self._claimed_ports())
             progress("host", f"allocated ports {self.pg_port} (PostgreSQL) and {self.redis_port} "
                              "(Redis) on 127.0.0.1")
-        self._rechoose_taken_ports(progress)
         self.pg_bin()
         redis_server_path(self.config)
         # Private: Redis's files, the backend's home, logs and pid files are for this user
@@ -551,6 +550,8 @@ class NativeRuntime(LocalRuntime):
             os.chmod(directory, mode)
         if not (self.pgdata / "PG_VERSION").is_file():
             self._initdb(progress)
+        # Last, so the ports are as fresh as can be when the servers start (initdb is slow).
+        self._rechoose_taken_ports(progress)
 
     def settled_config(self) -> HostConfig | None:
         return self._settled
