@@ -51,7 +51,7 @@ def _chdir(path: Path | None) -> Iterator[None]:
 
 
 def invoke(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
-           terminal: bool = False, columns: int = 80) -> Outcome:
+           terminal: bool = False, columns: int = 80, answers: str | None = None) -> Outcome:
     from typer.testing import CliRunner
 
     from pixsim_host.cli import output, run
@@ -59,11 +59,15 @@ def invoke(*args: str, env: dict[str, str] | None = None, cwd: Path | None = Non
     environment = {"NO_COLOR": "1", "PIXSIM_HOST_DIR": None, "COLUMNS": str(columns), **NO_ENGINE,
                    **(env or {})}
     runner = CliRunner()
-    with runner.isolation(env=environment) as (out, err, _), _chdir(cwd), \
+    with runner.isolation(input=answers, env=environment) as (out, err, _), _chdir(cwd), \
             pytest.MonkeyPatch.context() as patch:
         if terminal:
             patch.setattr(output, "stdout_is_terminal", lambda: True)
             patch.setattr(output, "stderr_is_terminal", lambda: False)  # no live spinner in a test
+        if answers is not None:  # typed at a terminal: the command may ask
+            from pixsim_host.cli import host_cmds
+
+            patch.setattr(host_cmds, "stdin_is_tty", lambda: True)
         code = 0
         try:
             run(list(args))
