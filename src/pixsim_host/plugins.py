@@ -40,6 +40,10 @@ LIST_PLUGIN = "admin_plugins"
 # Where PixSim7's checkout keeps the plugins it ships (its default EXTERNAL_PLUGINS_DIR).
 BUNDLED_PLUGINS = Path("packages") / "plugins"
 PLUGIN_VIEW_DIR = "plugin-view"
+# With a checkout, where compose.yaml mounts (read-only, in the backend's and the workers'
+# containers) what the plugin view's links point at.
+COMPOSE_CHECKOUT_DIR = "/srv/pixsim/checkout"
+COMPOSE_INSTALLED_DIR = "/srv/pixsim/host-plugins"
 
 
 @dataclass(frozen=True)
@@ -632,8 +636,8 @@ def host_packages(host: HostDir, config: HostConfig | None = None) -> list[Plugi
               for package in read_packages(root, "builtin", nested=False))]
 
 
-def plugin_search_dir(host: HostDir, config: HostConfig, *,
-                      bundled_at: str | None = None, installed_at: str | None = None) -> Path:
+def plugin_search_dir(host: HostDir, config: HostConfig, *, bundled_at: str | None = None,
+                      installed_at: str | None = None, always: bool = False) -> Path:
     """The directory to give the backend as EXTERNAL_PLUGINS_DIR.
 
     PixSim7 reads plugin packages from that one directory, and its own ship in the
@@ -643,10 +647,11 @@ def plugin_search_dir(host: HostDir, config: HostConfig, *,
     this host's, each pointing at its folder, so both are seen and nothing is copied. Links
     point at ``bundled_at``/``installed_at`` when the backend sees those directories
     elsewhere (a container's mounts), else at the folders on this machine. Rebuilt only when
-    its links change, and swapped in whole.
+    its links change, and swapped in whole. ``always``: a view even without bundled
+    plugins (compose.yaml mounts it whenever the host has a checkout).
     """
     bundled = bundled_plugins_dir(host, config)
-    if bundled is None:
+    if bundled is None and not always:
         return host.plugins_dir
     wanted: dict[str, str] = {}
     for root, seen_at in ((bundled, bundled_at), (host.plugins_dir, installed_at)):
@@ -670,6 +675,28 @@ def plugin_search_dir(host: HostDir, config: HostConfig, *,
     fresh.rename(view)
     shutil.rmtree(stale, ignore_errors=True)
     return view
+
+
+def compose_plugin_mounts(host: HostDir, config: HostConfig, target: str) -> list[dict[str, str]]:
+    """The read-only binds compose.yaml gives the backend and workers for plugins: plugins/
+    at ``target``; with a checkout (backend.source), the checkout, plugins/ and the plugin
+    view, which is then what ``target`` shows (see :func:`compose_plugin_view`)."""
+    checkout = checkout_dir(host, config) if config.backend.source else None
+    if checkout is None:
+        return [{"source": "./plugins", "target": target}]
+    return [{"source": str(checkout), "target": COMPOSE_CHECKOUT_DIR},
+            {"source": "./plugins", "target": COMPOSE_INSTALLED_DIR},
+            {"source": f"./{host.state_dir.name}/{PLUGIN_VIEW_DIR}", "target": target}]
+
+
+def compose_plugin_view(host: HostDir, config: HostConfig) -> str:
+    """Build the view compose.yaml mounts (when the host has a checkout); a fingerprint of
+    what it shows ('' without one), so a changed set recreates the backend."""
+    if not config.backend.source:
+        return ""
+    view = plugin_search_dir(host, config, always=True, installed_at=COMPOSE_INSTALLED_DIR,
+                             bundled_at=f"{COMPOSE_CHECKOUT_DIR}/{BUNDLED_PLUGINS.as_posix()}")
+    return ",".join(sorted(p.name for p in view.iterdir()))
 
 
 def installed_ids(host: HostDir) -> list[str]:

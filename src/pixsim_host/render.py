@@ -25,6 +25,7 @@ from pixsim_host.envfile import SECRET_KEYS
 from pixsim_host.errors import HostError
 from pixsim_host.fsutil import atomic_write
 from pixsim_host.hostdir import COMPOSE_FILE, FRONTEND_FILE, HostDir
+from pixsim_host.plugins import compose_plugin_mounts
 from pixsim_host.services import resolve_workers
 
 INPUTS_KEY = "_inputs"
@@ -151,6 +152,8 @@ def render_host(host: HostDir, config: HostConfig) -> Rendered:
         tojson=lambda value: json.dumps(value, ensure_ascii=False, separators=(",", ":")),
     )
     context = template_context(config)
+    # The plugin binds depend on the host directory (a checkout's view lives in it).
+    context["plugin_mounts"] = compose_plugin_mounts(host, config, COMPOSE_PLUGINS_DIR)
     if _renders_kubernetes(config):
         context["k8s"] = kubernetes_manifests.template_context(config)
     files: dict[str, str] = {}

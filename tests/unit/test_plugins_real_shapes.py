@@ -430,3 +430,47 @@ def test_a_checkouts_built_in_plugins_are_read(host: HostDir, tmp_path: Path) ->
         install_package(host, source, config=config(checkout=checkout))
     other = package(tmp_path / "src2", "auth", 'manifest = {"id": "auth_extras"}\n')
     assert install_package(host, other, config=config(checkout=checkout)).id == "auth_extras"
+
+
+def test_compose_mounts_the_view_with_a_checkout(host: HostDir, tmp_path: Path) -> None:
+    from pixsim_host.plugins import compose_plugin_mounts, compose_plugin_view
+
+    target = "/srv/pixsim/external-plugins"
+    plain = config()
+    assert compose_plugin_mounts(host, plain, target) == [{"source": "./plugins", "target": target}]
+    assert compose_plugin_view(host, plain) == ""
+
+    checkout = tmp_path / "checkout"
+    package(checkout / "packages" / "plugins", "stealth", STEALTH_MANIFEST)
+    package(host.plugins_dir, "my_plugin", 'manifest = {"id": "mine"}\n')
+    cfg = HostConfig(host_id=str(uuid.uuid4()), name="with-checkout",
+                     backend={"image": "example.org/operator/backend:1", "source": str(checkout)})
+    assert compose_plugin_mounts(host, cfg, target) == [
+        {"source": str(checkout), "target": "/srv/pixsim/checkout"},
+        {"source": "./plugins", "target": "/srv/pixsim/host-plugins"},
+        {"source": "./.pixsim-host/plugin-view", "target": target}]
+    assert compose_plugin_view(host, cfg) == "my_plugin,stealth"
+    links = {p.name: os.readlink(p) for p in (host.state_dir / "plugin-view").iterdir()}
+    assert links == {"stealth": "/srv/pixsim/checkout/packages/plugins/stealth",
+                     "my_plugin": "/srv/pixsim/host-plugins/my_plugin"}
+    # A checkout without bundled plugins still gets the (mounted) view, of plugins/ alone.
+    shutil.rmtree(checkout / "packages")
+    assert compose_plugin_view(host, cfg) == "my_plugin"
+
+
+def test_the_rendered_compose_file_mounts_what_the_view_needs(host: HostDir, tmp_path: Path) -> None:
+    import yaml
+
+    from pixsim_host.render import render_host
+
+    checkout = tmp_path / "checkout"
+    package(checkout / "packages" / "plugins", "stealth", STEALTH_MANIFEST)
+    cfg = HostConfig(host_id=str(uuid.uuid4()), name="with-checkout",
+                     backend={"image": "example.org/operator/backend:1", "source": str(checkout)})
+    compose = yaml.safe_load(render_host(host, cfg).files["compose.yaml"])
+    backend = compose["services"]["backend"]
+    binds = {v["target"]: v["source"] for v in backend["volumes"] if isinstance(v, dict)}
+    assert binds == {"/srv/pixsim/checkout": str(checkout), "/srv/pixsim/host-plugins": "./plugins",
+                     "/srv/pixsim/external-plugins": "./.pixsim-host/plugin-view"}
+    assert all(v["read_only"] for v in backend["volumes"] if isinstance(v, dict))
+    assert backend["environment"]["EXTERNAL_PLUGINS_DIR"] == "/srv/pixsim/external-plugins"

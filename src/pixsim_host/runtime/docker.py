@@ -183,7 +183,13 @@ class DockerRuntime(LocalRuntime):
             )
         backend = project.services.get(BACKEND)
         if backend is not None:
-            backend.labels[PLUGINS_DIGEST_LABEL] = context_digest(host.plugins_dir)
+            from pixsim_host.plugins import compose_plugin_view
+
+            # With a checkout the backend reads plugins/ and the bundled ones through a view
+            # of links (built here): which folders it shows is part of what it loads.
+            shown = compose_plugin_view(host, config)
+            backend.labels[PLUGINS_DIGEST_LABEL] = context_digest(host.plugins_dir) + (
+                f"-{hashlib.sha256(shown.encode()).hexdigest()[:12]}" if shown else "")
         builds = {REFERENCE_BACKEND_IMAGE: ImageBuild(reference_build_context(), "Dockerfile")}
         if config.backend.dockerfile and config.backend.source:
             # The operator's own checkout and Dockerfile, like Compose's `build:`.
