@@ -149,3 +149,14 @@ def test_connect_documents() -> None:
         assert refused.code == 3, str(refused)
         assert one_document(refused, "error")["error"]["code"] == "identity_changed"
         one_document(invoke("connect", backend.url, "--forget", "--json"), "connect-forget")
+
+
+def test_every_command_with_json_has_a_schema() -> None:
+    """A new command with --json must ship its schema (and so a section in docs/json.md)."""
+    from test_exit_codes import COMMANDS
+
+    shipped = set(schema_names())
+    for path in COMMANDS:
+        helped = invoke(*path, "--help", columns=120).stdout
+        if "--json" in helped:
+            assert "-".join(path) in shipped, f"`pixsim-host {' '.join(path)} --json` has no schema"

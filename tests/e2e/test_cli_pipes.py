@@ -148,6 +148,7 @@ def test_documents_of_a_running_host(docker_client: docker.DockerClient,
         assert status["services"]["backend"]["health"] == up["services"]["backend"]["health"]
         assert status["backend"]["health"] == up["backend"]["health"] == "healthy"
         check_schema("restart", assert_ok(host.run("restart", "backend", "--json")).json())
+        check_schema("migrate", assert_ok(host.run("migrate", "--json")).json())
         check_schema("logs", assert_ok(host.run("logs", "--tail", "5", "--json")).json())
         check_schema("plugins-list", assert_ok(host.run("plugins", "list", "--json")).json())
         shown = assert_ok(host.run("plugins", "show", "romance", "--json")).json()
