@@ -11,6 +11,7 @@ import rb_support  # noqa: F401  (puts src/ on sys.path)
 
 from pixsim_reference_backend.pg import (
     PgAuthError,
+    PgError,
     ScramClient,
     mask_url,
     parse_pg_url,
@@ -22,7 +23,9 @@ from pixsim_reference_backend.plugins import (
     valid_folder_name,
 )
 from pixsim_reference_backend.redis_client import _encode, parse_redis_url
+from pixsim_reference_backend.schema import MigrationFailed, MigrationsDirError, read_chains
 from pixsim_reference_backend.settings import (
+    PACKAGE_MIGRATIONS_DIR,
     PACKAGE_PLUGINS_DIR,
     SettingsError,
     dotenv_additions,
@@ -303,3 +306,46 @@ def test_duplicate_ids_keep_the_first(tmp_path: Path) -> None:
     ps = load_plugins(tmp_path / "b", tmp_path / "e")
     assert [(p.id, p.source) for p in ps.plugins] == [("same", "builtin")]
     assert ps.warnings and "already provided" in ps.warnings[0]
+
+
+# --- migrations ---------------------------------------------------------------------------
+
+
+def test_chains_are_read_main_first_in_file_order(tmp_path: Path) -> None:
+    for rel in ("zeta/0001_z.sql", "main/0002_b.sql", "main/0001_a.sql", "game/0001_g.sql",
+                "main/notes.txt", ".hidden/0001_x.sql", "empty/README"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("SELECT 1;\n")
+    chains = read_chains(tmp_path)
+    assert [(c.name, c.revisions, c.version_table) for c in chains] == [
+        ("main", ("0001_a", "0002_b"), "alembic_version"),
+        ("game", ("0001_g",), "alembic_version_game"),
+        ("zeta", ("0001_z",), "alembic_version_zeta")]
+    assert [c.head for c in chains] == ["0002_b", "0001_g", "0001_z"]
+    assert [c.name for c in read_chains(PACKAGE_MIGRATIONS_DIR)] == ["main", "game"]
+
+
+@pytest.mark.parametrize("rel", ["Main/0001_a.sql", "main/0001-a.sql",
+                                 f"main/{'x' * 33}.sql", "main-chain/0001.sql"])
+def test_bad_migration_names_are_refused(tmp_path: Path, rel: str) -> None:
+    (tmp_path / rel).parent.mkdir(parents=True)
+    (tmp_path / rel).write_text("SELECT 1;\n")
+    with pytest.raises(MigrationsDirError, match="must match"):
+        read_chains(tmp_path)
+
+
+def test_no_migrations_at_all_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(MigrationsDirError, match="holds no migrations"):
+        read_chains(tmp_path)
+
+
+def test_failure_report_points_at_the_line() -> None:
+    sql = "CREATE TABLE a (id int);\n\n  SELECT nope FROM a;\n"
+    error = PgError("42703", 'column "nope" does not exist',
+                    {"P": str(sql.index("nope") + 1), "H": "Perhaps you meant id."})
+    assert MigrationFailed("main", "0003_x", error, sql).report() == [
+        "migrate: main/0003_x failed; nothing was changed (the whole run was rolled back)",
+        'ERROR:  column "nope" does not exist (SQLSTATE 42703)',
+        "LINE 3: SELECT nope FROM a;",
+        "HINT:  Perhaps you meant id.",
+    ]
