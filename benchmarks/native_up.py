@@ -187,6 +187,12 @@ def main(argv: list[str] | None = None) -> int:
                  "--port", str(free_port())], env, f"init {runtime}")
             if runtime == "docker":
                 projects.append(f"pixsim-{name}")
+            else:
+                # Free ports picked now: the throw-away registry knows nothing of other hosts
+                # on this machine, whose PostgreSQL may hold the default port.
+                for key in ("native.postgres_port", "native.redis_port"):
+                    run([*px, "config", "set", "--dir", str(dirs[runtime]), key, str(free_port())],
+                        env, f"config set {key}")
         floor_bins: tuple[Path, Path] | None = None
         try:
             floor_bins = floor.native_binaries(base / "floor-bin")
