@@ -13,8 +13,9 @@ from .settings import Settings, SettingsError, load_settings
 EXIT_OK = 0
 EXIT_RUNTIME = 1  # database unreachable or rejected us, a failed migration, an unexpected crash
 EXIT_SETTINGS = 2
-EXIT_SCHEMA = 3  # not migrated (as upstream's startup failure) or another host's database
-EXIT_PLUGINS = 4
+# Upstream's start-up failures (schema, plugins) all end its process with uvicorn's 3.
+EXIT_SCHEMA = 3  # not migrated, or another host's database
+EXIT_PLUGINS = 3  # plugin dependencies not satisfied
 EXIT_LISTEN = 5
 
 # SQLSTATEs that mean "the server exists but is not ready for us yet": keep waiting.

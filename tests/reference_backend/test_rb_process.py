@@ -206,13 +206,13 @@ def test_list_settings_must_be_json_arrays(backends: BackendFactory) -> None:
 
 def test_dependency_trap_aborts_startup(backends: BackendFactory) -> None:
     forgot = backends.spawn(backends.env(PLUGIN_ALLOWLIST='["romance","game_stealth"]'))
-    assert forgot.wait_exit() == 4
+    assert forgot.wait_exit() == 3
     assert "Plugin 'romance' depends on 'stats_basic' which is disabled" in forgot.stderr
     assert "Plugin 'game_stealth' depends on 'stats_basic'" in forgot.stderr
 
     # Upstream checks disabled plugins too: denying only the dependency is not enough.
     denied = backends.spawn(backends.env(PLUGIN_DENYLIST='["stats_basic","romance"]'))
-    assert denied.wait_exit() == 4
+    assert denied.wait_exit() == 3
     assert "'stats_basic'" in denied.stderr
 
 
@@ -244,7 +244,7 @@ def test_plugin_depending_on_a_broken_one_aborts_startup(backends: BackendFactor
     (needs / "manifest.py").write_text(
         "manifest = {'id': 'needs_broken', 'kind': 'route', 'dependencies': ['broken_plugin']}\n")
     b = backends.spawn(backends.env(EXTERNAL_PLUGINS_DIR=str(external)))
-    assert b.wait_exit() == 4
+    assert b.wait_exit() == 3
     assert "ValueError: Missing dependency: broken_plugin (needed by needs_broken)" in b.stderr
 
 
