@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -39,8 +40,6 @@ def _bind_problem(value: str) -> str | None:
 
 def _ask(question: str, default: str, problem: Callable[[str], str | None]) -> str:
     """Prompt until the answer is valid; a bad answer is an error line, then the question again."""
-    import sys
-
     while True:
         answer = str(typer.prompt(question, default=default, err=True)).strip()
         why = problem(answer)
@@ -129,9 +128,9 @@ def init(
         if options.name is None:
             options.name = typer.prompt("Host name", default=slugify(root.name) or "my-host", err=True)
         if options.model is None:
+            sys.stderr.write("self: just you; friend: a few friends; shared: a public server\n")
             options.model = _ask(
-                "Hosting model: self (just you), friend (a few friends), shared (a public server)",
-                "self",
+                "Hosting model", "self",
                 lambda answer: None if answer in HOSTING_MODELS else
                 f"{answer!r} is not a hosting model; answer {', '.join(HOSTING_MODELS)}",
             )
