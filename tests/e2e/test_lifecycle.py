@@ -232,7 +232,7 @@ def test_status_exit_codes_follow_health(shared: tuple[Host, Run],
     report = host.run("status", "--json")
     assert report.code == 0, str(report)
     data = report.json()
-    assert data["healthy"] is True and data["backend"]["verified"] is True
+    assert data["health"] == "healthy" and data["backend"]["verified"] is True
     assert {s: v["state"] for s, v in data["services"].items()} == dict.fromkeys(SERVICES, "running")
 
     containers(docker_client, host)["db"].stop(timeout=20)
@@ -246,7 +246,7 @@ def test_status_exit_codes_follow_health(shared: tuple[Host, Run],
         as_json = host.run("status", "--json")
         assert as_json.code != 0, str(as_json)
         data = as_json.json()
-        assert data["healthy"] is False
+        assert data["health"] == "unhealthy" and as_json.code == 4
         assert data["services"]["db"]["state"] == "exited"
         assert data["services"]["redis"]["state"] == "running"
     finally:

@@ -98,11 +98,11 @@ def test_cold_up_nochange_up_and_data_across_down(hosts: Hosts) -> None:
     world = host.create_world("native")
     host.put_kv("nat-key", "kept across down")
     down = assert_ok(host.run("down"))
-    assert "3 processes stopped" in down.stdout
+    assert "3 services stopped" in down.stdout
     assert not processes_under(host.dir), "a process outlived `down`"
     assert not list((host.dir / ".pixsim-host" / "run").glob("*.pid"))
     stopped = host.run("status")
-    assert stopped.code == 1 and "not running" in stopped.stdout, str(stopped)
+    assert stopped.code == 4 and "not running" in stopped.stdout, str(stopped)  # 4: not healthy
 
     host.up()
     assert world["name"] in host.world_names()
@@ -210,7 +210,7 @@ def test_a_killed_backend_is_reported_by_status(hosts: Hosts) -> None:
     while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     status = host.run("status")
-    assert status.code == 1, str(status)
+    assert status.code == 4, str(status)  # it answered: not healthy
     assert "NOT healthy" in status.stdout
     row = next(line for line in status.stdout.splitlines() if line.strip().startswith("backend "))
     assert "exited" in row, status.stdout
