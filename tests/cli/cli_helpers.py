@@ -65,9 +65,10 @@ def invoke(*args: str, env: dict[str, str] | None = None, cwd: Path | None = Non
             patch.setattr(output, "stdout_is_terminal", lambda: True)
             patch.setattr(output, "stderr_is_terminal", lambda: False)  # no live spinner in a test
         if answers is not None:  # typed at a terminal: the command may ask
-            from pixsim_host.cli import host_cmds
+            from pixsim_host.cli import destroy_cmd, host_cmds, lifecycle
 
-            patch.setattr(host_cmds, "stdin_is_tty", lambda: True)
+            for module in (destroy_cmd, host_cmds, lifecycle):
+                patch.setattr(module, "stdin_is_tty", lambda: True)
         code = 0
         try:
             run(list(args))
