@@ -32,6 +32,13 @@ from pixsim_host.errors import HostError
 from pixsim_host.fsutil import atomic_write, write_error
 from pixsim_host.hostdir import HostDir
 from pixsim_host.progress import Progress
+from pixsim_host.restore_journal import (
+    clear_journal,
+    release,
+    unfinished_message,
+    unfinished_restore,
+    write_journal,
+)
 
 FORMAT = "pixsim-host-bundle"
 FORMAT_VERSION = 1
@@ -278,6 +285,7 @@ class VerifiedBundle:
     manifest: dict[str, Any]
     staging: Path  # every member, checked, under this private directory
     config: HostConfig
+    source: Path | None = None  # the bundle file
 
     @property
     def origin(self) -> dict[str, Any]:
@@ -320,7 +328,7 @@ def verified_bundle(bundle: Path) -> Iterator[VerifiedBundle]:
         if origin.get("host_id") != config.host_id:
             raise HostError(f"{bundle.name}: its manifest and its config name different hosts; "
                             "the bundle was altered")
-        yield VerifiedBundle(manifest, staging, config)
+        yield VerifiedBundle(manifest, staging, config, bundle.resolve())
 
 
 def _extract_checked(bundle: Path, staging: Path) -> dict[str, Any]:
@@ -475,6 +483,9 @@ def restore(bundle_path: Path, target: Path, *, port: int | None, name: str | No
         progress("host", f"bundle verified: {len(bundle.manifest['members'])} members, "
                          f"origin {bundle.origin.get('name')} ({bundle.origin.get('host_id')})")
         host = HostDir(target)
+        journal = unfinished_restore(host)
+        if journal is not None and journal.get("kind") == "new":
+            raise HostError(unfinished_message(host, journal))
         existing = load_config(host.config_file) if host.exists() else None
         if existing is not None:
             if clone:
@@ -552,14 +563,20 @@ def restore(bundle_path: Path, target: Path, *, port: int | None, name: str | No
         created_dir = not target.exists()
         try:
             target.mkdir(parents=True, exist_ok=True)
+            # Until the host is complete, `up` and a new restore here say it is not.
+            write_journal(host, "new", None, bundle.source)
             write_secrets(host.secrets_file, secrets or generate_secrets(), config.host_id)
             _load_into(bundle, host, config, progress, timeout,
                        restamp=bundle.config.host_id if clone else None)
             _register(host, config, progress)
         except BaseException:
             progress("host", "restore failed: removing what it created")
-            _undo_new_host(host, config, created_dir)
+            try:
+                _undo_new_host(host, config, created_dir)
+            finally:
+                release(host)
             raise
+        clear_journal(host)
         return host, config
 
 
@@ -682,10 +699,17 @@ def _restore_over_existing(bundle: VerifiedBundle, host: HostDir, existing: Host
     """Same host_id, existing directory: safety backup, replace the data, fall back on failure."""
     from pixsim_host import stack
 
-    progress("host", "taking a safety backup of the current state first")
-    safety = backup(host, existing, output=host.root / "backups" / (
-        f"safety-before-restore-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.tar.gz"),
-        include_secrets=True, progress=progress).path
+    journal = unfinished_restore(host)
+    earlier = Path(str(journal.get("safety_backup"))) if journal and journal.get("safety_backup") else None
+    if earlier is not None and earlier.is_file():
+        safety = earlier
+        progress("host", f"an earlier restore here did not finish: its safety backup {safety} stays "
+                         "the way back (the state now is not worth a new one)")
+    else:
+        progress("host", "taking a safety backup of the current state first")
+        safety = backup(host, existing, output=host.root / "backups" / (
+            f"safety-before-restore-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.tar.gz"),
+            include_secrets=True, progress=progress).path
     # The directory keeps how and where it runs: runtime, ports, native settings; and what
     # the bundle may not choose stays as this host has it.
     data = {**bundle.config.model_dump(mode="json"),
@@ -706,20 +730,42 @@ def _restore_over_existing(bundle: VerifiedBundle, host: HostDir, existing: Host
         runtime.stop_and_remove(progress)
         runtime.remove_volumes(runtime.volumes())
 
+    write_journal(host, "over-existing", safety, bundle.source)
     wipe()
     try:
         _load_into(bundle, host, config, progress, timeout, restamp=None)
     except BaseException as failure:
-        progress("host", "restore failed: putting the previous state back from the safety backup")
-        atomic_write(host.config_file, original_config)
-        with verified_bundle(safety) as previous:
-            with contextlib.suppress(Exception):
-                wipe()
-            _load_into(previous, host, existing, progress, timeout, restamp=None)
+        interrupted = not isinstance(failure, Exception)
+        progress("host", f"restore {'interrupted' if interrupted else 'failed'}: putting the previous "
+                         "state back from the safety backup")
+        try:
+            atomic_write(host.config_file, original_config)
+            with verified_bundle(safety) as previous:
+                with contextlib.suppress(Exception):
+                    wipe()
+                # The safety backup's own config: the host's as it was before any restore.
+                previous_config = parse_config(
+                    {**previous.config.model_dump(mode="json"),
+                     "native": existing.native.model_dump(mode="json")}, source="the safety backup")
+                _load_into(previous, host, previous_config, progress, timeout, restamp=None)
+        except BaseException as second:
+            why = "it was interrupted too" if not isinstance(second, Exception) else \
+                (second.message if isinstance(second, HostError) else type(second).__name__)
+            raise HostError(
+                f"the restore {'was interrupted' if interrupted else 'failed'} and putting the "
+                f"previous state back did not finish ({why}); the data from before is in the "
+                f"safety backup {safety}: put it back with `pixsim-host restore {safety} --dir "
+                f"{host.root} --yes`", exit_code=130 if interrupted else 1) from None
+        clear_journal(host)
         if isinstance(failure, HostError):
-            raise HostError(f"{failure.message}; the host was put back as it was (safety backup "
-                            f"{safety})", details=failure.details) from None
+            raise HostError(f"{failure.message}; the host was put back as it was and verified "
+                            f"(safety backup {safety})", details=failure.details) from None
+        if interrupted:
+            raise HostError(f"interrupted: the host was put back as it was and verified, nothing is "
+                            f"lost (safety backup {safety})", exit_code=130) from None
         raise
     finally:
         shutil.rmtree(original_plugins, ignore_errors=True)
+        release(host)
+    clear_journal(host)
     return host, config

@@ -146,6 +146,9 @@ def up(host: HostDir, config: HostConfig, *, pull: str = "missing", timeout: flo
 
     if pull not in PULL_POLICIES:
         raise HostError(f"--pull must be one of {', '.join(PULL_POLICIES)}, not {pull!r}")
+    from pixsim_host.restore_journal import check_no_unfinished_restore
+
+    check_no_unfinished_restore(host)  # never "verified" on the half-replaced data of a restore
     started = time.monotonic()
     deadline = started + timeout
     notes: list[str] = []
