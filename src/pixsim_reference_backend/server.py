@@ -2,7 +2,8 @@
 
 Start-up follows upstream's order and finishes before the socket listens, so "connection
 refused" always means "still starting or crashed": settings, database (with a bounded
-wait), schema and host identity, plugins, Redis (optional), then listen.
+wait), the check that its schema is migrated (it never creates it: ``migrate`` does) and
+that it belongs to this host, plugins, Redis (optional), then listen.
 """
 
 from __future__ import annotations
