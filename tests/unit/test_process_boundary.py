@@ -9,10 +9,17 @@ inits racing from several processes and the import cost of ``--help``
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
-from unit_helpers import Result, run_cli, run_cli_process
+from unit_helpers import Result, clean_env, run_cli, run_cli_process
+
+from pixsim_host.cli import output
 
 
 def _both(*args: str, cwd: Path) -> tuple[Result, Result]:
@@ -43,3 +50,28 @@ def test_the_process_creates_a_host_and_reports_on_the_right_streams(tmp_path: P
     again = run_cli_process("init", "h", "--yes", "--name", "proc-host", "--port", "18790", cwd=tmp_path)
     assert again.returncode != 0 and again.stdout == "", str(again)
     assert again.stderr.startswith("Error: ") and "Traceback" not in again.stderr, str(again)
+
+
+def _process_wide_state() -> dict[str, Any]:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    stdin = os.fstat(0)
+    return {
+        "environ": dict(os.environ), "cwd": os.getcwd(), "argv": list(sys.argv), "umask": umask,
+        "streams": (sys.stdin, sys.stdout, sys.stderr), "stdin fd": (stdin.st_dev, stdin.st_ino),
+        "tempdir": tempfile.tempdir,
+        "signals": {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE)},
+    }
+
+
+def test_a_command_run_in_process_leaves_the_process_as_it_was(tmp_path: Path) -> None:
+    # What one command sets (environment, directory, streams, --json, signal handlers)
+    # must not reach the next test.
+    before = _process_wide_state()
+    env = clean_env(PIXSIM_HOST_DIR=str(tmp_path / "h"), TMPDIR=str(tmp_path))
+    created = run_cli("init", "h", "--yes", "--name", "trace-host", "--port", "18791", cwd=tmp_path, env=env)
+    assert created.returncode == 0, str(created)
+    assert run_cli("info", "--no-such-option", env=env).returncode != 0
+    assert run_cli("info", "--json", cwd=tmp_path, env=env).returncode == 0
+    assert _process_wide_state() == before
+    assert not output.json_mode()  # the --json of the command before

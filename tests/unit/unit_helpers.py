@@ -113,18 +113,24 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
     from typer import testing
 
     from pixsim_host.__main__ import main
+    from pixsim_host.cli import output
 
     # stdin is empty and not a TTY, so init never prompts: the same as CI and scripts.
     runner = testing.CliRunner()
     argv = ["pixsim-host", *args]
-    with process_state(argv, env or clean_env(), cwd), runner.isolation() as (out, err, _):
-        # The runner pins help to 80 columns; a process whose output is a pipe lets click
-        # pick (78). The runner puts its own value back when it ends.
-        testing.formatting.FORCED_WIDTH = None
-        code = _exit_code(main)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        stdout, stderr = out.getvalue(), err.getvalue()
+    try:
+        with process_state(argv, env or clean_env(), cwd), runner.isolation() as (out, err, _):
+            # The runner pins help to 80 columns; a process whose output is a pipe lets
+            # click pick (78). The runner puts its own value back when it ends.
+            testing.formatting.FORCED_WIDTH = None
+            code = _exit_code(main)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            stdout, stderr = out.getvalue(), err.getvalue()
+    finally:
+        # The CLI's per-command output mode (--json) lives in its module and ends with the
+        # process; code a test calls directly afterwards must not inherit it.
+        output.begin(json_mode=False)
     return Result(tuple(args), code, stdout.decode(runner.charset, "replace"),
                   stderr.decode(runner.charset, "replace"))
 
