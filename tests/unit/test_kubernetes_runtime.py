@@ -452,7 +452,8 @@ def test_down_volumes_asks_first_as_on_docker(tmp_path: Path, swap_runner: Any) 
     swap_runner(runner)
     result = CliRunner().invoke(app, ["down", "--volumes", "--dir", str(host.root)])
     assert isinstance(result.exception, HostError)
-    assert f"would delete data-{config.project}-db-0; pass --yes" in result.exception.message
+    assert (f"would delete the data of host {config.name!r} (data-{config.project}-db-0); pass --yes"
+            in result.exception.message)
     assert not any("delete" in c for c in runner.calls)
     result = CliRunner().invoke(app, ["down", "--volumes", "--yes", "--dir", str(host.root)])
     assert result.exit_code == 0, result.output
