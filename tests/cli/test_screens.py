@@ -58,3 +58,18 @@ def test_help_fits_80_columns() -> None:
     for path in ((), ("up",), ("init",), ("destroy",), ("plugins",), ("plugins", "disable")):
         helped = invoke(*path, "--help", columns=80)
         assert helped.code == 0 and _too_long(helped.stdout) == [], helped.stdout
+
+
+def test_a_closed_stdout_drops_writes_and_says_so() -> None:
+    import io
+
+    from pixsim_host.cli.output import PipeSafe
+
+    class Closed(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError
+
+    stream = PipeSafe(Closed())
+    assert stream.write("a line\n") == len("a line\n") and stream.broken
+    stream.write("more\n")  # dropped, no error
+    stream.flush()

@@ -298,6 +298,8 @@ def logs(
                 continue
             sys.stdout.write(f"{name:8}| {line}\n" if prefix else f"{line}\n")
             sys.stdout.flush()
+            if getattr(sys.stdout, "broken", False):
+                return  # its reader is gone (`logs -f | head`): logs change nothing, so stop
     except KeyboardInterrupt:
         return
     emit({"host_id": config.host_id, "name": config.name, "lines": collected})
