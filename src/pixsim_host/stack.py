@@ -122,6 +122,20 @@ def open_data_runtime(host: HostDir, config: HostConfig) -> DataRuntime:
     return require_data_movement(open_runtime(host, config), config.name)
 
 
+def require_host_plugins(config: HostConfig) -> None:
+    """Refuse (one line) to install or remove a plugin package the host's backend never loads."""
+    kind = runtime_type(config)
+    if not kind.runs_host_plugins:
+        from pixsim_host.errors import NotSupportedByRuntime
+
+        raise NotSupportedByRuntime(
+            f"host {config.name!r} runs on {kind.words.title}, whose backend loads only the plugins "
+            "its image carries, not the host's plugins/ folder; build the package into "
+            "backend.image, and switch plugins on or off with `pixsim-host plugins enable|disable`",
+            runtime=kind.kind, capability="runs_host_plugins",
+        )
+
+
 def check_restorable(config: HostConfig) -> None:
     """Refuse to build a new host where another one's resources still are (the origin?)."""
     runtime_type(config).check_unused(config)

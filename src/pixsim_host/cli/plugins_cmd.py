@@ -227,10 +227,12 @@ def install(
     """
     import shutil
 
+    from pixsim_host import stack
     from pixsim_host.errors import HostError
     from pixsim_host.plugins import install_package, trap_problems, with_installed
 
     with locked_host(directory, no_wait=no_wait, command="plugins install") as (host, config):
+        stack.require_host_plugins(config)
         try:
             before = _catalog(host, config)
         except HostError:
@@ -282,10 +284,12 @@ def remove(
     import shutil
     import tempfile
 
+    from pixsim_host import stack
     from pixsim_host.errors import HostError
     from pixsim_host.plugins import installed_package, load_catalog, with_installed
 
     with locked_host(directory, no_wait=no_wait, command="plugins remove") as (host, config):
+        stack.require_host_plugins(config)
         package = installed_package(host, plugin_id)
         saved = load_catalog(host)
         catalog = with_installed(saved, host, config) if saved else None

@@ -90,6 +90,7 @@ class Runtime(Protocol):
     applies_rendered_files: bool  # a hand-edited rendered file is what runs
     labels_log_lines: bool  # stream_logs' lines already say which pod or service wrote them
     watches_backend: bool  # the platform itself restarts a backend that hangs (liveness probe)
+    runs_host_plugins: ClassVar[bool]  # the backend loads the packages in the host's plugins/
     doctor_checks: ClassVar[tuple[str, ...]]  # which of doctor's runtime checks apply (engine, port, ...)
 
     # ---- services ---------------------------------------------------------------------
@@ -228,6 +229,9 @@ class RuntimeType(Protocol):
     @property
     def doctor_checks(self) -> tuple[str, ...]: ...
 
+    @property
+    def runs_host_plugins(self) -> bool: ...
+
     def open(self, host: HostDir, config: HostConfig, secrets: dict[str, str], *,
              claimed_ports: Callable[[], set[int]] = ...) -> Runtime:
         """The runtime of ``host`` (its rendered files, its secrets); ``claimed_ports`` says
@@ -264,6 +268,7 @@ class LocalRuntime:
     applies_rendered_files = True
     labels_log_lines = False
     watches_backend = False
+    runs_host_plugins: ClassVar[bool] = True
     # Which of doctor's runtime checks apply (the others are skipped, saying why).
     doctor_checks: ClassVar[tuple[str, ...]] = ("port", "health")
 

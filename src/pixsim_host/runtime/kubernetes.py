@@ -489,6 +489,7 @@ class KubernetesRuntime:
     applies_rendered_files = True
     labels_log_lines = True  # kubectl --prefix names the pod of every line
     watches_backend = True  # the Deployment's liveness probe
+    runs_host_plugins: ClassVar[bool] = False  # the pods load what backend.image carries
     # The cluster is not this machine: none of doctor's local checks apply.
     doctor_checks: ClassVar[tuple[str, ...]] = ()
 
