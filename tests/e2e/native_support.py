@@ -199,6 +199,12 @@ class Hosts:
         while processes_under(self.base) and time.monotonic() < deadline:
             time.sleep(0.1)
         shutil.rmtree(self.base, ignore_errors=True)
+        # As root each host's PostgreSQL ran under a system account of its own: removed too.
+        from pixsim_host.runtime.native import remove_own_account
+
+        for host in self.hosts:
+            if host.host_id:
+                remove_own_account(host.host_id)
         return leftovers
 
 

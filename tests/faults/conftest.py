@@ -10,10 +10,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# The CLI runners and host helpers are shared with the unit tests.
+# The CLI runners and host helpers are shared with the unit tests, the native hosts with
+# the end-to-end tests.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
+
+from collections.abc import Iterator  # noqa: E402
 
 import pytest  # noqa: E402
+from native_support import Hosts, require_native  # noqa: E402
 from unit_helpers import MakeHost, run_cli  # noqa: E402
 
 
@@ -33,3 +38,15 @@ def make_host(tmp_path: Path) -> MakeHost:
         return host
 
     return make
+
+
+@pytest.fixture
+def hosts() -> Iterator[Hosts]:
+    """Native hosts of one test; every process they ran is gone when it ends."""
+    require_native()
+    made = Hosts()
+    try:
+        yield made
+    finally:
+        leftovers = made.cleanup()
+    assert not leftovers, f"processes outlived `down`: {leftovers}"

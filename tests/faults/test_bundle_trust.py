@@ -10,20 +10,16 @@ import hashlib
 import io
 import json
 import stat
-import sys
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+from native_support import Hosts, processes_under
 from unit_helpers import run_cli
 
 from pixsim_host.backup import UNTRUSTED_SETTINGS, distrust_settings
 from pixsim_host.config import new_host_config
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-from native_support import Hosts, processes_under, require_native  # noqa: E402
 
 
 def members(bundle: Path) -> dict[str, bytes]:
@@ -99,16 +95,6 @@ def test_trust_keeps_them_and_says_so() -> None:
 
 # ---- through restore and clone -------------------------------------------------------------
 
-
-@pytest.fixture
-def hosts() -> Iterator[Hosts]:
-    require_native()
-    made = Hosts()
-    try:
-        yield made
-    finally:
-        leftovers = made.cleanup()
-    assert not leftovers, f"processes outlived `down`: {leftovers}"
 
 
 @pytest.fixture

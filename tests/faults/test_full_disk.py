@@ -9,12 +9,13 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fault_helpers import error_lines
+from native_support import Hosts
 from unit_helpers import run_cli, snapshot
 
 NO_SPACE = "No space left on device; free some space there and retry"
@@ -66,22 +67,13 @@ def test_config_set_on_a_full_disk(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.native
-def test_a_backup_onto_a_full_disk(tmp_path: Path) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-    from native_support import Hosts, require_native
-
-    require_native()
-    hosts = Hosts()
-    try:
-        host = hosts.init()
-        assert run_cli("up", "--dir", str(host.dir), "--timeout", "120").returncode == 0
-        with tiny_disk("1m") as disk:
-            fill(disk)
-            bundle = disk / "host.tar.gz"
-            result = run_cli("backup", "--dir", str(host.dir), "-o", str(bundle))
-            assert result.returncode == 1, str(result)
-            errors = [line for line in result.stderr.splitlines() if line.startswith("Error")]
-            assert errors == [f"Error: cannot write {bundle}: {NO_SPACE}"], str(result)
-            assert sorted(p.name for p in disk.iterdir()) == ["filler"], "a partial bundle was left"
-    finally:
-        assert hosts.cleanup() == []
+def test_a_backup_onto_a_full_disk(hosts: Hosts) -> None:
+    host = hosts.init()
+    assert run_cli("up", "--dir", str(host.dir), "--timeout", "120").returncode == 0
+    with tiny_disk("1m") as disk:
+        fill(disk)
+        bundle = disk / "host.tar.gz"
+        result = run_cli("backup", "--dir", str(host.dir), "-o", str(bundle))
+        assert result.returncode == 1, str(result)
+        assert error_lines(result.stderr) == [f"Error: cannot write {bundle}: {NO_SPACE}"], str(result)
+        assert sorted(p.name for p in disk.iterdir()) == ["filler"], "a partial bundle was left"

@@ -15,28 +15,16 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fault_helpers import error_lines
+from native_support import Host, Hosts
 from unit_helpers import clean_env, run_cli
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-from native_support import Host, Hosts, require_native  # noqa: E402
 
 pytestmark = pytest.mark.native
 
-
-@pytest.fixture
-def hosts() -> Iterator[Hosts]:
-    require_native()
-    made = Hosts()
-    try:
-        yield made
-    finally:
-        leftovers = made.cleanup()
-    assert not leftovers, f"processes outlived `down`: {leftovers}"
 
 
 @pytest.fixture
@@ -58,10 +46,6 @@ def journal(host: Host) -> Path:
 def safety_backups(host: Host) -> list[Path]:
     return sorted((host.dir / "backups").glob("safety-before-restore-*.tar.gz"))
 
-
-def error_lines(stderr: str) -> list[str]:
-    assert "Traceback" not in stderr, stderr
-    return [line for line in stderr.splitlines() if line.startswith(("Error", "Interrupted"))]
 
 
 def interrupt_load(monkeypatch: pytest.MonkeyPatch, times: int) -> None:

@@ -19,29 +19,16 @@ import json
 import os
 import socket
 import stat
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+from fault_helpers import error_lines
+from native_support import Hosts, processes_under
 from unit_helpers import run_cli
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-from native_support import Hosts, processes_under, require_native  # noqa: E402
 
 pytestmark = pytest.mark.native
 
-
-@pytest.fixture
-def hosts() -> Iterator[Hosts]:
-    require_native()
-    made = Hosts()
-    try:
-        yield made
-    finally:
-        leftovers = made.cleanup()
-    assert not leftovers, f"processes outlived `down`: {leftovers}"
 
 
 def up(directory: Path) -> str:
@@ -55,11 +42,6 @@ def config(directory: Path) -> dict[str, object]:
     assert isinstance(data, dict)
     return data
 
-
-def error_lines(stderr: str) -> list[str]:
-    """The error line(s) of a command's stderr (progress lines go there too), no traceback."""
-    assert "Traceback" not in stderr, stderr
-    return [line for line in stderr.splitlines() if line.startswith("Error")]
 
 
 def redis_processes(base: Path) -> list[int]:

@@ -250,8 +250,64 @@ def _account() -> tuple[int, int, str] | None:
     return entry.pw_uid, entry.pw_gid, entry.pw_name
 
 
-def _host_account(host: HostDir) -> tuple[int, int, str] | None:
-    """Root: the host directory's owner when that is a regular user, else ``nobody``."""
+ACCOUNT_PREFIX = "pixsim-"
+EXTERNAL_DATA_ROOT = Path("/var/lib/pixsim-host/postgres")
+PGDATA_RECORD = "postgres-data-dir"
+
+
+def _recorded_pgdata(host: HostDir) -> Path | None:
+    """The cluster's place outside the host directory, when it was put there."""
+    try:
+        text = (host.state_dir / PGDATA_RECORD).read_text(encoding="utf-8").strip()
+    except (OSError, ValueError):
+        return None
+    return Path(text) if text.startswith(str(EXTERNAL_DATA_ROOT) + "/") else None
+
+
+def host_account_name(host_id: str) -> str:
+    """The system account that runs (only) this host's PostgreSQL when pixsim-host is root."""
+    return ACCOUNT_PREFIX + host_id.replace("-", "")[:12]
+
+
+def _own_account(host_id: str) -> tuple[int, int, str]:
+    """The host's own system account, created (no login, no home) the first time."""
+    import pwd
+
+    name = host_account_name(host_id)
+    for attempt in range(5):
+        with contextlib.suppress(KeyError):
+            entry = pwd.getpwnam(name)
+            return entry.pw_uid, entry.pw_gid, entry.pw_name
+        done = subprocess.run(
+            ["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
+             "--shell", "/usr/sbin/nologin", "--comment", f"pixsim-host PostgreSQL of host {host_id}",
+             name], capture_output=True, text=True, check=False)
+        if done.returncode not in (0, 9):  # 9: it exists (made meanwhile)
+            if attempt < 4 and "lock" in done.stderr:  # another useradd holds /etc/passwd
+                time.sleep(0.2)
+                continue
+            raise HostError(f"cannot create the system account {name} that runs this host's "
+                            f"PostgreSQL ({_last_line(done.stderr) or done.returncode}); check "
+                            "useradd, or run pixsim-host as a regular user")
+    entry = pwd.getpwnam(name)
+    return entry.pw_uid, entry.pw_gid, entry.pw_name
+
+
+def remove_own_account(host_id: str) -> None:
+    """Remove the host's own system account (its data is gone); never any other account."""
+    import pwd
+
+    if os.geteuid() != 0:
+        return
+    name = host_account_name(host_id)
+    with contextlib.suppress(KeyError):
+        pwd.getpwnam(name)
+        subprocess.run(["userdel", name], capture_output=True, check=False)
+
+
+def _host_account(host: HostDir, host_id: str | None = None) -> tuple[int, int, str] | None:
+    """Root: the host directory's owner when that is a regular user, else the host's own
+    system account (one per host: no host's PostgreSQL can read another's files)."""
     if os.geteuid() != 0:
         return None
     import pwd
@@ -260,7 +316,7 @@ def _host_account(host: HostDir) -> tuple[int, int, str] | None:
         info = host.root.stat()
         if info.st_uid != 0:
             return info.st_uid, info.st_gid, pwd.getpwuid(info.st_uid).pw_name
-    return _account()
+    return _own_account(host_id) if host_id else _account()
 
 
 def _blocked_ancestor(path: Path, account: tuple[int, int, str]) -> Path | None:
@@ -434,7 +490,9 @@ class NativeRuntime(LocalRuntime):
         self.config = config
         self.secrets = secrets
         self.data = data_dir(host)
-        self.pgdata = self.data / "postgres"
+        # data/postgres, or (as root, for a host in a directory its PostgreSQL account cannot
+        # enter) the place recorded when the cluster was made: see _external_pgdata.
+        self.pgdata = _recorded_pgdata(host) or self.data / "postgres"
         self.redis_dir = self.data / "redis"
         self.home = self.data / "home"
         self.logs = logs_dir(host)
@@ -482,7 +540,7 @@ class NativeRuntime(LocalRuntime):
         """The bin directory PostgreSQL's server programs run from: as root, one that the
         unprivileged account can reach (a copy inside the host directory if need be)."""
         source = self.pg_bin()
-        account = _host_account(self.host)
+        account = _host_account(self.host, self.config.host_id)
         if account is None or _blocked_ancestor(source / "postgres", account) is None:
             return source
         if self.config.native.postgres_bin_dir:
@@ -492,10 +550,30 @@ class NativeRuntime(LocalRuntime):
             )
         return self._private_copy(source, account)
 
+    def _external_pgdata(self, account: tuple[int, int, str], progress: Progress) -> Path:
+        """Where the cluster goes when the host's directory is closed to its PostgreSQL account
+        (a 0700 directory, /root): EXTERNAL_DATA_ROOT/<host_id>, under root-owned folders the
+        account may traverse but not list, recorded in the host (0600) so every command finds
+        it; `down --volumes` deletes it with data/."""
+        for folder in (EXTERNAL_DATA_ROOT.parent, EXTERNAL_DATA_ROOT):
+            folder.mkdir(mode=0o711, exist_ok=True)
+            os.chmod(folder, 0o711)
+        blocked = _blocked_ancestor(EXTERNAL_DATA_ROOT, account)
+        if blocked is not None:
+            raise self._unreachable(blocked, account)
+        target = EXTERNAL_DATA_ROOT / self.config.host_id
+        from pixsim_host.fsutil import atomic_write
+
+        atomic_write(self.host.state_dir / PGDATA_RECORD, f"{target}\n", mode=0o600)
+        progress(DB, f"{account[2]} cannot enter {self.host.root}: the database lives in {target}")
+        return target
+
     def _private_copy(self, source: Path, account: tuple[int, int, str]) -> Path:
         # pgserver's binaries find their libraries through an RPATH relative to themselves,
         # so the copy keeps the package's layout (pgserver/pginstall and pgserver.libs).
         target = self.host.state_dir / "postgres-bin"
+        if _blocked_ancestor(target, account) is not None:
+            target = EXTERNAL_DATA_ROOT / f".{self.config.host_id}-bin"
         stamp = target / "source.json"
         wanted = {"source": str(source), "mtime": (source / "postgres").stat().st_mtime}
         bin_dir = target / "pgserver" / "pginstall" / "bin"
@@ -543,18 +621,34 @@ class NativeRuntime(LocalRuntime):
         # Private: Redis's files, the backend's home, logs and pid files are for this user
         # only. data/ itself stays traversable when PostgreSQL runs as another account (as
         # root), which must reach data/postgres (0700, its own) but may list nothing.
-        private = 0o711 if _host_account(self.host) is not None else 0o700
+        private = 0o711 if _host_account(self.host, self.config.host_id) is not None else 0o700
         for directory, mode in ((self.data, private), (self.redis_dir, 0o700), (self.home, 0o700),
                                 (self.logs, 0o700), (self.run, 0o700)):
             directory.mkdir(parents=True, exist_ok=True)
             os.chmod(directory, mode)
         if not (self.pgdata / "PG_VERSION").is_file():
             self._initdb(progress)
+        else:
+            self._adopt_legacy_data(progress)
         # Last, so the ports are as fresh as can be when the servers start (initdb is slow).
         self._rechoose_taken_ports(progress)
 
     def settled_config(self) -> HostConfig | None:
         return self._settled
+
+    def _adopt_legacy_data(self, progress: Progress) -> None:
+        """Data made when every root-run host's PostgreSQL ran as ``nobody`` is given to the
+        host's own account (PostgreSQL not running: it is stopped before up restarts it)."""
+        account = _host_account(self.host, self.config.host_id)
+        legacy = _account()
+        if account is None or legacy is None or account[0] == legacy[0]:
+            return
+        if self.pgdata.stat().st_uid != legacy[0] or self._may_hold_port(DB, self.pg_port):
+            return
+        progress(DB, f"giving the data to this host's own account {account[2]} (was {legacy[2]})")
+        for path in [self.pgdata, *self.pgdata.rglob("*")]:
+            with contextlib.suppress(FileNotFoundError):
+                os.lchown(path, account[0], account[1])
 
     def _rechoose_taken_ports(self, progress: Progress) -> None:
         """PostgreSQL's and Redis's ports are the host's own business (only its backend uses
@@ -602,13 +696,11 @@ class NativeRuntime(LocalRuntime):
                 "away, or delete it with `pixsim-host down --volumes` to start with empty data"
             )
         progress(DB, "initialising the database (initdb)")
-        account = _host_account(self.host)
-        if account is not None:
-            blocked = _blocked_ancestor(self.data, account)
-            if blocked is not None:
-                raise self._unreachable(blocked, account)
+        account = _host_account(self.host, self.config.host_id)
+        if account is not None and _blocked_ancestor(self.data, account) is not None:
+            self.pgdata = self._external_pgdata(account, progress)
         bin_dir = self._server_bin()
-        work = self.data / ".postgres-init"
+        work = self.pgdata.parent / f".{self.pgdata.name}-init"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(mode=0o700)
         pwfile = work / "pwfile"
@@ -666,7 +758,7 @@ class NativeRuntime(LocalRuntime):
     def _launch(self, service: str) -> Launch:
         if service == DB:
             bin_dir = self._server_bin()
-            account = _host_account(self.host)
+            account = _host_account(self.host, self.config.host_id)
             argv = [str(bin_dir / "postgres"), "-D", str(self.pgdata), "-p", str(self.pg_port),
                     "-h", LOCALHOST, "-k", ""]
             ids = (account[0], account[1]) if account else None
@@ -1056,7 +1148,7 @@ class NativeRuntime(LocalRuntime):
 
     def _stop_postgres(self, record: PidRecord) -> None:
         """``pg_ctl stop -m fast``: running transactions are rolled back, the data is safe."""
-        account = _host_account(self.host)
+        account = _host_account(self.host, self.config.host_id)
         ids = (account[0], account[1]) if account else None
         with contextlib.suppress(HostError):
             self._run_as([str(self._server_bin() / "pg_ctl"), "stop", "-D", str(self.pgdata),
@@ -1102,6 +1194,11 @@ class NativeRuntime(LocalRuntime):
             if any(procs.alive(procs.read_record(self.pid_file(s))) for s in self.services):
                 raise HostError("the host still has running processes; run `pixsim-host down` first")
             shutil.rmtree(self.data)
+            if self.pgdata != self.data / "postgres":  # kept outside the host directory
+                shutil.rmtree(self.pgdata, ignore_errors=True)
+                shutil.rmtree(EXTERNAL_DATA_ROOT / f".{self.config.host_id}-bin", ignore_errors=True)
+                (self.host.state_dir / PGDATA_RECORD).unlink(missing_ok=True)
+            remove_own_account(self.config.host_id)  # it owned nothing else
 
     def restart(self, services: list[str], progress: Progress) -> None:
         """Stop them; the ``up`` that follows starts and verifies them again.
