@@ -48,6 +48,8 @@ LOCAL_CLIENT_ORIGINS = [f"http://{name}:{port}" for port in CLIENT_DEV_PORTS
 REFERENCE_MIGRATE = "python -m pixsim_reference_backend migrate"
 REFERENCE_WORKERS = ("worker",)
 PIXSIM7_MIGRATE = "python scripts/migrate_all.py --scope all"
+# migrate_all.py leaves out the automation chain, whose tables the automation worker polls.
+PIXSIM7_AUTOMATION_MIGRATE = "python -m alembic -c alembic_automation.ini upgrade head"
 PIXSIM7_WORKERS = ("worker", "simulation-worker", "automation-worker")
 BACKEND_EXTENSIONS = ("vector", "pg_trgm", "btree_gist")
 

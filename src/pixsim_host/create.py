@@ -85,8 +85,8 @@ def _section_values(options: InitOptions) -> dict[str, Any]:
 def _checkout_values(options: InitOptions) -> dict[str, Any]:
     """The backend section for the operator's PixSim7 checkout: its own migration entry point
     and the workers upstream's compose file runs (those the checkout declares)."""
-    from pixsim_host.config import PIXSIM7_MIGRATE, PIXSIM7_WORKERS, slugify
-    from pixsim_host.services import SERVICES_DIR, read_declarations
+    from pixsim_host.config import PIXSIM7_WORKERS, slugify
+    from pixsim_host.services import SERVICES_DIR, pixsim7_migrations, read_declarations
 
     assert options.source is not None
     source = Path(options.source).expanduser().absolute()
@@ -99,7 +99,7 @@ def _checkout_values(options: InitOptions) -> dict[str, Any]:
     # Written out (not left to the defaults) so the operator sees what the host runs.
     values: dict[str, Any] = {
         "source": str(source),
-        "migrate": [PIXSIM7_MIGRATE],
+        "migrate": pixsim7_migrations(source),
         "workers": [worker for worker in PIXSIM7_WORKERS if worker in declared],
     }
     if options.dockerfile is not None:

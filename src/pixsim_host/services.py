@@ -108,13 +108,23 @@ def declarations_dir(config: HostConfig) -> Path | None:
 def migrate_lines(config: HostConfig) -> list[str]:
     """``backend.migrate``, or the backend's own when it is null: the reference backend's
     command, PixSim7's entry point with a checkout, none for an image pixsim-host does not know."""
-    from pixsim_host.config import PIXSIM7_MIGRATE, REFERENCE_MIGRATE
+    from pixsim_host.config import REFERENCE_MIGRATE
 
     if config.backend.migrate is not None:
         return list(config.backend.migrate)
     if config.uses_reference_backend:
         return [REFERENCE_MIGRATE]
-    return [PIXSIM7_MIGRATE] if config.backend.source else []
+    return pixsim7_migrations(Path(config.backend.source)) if config.backend.source else []
+
+
+def pixsim7_migrations(checkout: Path) -> list[str]:
+    """PixSim7's own entry point, plus the chain it leaves out when the checkout has it."""
+    from pixsim_host.config import PIXSIM7_AUTOMATION_MIGRATE, PIXSIM7_MIGRATE
+
+    commands = [PIXSIM7_MIGRATE]
+    if (checkout.expanduser() / "alembic_automation.ini").is_file():
+        commands.append(PIXSIM7_AUTOMATION_MIGRATE)
+    return commands
 
 
 def worker_entries(config: HostConfig) -> list[Any]:

@@ -42,7 +42,8 @@ from docker.errors import APIError, NotFound
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
 HOST_ID_LABEL = "org.pixsim-host.host-id"
-SERVICES = ("backend", "db", "redis")
+# A new host of the reference backend: its database, Redis, the backend and its worker.
+SERVICES = ("backend", "db", "redis", "worker")
 IMAGES = ("pgvector/pgvector:pg16", "redis:7-alpine", "python:3.11-slim")
 SECRET_NAMES = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "SECRET_KEY")
 CLI_TIMEOUT = 240.0  # a hung command fails its test instead of hanging the run

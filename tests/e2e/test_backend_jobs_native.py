@@ -131,3 +131,24 @@ def test_a_host_of_the_operators_checkout_runs_its_declared_services(hosts: Host
     checks = {check["name"]: check for check in doctor.json()["checks"]}
     assert checks["backend-code"]["status"] == "warn"
     assert "PROVIDER_TOKEN" in checks["backend-code"]["message"]
+
+
+def test_secrets_the_backends_code_prints_never_reach_its_log_file(hosts: Hosts) -> None:
+    host = hosts.init()
+    # A worker that prints its REDIS_URL (password included) at start, as PixSim7's do.
+    leaky = ("python -c \"import os, time; print('connecting to', os.environ['REDIS_URL'], flush=True); "
+             "time.sleep(600)\"")
+    assert_ok(cli("config", "set", "backend.workers",
+                  f"[worker, {{name: leaky, command: {json.dumps(leaky)}}}]", "--dir", host.dir))
+    host.up()
+    log = host.dir / "logs" / "leaky.log"
+    deadline = time.monotonic() + 10
+    while "connecting to" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    text = log.read_text()
+    assert "connecting to redis://:********@127.0.0.1:" in text, text
+    assert host.secrets["REDIS_PASSWORD"] not in text
+    relay = host.dir / ".pixsim-host" / "run" / "leaky.relay"
+    assert relay.is_file()
+    assert_ok(cli("down", "--dir", host.dir))
+    assert not relay.exists()

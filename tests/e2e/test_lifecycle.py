@@ -186,7 +186,9 @@ def test_config_change_recreates_only_what_it_must(shared: tuple[Host, Run],
     assert changed.code == 0, str(changed)
 
     report = host.up_ok()
-    assert report["actions"] == {"db": "unchanged", "redis": "unchanged", "backend": "recreated"}
+    # The worker shares the backend's environment (SERVER_DESCRIPTION): it is replaced too.
+    assert report["actions"] == {"db": "unchanged", "redis": "unchanged", "backend": "recreated",
+                                 "worker": "recreated"}
     after = container_ids(docker_client, host)
     assert after["db"] == before["db"] and after["redis"] == before["redis"]
     assert after["backend"] != before["backend"]
@@ -253,7 +255,7 @@ def test_status_exit_codes_follow_health(shared: tuple[Host, Run],
         restored = host.run("up", "--json")
     assert restored.code == 0, str(restored)
     assert restored.json()["actions"] == {"db": "started", "redis": "unchanged",
-                                          "backend": "unchanged"}
+                                          "backend": "unchanged", "worker": "unchanged"}
     again = host.run("status")
     assert again.code == 0, str(again)
     assert_answers_as(host)
@@ -288,7 +290,7 @@ def test_logs_print_the_tail_and_mask_secrets(shared: tuple[Host, Run],
     assert every.code == 0, str(every)
     services = set()
     for line in every.stdout.splitlines():
-        match = re.match(r"^(backend|db|redis)\s*\| ", line)
+        match = re.match(r"^(backend|db|redis|worker)\s*\| ", line)
         assert match, f"unprefixed line {line!r} in {every}"
         services.add(match.group(1))
     assert services == set(SERVICES), str(every)

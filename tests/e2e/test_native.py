@@ -73,7 +73,9 @@ def test_cold_up_nochange_up_and_data_across_down(hosts: Hosts) -> None:
     assert len(ports) == 3 and not ports & {5432, 6379}, host.config
 
     report = host.up()
-    assert report["actions"] == {"db": "started", "redis": "started", "backend": "started"}
+    # The reference backend's worker runs beside it, like PixSim7's ARQ workers.
+    assert report["actions"] == {"db": "started", "redis": "started", "backend": "started",
+                                 "worker": "started"}
     assert report["backend"]["health"]["database"] == "connected"
     assert report["backend"]["health"]["redis"] == "connected"
     assert report["plugins_enabled"] == sorted(BUILTINS)
@@ -89,7 +91,8 @@ def test_cold_up_nochange_up_and_data_across_down(hosts: Hosts) -> None:
 
     pids = host.pids()
     again = host.up()
-    assert again["actions"] == {"db": "unchanged", "redis": "unchanged", "backend": "unchanged"}
+    assert again["actions"] == {"db": "unchanged", "redis": "unchanged", "backend": "unchanged",
+                                "worker": "unchanged"}
     assert host.pids() == pids
     status = host.run("status")
     assert status.code == 0, str(status)
@@ -175,7 +178,7 @@ def test_a_crashed_postgres_and_a_stale_lock_file_do_not_block_up(hosts: Hosts) 
     host.put_kv("survives", "a crash")
     world = host.create_world("crash")
     pids = host.pids()
-    for service in ("backend", "db", "redis"):
+    for service in ("backend", "db", "redis", "worker"):
         os.kill(int(pids[service] or 0), signal.SIGKILL)
     deadline = time.monotonic() + 10
     while processes_under(host.dir) and time.monotonic() < deadline:
@@ -191,7 +194,8 @@ def test_a_crashed_postgres_and_a_stale_lock_file_do_not_block_up(hosts: Hosts) 
         lines = lock.read_text().splitlines()
         lock.write_text("\n".join([str(bystander.pid), *lines[1:]]) + "\n")
         report = host.up()
-        assert report["actions"] == {"db": "started", "redis": "started", "backend": "started"}
+        assert report["actions"] == {"db": "started", "redis": "started", "backend": "started",
+                                     "worker": "started"}
         assert host.get_kv("survives") == "a crash"
         assert world["name"] in host.world_names()
         assert bystander.poll() is None
@@ -222,7 +226,8 @@ def test_a_killed_backend_is_reported_by_status(hosts: Hosts) -> None:
     assert data["services"]["db"]["state"] == "running"
     # `up` brings back only what is down.
     report = host.up()
-    assert report["actions"] == {"db": "unchanged", "redis": "unchanged", "backend": "started"}
+    assert report["actions"] == {"db": "unchanged", "redis": "unchanged", "backend": "started",
+                                 "worker": "unchanged"}
 
 
 def test_doctor_fails_naming_a_killed_backend(hosts: Hosts) -> None:
@@ -280,10 +285,11 @@ def test_stale_pid_files_are_not_trusted(hosts: Hosts) -> None:
         assert status.code == 1, str(status)
         services = status.json()["services"]
         assert {name: s["state"] for name, s in services.items()} == {
-            "backend": "exited", "db": "exited", "redis": "exited"}
+            "backend": "exited", "db": "exited", "redis": "exited", "worker": "missing"}
         assert "before the machine restarted" in services["db"]["detail"]
         report = host.up()  # starts everything anew
-        assert report["actions"] == {"db": "started", "redis": "started", "backend": "started"}
+        assert report["actions"] == {"db": "started", "redis": "started", "backend": "started",
+                                     "worker": "started"}
         assert bystander.pid not in host.pids().values()
         (run_dir / "extra.pid").unlink(missing_ok=True)
         assert_ok(host.run("down"))
@@ -362,7 +368,8 @@ def test_logs_are_read_from_the_files_masked_and_restart_replaces_a_process(host
     masked = assert_ok(host.run("logs", "backend", "--tail", "1"))  # cli() fails on any secret
     assert masked.stdout.strip() == "a line with the redis password ******** in it", str(masked)
     every = assert_ok(host.run("logs", "--tail", "2"))
-    assert {line.split("|")[0].strip() for line in every.stdout.splitlines()} == {"backend", "db", "redis"}
+    assert {line.split("|")[0].strip() for line in every.stdout.splitlines()} == {
+        "backend", "db", "redis", "worker"}
     refused = host.run("logs", "nope")
     assert_clean_failure(refused)
     assert "backend, db, redis" in refused.stderr

@@ -261,7 +261,9 @@ class DockerRuntime(LocalRuntime):
                     "with another --name"
                 )
             service = labels.get(SERVICE_LABEL)
-            if not service:
+            if not service or labels.get("com.docker.compose.oneoff") == "True":
+                # One-off containers (a migration, `docker compose run`) are not the service
+                # itself, even when they carry its name and its image.
                 continue
             found[service] = self._state(summary["Id"], service)
         return found

@@ -514,6 +514,11 @@ class NativeRuntime(LocalRuntime):
     def _keyed_digest(self, value: Any) -> str:
         return keyed_digest(self.host, value)
 
+    def relay_file(self, service: str) -> Path:
+        """The record of the relay that masks secrets in ``service``'s log (not a ``.pid``:
+        leftover workers are found by their pid files)."""
+        return self.run / f"{service}.relay"
+
     def pid_file(self, service: str) -> Path:
         return self.run / f"{service}.pid"
 
@@ -950,8 +955,10 @@ class NativeRuntime(LocalRuntime):
             bind, port, key = LOCALHOST, self.pg_port, "native.postgres_port"
         elif service == REDIS:
             bind, port, key = LOCALHOST, self.redis_port, "native.redis_port"
-        else:
+        elif service == BACKEND:
             bind, port, key = self.config.backend.bind, self.config.backend.port, "backend.port"
+        else:
+            return  # a worker listens nowhere
         if _port_free(bind, port) or (own is not None and _holds_port(own.pid, port) is not False):
             return
         from pixsim_host.ports import pick_port
@@ -1029,9 +1036,14 @@ class NativeRuntime(LocalRuntime):
         lock.unlink(missing_ok=True)
 
     def _spawn(self, service: str, launch: Launch) -> PidRecord:
+        # The backend's code logs secrets (PixSim7 prints its REDIS_URL): masked before they
+        # reach the file. PostgreSQL and Redis never print them.
+        runs_backend_code = service not in (DB, REDIS)
         proc = procs.spawn(launch.argv, env=launch.env, cwd=launch.cwd, log=self.log_file(service),
                            account=launch.account, stdin_data=launch.stdin,
-                           banner=f"starting {service}")
+                           banner=f"starting {service}",
+                           mask=list(self.secrets.values()) if runs_backend_code else None,
+                           relay_file=self.relay_file(service) if runs_backend_code else None)
         record = procs.record_for(proc, launch.argv, launch.config_hash)
         try:
             procs.write_record(self.pid_file(service), record)
@@ -1144,6 +1156,7 @@ class NativeRuntime(LocalRuntime):
                 self._stop_redis(record)
             else:
                 procs.terminate(record, grace=STOP_GRACE)
+        procs.stop_relay(self.relay_file(service))
         self.pid_file(service).unlink(missing_ok=True)
 
     def _stop_postgres(self, record: PidRecord) -> None:

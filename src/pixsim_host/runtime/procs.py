@@ -118,12 +118,15 @@ def open_log(path: Path) -> TextIO:
 
 def spawn(argv: list[str], *, env: dict[str, str], cwd: Path, log: Path,
           account: tuple[int, int] | None = None, stdin_data: bytes | None = None,
-          banner: str = "") -> subprocess.Popen[bytes]:
+          banner: str = "", mask: list[str] | None = None,
+          relay_file: Path | None = None) -> subprocess.Popen[bytes]:
     """Start ``argv`` detached (its own session, no terminal), output appended to ``log``.
 
     ``account`` (uid, gid) runs it as another user (only root can); ``stdin_data`` is
     written to its standard input, which is then closed (how a secret reaches a program
-    without its command line or a file).
+    without its command line or a file). With ``mask`` (secret values) the output goes
+    through a relay (``runtime/logmask.py``) that masks them before they reach the file;
+    the relay's record goes to ``relay_file``.
     """
     log.parent.mkdir(parents=True, exist_ok=True)
     _rotate(log)
@@ -136,11 +139,19 @@ def spawn(argv: list[str], *, env: dict[str, str], cwd: Path, log: Path,
             stamp = datetime.now(UTC).isoformat(timespec="seconds")
             out.write(f"=== {stamp} pixsim-host: {banner} ===\n".encode())
             out.flush()
-        proc = subprocess.Popen(
-            argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
-            stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
-            start_new_session=True, close_fds=True, umask=0o077, **extra,
-        )
+        sink: Any = out
+        relay = None
+        if mask is not None:
+            relay, sink = _start_relay(log, mask, relay_file)
+        try:
+            proc = subprocess.Popen(
+                argv, env=env, cwd=cwd, stdout=sink, stderr=subprocess.STDOUT,
+                stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
+                start_new_session=True, close_fds=True, umask=0o077, **extra,
+            )
+        finally:
+            if relay is not None:
+                os.close(sink)  # the service holds the pipe now; EOF reaches the relay when it ends
     _CHILDREN[proc.pid] = proc
     if stdin_data is not None:
         assert proc.stdin is not None
@@ -149,6 +160,36 @@ def spawn(argv: list[str], *, env: dict[str, str], cwd: Path, log: Path,
         with contextlib.suppress(OSError):
             proc.stdin.close()
     return proc
+
+
+def _start_relay(log: Path, mask: list[str], relay_file: Path | None) -> tuple[subprocess.Popen[bytes], int]:
+    """The masking relay, reading a new pipe; returns it and the pipe's writing end."""
+    read_end, write_end = os.pipe()
+    secrets_read, secrets_write = os.pipe()
+    try:
+        relay = subprocess.Popen(
+            [sys.executable, "-m", "pixsim_host.runtime.logmask", str(log), str(secrets_read)],
+            stdin=read_end, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            pass_fds=(secrets_read,), start_new_session=True, close_fds=True, umask=0o077,
+        )
+    finally:
+        os.close(read_end)
+        os.close(secrets_read)
+    # Through a pipe, not argv or the environment: no secret in a process listing.
+    with os.fdopen(secrets_write, "wb") as channel:
+        channel.write(json.dumps(mask).encode())
+    _CHILDREN[relay.pid] = relay
+    if relay_file is not None:
+        write_record(relay_file, record_for(relay, ["logmask", str(log)], ""))
+    return relay, write_end
+
+
+def stop_relay(relay_file: Path, timeout: float = 5.0) -> None:
+    """Wait for a service's log relay to drain and end (it does once the service is gone)."""
+    record = read_record(relay_file)
+    if record is not None and alive(record) and not wait_gone(record, timeout):
+        terminate(record, grace=1.0)
+    relay_file.unlink(missing_ok=True)
 
 
 def record_for(proc: subprocess.Popen[bytes], argv: list[str], config_hash: str) -> PidRecord:
