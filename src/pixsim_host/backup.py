@@ -39,6 +39,7 @@ from pixsim_host.restore_journal import (
     unfinished_restore,
     write_journal,
 )
+from pixsim_host.services import migrate_lines
 
 FORMAT = "pixsim-host-bundle"
 FORMAT_VERSION = 1
@@ -121,6 +122,10 @@ def backup(host: HostDir, config: HostConfig, *, output: Path | None, include_se
             # refuses a target whose backend does not know them (a newer schema).
             "schema_revisions": schema,
             "server_info": report.info,
+            # What the origin ran beside the backend (by name; their commands are settings a
+            # restore takes only when trusted) and which migrations built its schema.
+            "services": sorted(runtime.service_names()),
+            "migrations": migrate_lines(config),
             "plugins_enabled": enabled,
             "plugins_enabled_from": enabled_from,
             "includes_secrets": include_secrets,
