@@ -59,7 +59,7 @@ def _process_wide_state() -> dict[str, Any]:
     return {
         "environ": dict(os.environ), "cwd": os.getcwd(), "argv": list(sys.argv), "umask": umask,
         "streams": (sys.stdin, sys.stdout, sys.stderr), "stdin fd": (stdin.st_dev, stdin.st_ino),
-        "tempdir": tempfile.tempdir,
+        "tempdir": tempfile.tempdir, "excepthook": sys.excepthook,
         "signals": {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE)},
     }
 

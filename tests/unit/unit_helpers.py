@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 CLI = [sys.executable, "-m", "pixsim_host"]
 # What the installed ``pixsim-host`` script does, with the interpreter running the tests.
@@ -67,7 +68,7 @@ def process_state(argv: list[str], env: dict[str, str], cwd: Path | None) -> Ite
     inherit), as a child process started with stdin=DEVNULL would have them; all given
     back afterwards."""
     saved_argv, saved_env, saved_cwd = sys.argv, dict(os.environ), os.getcwd()
-    saved_tempdir = tempfile.tempdir
+    saved_tempdir, saved_excepthook = tempfile.tempdir, sys.excepthook  # Typer sets the hook
     saved_stdin_fd, null = os.dup(0), os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
@@ -89,6 +90,7 @@ def process_state(argv: list[str], env: dict[str, str], cwd: Path | None) -> Ite
         os.environ.clear()
         os.environ.update(saved_env)
         tempfile.tempdir = saved_tempdir
+        sys.excepthook = saved_excepthook
 
 
 def _exit_code(main: Callable[[], None]) -> int:
@@ -108,6 +110,31 @@ def _exit_code(main: Callable[[], None]) -> int:
     return 0
 
 
+_CLICK_COMMANDS: dict[object, Any] = {}
+
+
+@contextmanager
+def _click_command_built_once() -> Iterator[None]:
+    """Typer turns the app into a click command on every call, evaluating the type hints
+    of every command's function (about 0.1 s); a process does that once. Click commands
+    keep no state between invocations (each gets a fresh Context), so each app's command
+    is built once and reused."""
+    import typer.main
+
+    build = typer.main.get_command
+
+    def built_once(app: Any) -> Any:
+        if app not in _CLICK_COMMANDS:
+            _CLICK_COMMANDS[app] = build(app)
+        return _CLICK_COMMANDS[app]
+
+    typer.main.get_command = built_once
+    try:
+        yield
+    finally:
+        typer.main.get_command = build
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> Result:
     """Run ``pixsim-host *args`` in this process."""
     from typer import testing
@@ -119,7 +146,8 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
     runner = testing.CliRunner()
     argv = ["pixsim-host", *args]
     try:
-        with process_state(argv, env or clean_env(), cwd), runner.isolation() as (out, err, _):
+        with process_state(argv, env or clean_env(), cwd), runner.isolation() as (out, err, _), \
+                _click_command_built_once():
             # The runner pins help to 80 columns; a process whose output is a pipe lets
             # click pick (78). The runner puts its own value back when it ends.
             testing.formatting.FORCED_WIDTH = None
