@@ -20,7 +20,7 @@ import tarfile
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -356,13 +356,16 @@ def registration_problems(config: HostConfig, catalog: Catalog) -> list[str]:
 
 
 def verify_registration(host: HostDir, config: HostConfig, url: str,
-                        notes: list[str] | None = None) -> list[str]:
+                        notes: list[str] | None = None, *,
+                        backend_log: Callable[[], str] | None = None) -> list[str]:
     """Check what the running backend loaded against this host's set; the enabled ids.
 
     The catalog (completed from the manifests) is saved for commands run while the
     backend is down. A backend that serves no plugin list (``admin_plugins`` disabled)
     was verified by identity and health already: that is said in ``notes``, and the
     last catalog is kept, rather than failing (and rolling back) a healthy backend.
+    ``backend_log`` gives the backend's last (masked) log lines: what it said of a plugin
+    that did not load is quoted.
     """
     try:
         live = fetch_catalog(url, list(config.plugins.disabled))
@@ -376,8 +379,11 @@ def verify_registration(host: HostDir, config: HostConfig, url: str,
     for package in read_packages(host.plugins_dir, "external"):
         # PixSim7 leaves a plugin that failed to import out of its list altogether.
         if package.id and package.id not in live.plugins and package.id not in config.plugins.disabled:
+            said = _log_lines_about(backend_log() if backend_log else "",
+                                    {package.id, package.folder.name})
             problems.append(f"{package.id} (installed in plugins/{package.folder.name}) did not "
-                            "load: see `pixsim-host logs backend`")
+                            f"load{f' (the backend said: {said})' if said else ''}: see "
+                            "`pixsim-host logs backend`")
     save_catalog(host, with_installed(live, host, config))
     if problems:
         raise HostError(
@@ -385,6 +391,13 @@ def verify_registration(host: HostDir, config: HostConfig, url: str,
             "fix or disable them (`pixsim-host plugins disable ID`, `pixsim-host plugins list`)"
         )
     return sorted(p.id for p in live.plugins.values() if p.enabled)
+
+
+def _log_lines_about(log: str, names: set[str], limit: int = 2) -> str:
+    """The last ``limit`` log lines that name one of ``names`` (quoted), shortened."""
+    found = [line.strip() for line in log.splitlines()
+             if any(f"'{n}'" in line or f'"{n}"' in line or f"/{n}/" in line for n in names)]
+    return " / ".join(line[:240] for line in found[-limit:])
 
 
 # ---- external plugin packages -------------------------------------------------------

@@ -205,7 +205,8 @@ def up(host: HostDir, config: HostConfig, *, pull: str = "missing", timeout: flo
             except ProbeError as exc:
                 raise runtime.failure(BACKEND, f"did not pass its checks before the timeout ({exc})") \
                     from None
-            plugins = verify_registration(host, config, report.url, notes)
+            plugins = verify_registration(host, config, report.url, notes,
+                                          backend_log=lambda: runtime.log_tail(BACKEND, 80))
     finally:
         result.close()
     url, client_url = runtime.public_backend(config)

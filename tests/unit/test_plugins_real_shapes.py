@@ -341,6 +341,14 @@ def test_an_installed_plugin_missing_from_the_list_failed_to_load(serve: Any, ho
     serve(FakeBackend(REAL_SET))
     with pytest.raises(HostError, match=r"broken_one \(installed in plugins/broken_pkg\) did not load"):
         verify_registration(host, config(), URL)
+    # The backend's own words about it are quoted (other lines are not).
+    log = ("INFO started\nplugin warning: external plugin folder 'broken_pkg' failed to load: "
+           "ModuleNotFoundError: No module named 'torch'\nINFO listening\n")
+    with pytest.raises(HostError) as caught:
+        verify_registration(host, config(), URL, backend_log=lambda: log)
+    assert "the backend said: plugin warning: external plugin folder 'broken_pkg' failed to load: " \
+           "ModuleNotFoundError: No module named 'torch'" in caught.value.message
+    assert "listening" not in caught.value.message
     # Disabled on purpose, it is not a failure.
     assert "auth" in verify_registration(host, config(disabled=["broken_one"]), URL)
 
