@@ -31,18 +31,28 @@ def _hints() -> list[tuple[str, str]]:
     found = set()
     for path in sorted(SOURCE.rglob("*.py")):
         for match in HINT.finditer(path.read_text(encoding="utf-8")):
-            # As the string prints: an escaped quote in the source is a quote on screen.
-            found.add((str(path.relative_to(SOURCE)), match.group(1).replace('\\"', '"')))
+            # As the string prints: an escaped quote is a quote on screen, and a hint split
+            # over two source lines ("...\n f"...") is one line.
+            text = re.sub(r'"\s*\n\s*[rbf]*"', "", match.group(1)).replace('\\"', '"')
+            found.add((str(path.relative_to(SOURCE)), text))
     return sorted(found)
 
 
-def _filled(hint: str) -> list[str] | None:
+def _filled(hint: str) -> list[list[str]]:
+    """The command lines a hint stands for: placeholders filled in, and one line per
+    alternative where it offers some (`plugins enable|disable`)."""
     text = hint.split(" | ")[0]  # a pipeline's first command
     if "{command}" in text:
-        return None  # a command line built elsewhere, not advice
-    words = shlex.split(text)
-    return [SAMPLES.get(word, word) if not (word.startswith("{") and word.endswith("}"))
-            else SAMPLES[word] for word in words]
+        return []  # a command line built elsewhere, not advice
+    lines: list[list[str]] = [[]]
+    for word in shlex.split(text):
+        if word.startswith("{") and word.endswith("}"):
+            choices = [SAMPLES.get(word, "x")]  # another field: any word will do
+        else:
+            choices = [SAMPLES.get(choice, choice) for choice in word.split("|")] if "|" in word \
+                else [SAMPLES.get(word, word)]
+        lines = [[*line, choice] for line in lines for choice in choices]
+    return lines
 
 
 def _accepts(words: list[str]) -> tuple[bool, str]:
@@ -81,10 +91,8 @@ def test_the_hints_are_found() -> None:
 
 @pytest.mark.parametrize(("where", "hint"), HINTS, ids=[f"{w}: {h}" for w, h in HINTS])
 def test_every_suggested_command_is_accepted(where: str, hint: str) -> None:
-    words = _filled(hint)
-    if words is None:
-        return
-    if words and words[0].startswith("--") and words[0] not in ("--help", "--version"):
-        pytest.fail(f"{where}: `pixsim-host {hint}` starts with an option")
-    ok, why = _accepts(words)
-    assert ok, f"{where}: `pixsim-host {hint}` -> `pixsim-host {' '.join(words)}` is refused: {why}"
+    for words in _filled(hint):
+        if words and words[0].startswith("--") and words[0] not in ("--help", "--version"):
+            pytest.fail(f"{where}: `pixsim-host {hint}` starts with an option")
+        ok, why = _accepts(words)
+        assert ok, f"{where}: `pixsim-host {hint}` -> `pixsim-host {' '.join(words)}` is refused: {why}"

@@ -54,9 +54,24 @@ def _service_doc(service: dict[str, Any], *, health: str | None = None) -> dict[
     """One service in the shared vocabulary: ``state``, ``health`` (one of the four words)."""
     doc = dict(service)
     doc["health"] = health or health_word(service.get("health"))
+    doc["started_at"] = _utc_seconds(service.get("started_at"))
     doc.pop("engine_health", None)
     doc.pop("verified", None)
     return doc
+
+
+def _utc_seconds(text: object) -> str | None:
+    """An engine's start time (Docker's has nanoseconds) as ISO 8601 UTC to the second."""
+    if not isinstance(text, str) or not text:
+        return None
+    from datetime import UTC, datetime
+
+    head = text.rstrip("Z").split(".")[0].removesuffix("+00:00")
+    try:
+        moment = datetime.fromisoformat(head).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _backend_doc(config: HostConfig, backend: dict[str, Any], health: str) -> dict[str, Any]:
