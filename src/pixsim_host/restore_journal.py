@@ -51,6 +51,8 @@ def clear_journal(host: HostDir) -> None:
 
 def unfinished_restore(host: HostDir) -> dict[str, Any] | None:
     """The journal of a restore into ``host`` that did not finish, None when there is none."""
+    if not host.state_dir.is_dir():
+        return None
     data = safeload.load_json(_journal_path(host), "the restore journal", "a restore did not "
                               "finish here: restore the host again", missing_ok=True)
     if data is None:

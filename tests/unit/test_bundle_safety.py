@@ -41,7 +41,7 @@ from pixsim_host.errors import HostError
 
 NO_ENGINE = "unix:///nonexistent/pixsim-host-test.sock"
 ENGINE_ERROR = "no Docker Engine answers"
-PLUGIN_FILE = "plugins/extra_plugin/manifest.py"
+PLUGIN_FILE = "plugins/extra_plugin/backend/manifest.py"  # a package as `plugins install` takes it
 
 
 # ---- building bundles -----------------------------------------------------------------------
