@@ -1,23 +1,24 @@
 """The command line as a real process, and proof that the in-process runner matches it.
 
 The unit suite runs commands in-process (``unit_helpers.run_cli``). What only a process
-shows is tested with ``run_cli_process`` (``python -m pixsim_host``) here and where the
-boundary is the subject: a terminal as stdin (test_init.py), Ctrl-C (test_hostile_inputs.py),
-inits racing from several processes and the import cost of ``--help``
-(test_hosts_registry.py), the installed console script (test_wheel.py).
+shows is tested with ``run_cli_process`` (a process calling the console script's entry
+point) here and where the boundary is the subject: a terminal as stdin (test_init.py),
+Ctrl-C (test_hostile_inputs.py), inits racing from several processes and the import cost
+of ``--help`` (test_hosts_registry.py), the installed console script (test_wheel.py).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
-from unit_helpers import Result, clean_env, run_cli, run_cli_process
+from unit_helpers import CONSOLE_SCRIPT, Result, clean_env, read_config, run_cli, run_cli_process
 
 from pixsim_host.cli import output
 
@@ -50,6 +51,22 @@ def test_the_process_creates_a_host_and_reports_on_the_right_streams(tmp_path: P
     again = run_cli_process("init", "h", "--yes", "--name", "proc-host", "--port", "18790", cwd=tmp_path)
     assert again.returncode != 0 and again.stdout == "", str(again)
     assert again.stderr.startswith("Error: ") and "Traceback" not in again.stderr, str(again)
+
+
+def test_a_reader_gone_before_init_writes_does_not_stop_it(tmp_path: Path) -> None:
+    # `pixsim-host init h | head -0`: the result line meets a closed pipe; the host is
+    # still made, and the process ends without a traceback.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run([*CONSOLE_SCRIPT, "init", "h", "--yes", "--name", "piped", "--port", "18792"],
+                              cwd=tmp_path, env=clean_env(), stdin=subprocess.DEVNULL, stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+    assert read_config(tmp_path / "h")["name"] == "piped"
 
 
 def _process_wide_state() -> dict[str, Any]:
