@@ -397,6 +397,8 @@ class NativeConfig(_Section):
     # Null: the backend's API from its declaration (backend.source), else the reference backend.
     backend_command: list[str] | None = None
     backend_workdir: str | None = None
+    # Docker's restart policy: unless-stopped (a supervisor restarts what crashes) or no.
+    restart: Literal["unless-stopped", "no"] = "unless-stopped"
 
     @field_validator("backend_command")
     @classmethod

@@ -24,6 +24,7 @@ from pixsim_host import __version__
 from pixsim_host.cli import (
     backend_cmds,
     backup_cmd,
+    boot_cmd,
     config_cmd,
     connect_cmd,
     destroy_cmd,
@@ -86,6 +87,7 @@ destroy_cmd.register(app)
 backend_cmds.register(app)
 backup_cmd.register(app)
 app.add_typer(config_cmd.app, name="config", rich_help_panel=LIFECYCLE)
+app.add_typer(boot_cmd.app, name="boot", rich_help_panel=LIFECYCLE)
 app.add_typer(plugins_cmd.app, name="plugins", rich_help_panel=PLUGINS)
 app.add_typer(hosts_cmd.app, name="hosts", rich_help_panel=HOSTS)
 connect_cmd.register(app)

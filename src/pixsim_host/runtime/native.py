@@ -44,7 +44,7 @@ from typing import Any
 from pixsim_host.config import HostConfig
 from pixsim_host.errors import EngineUnavailable, HostError
 from pixsim_host.hostdir import HostDir
-from pixsim_host.runtime import LocalRuntime, Progress, RuntimeWords, procs
+from pixsim_host.runtime import LocalRuntime, Progress, RuntimeWords, procs, supervisor
 from pixsim_host.runtime.procs import PidRecord
 
 LOCALHOST = "127.0.0.1"
@@ -356,6 +356,7 @@ class ProcessState:
     ports: list[str] = field(default_factory=list)
     pid: int | None = None
     detail: str = ""
+    restarts: dict[str, Any] | None = None  # what the supervisor recorded (see supervisor.py)
 
     def as_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -368,6 +369,8 @@ class ProcessState:
         }
         if self.detail:
             data["detail"] = self.detail
+        if self.restarts is not None:
+            data["restarts"] = self.restarts
         return data
 
 
@@ -975,6 +978,12 @@ class NativeRuntime(LocalRuntime):
               only: frozenset[str] | None = None) -> NativeStarted:
         actions: dict[str, str] = {}
         started = NativeStarted(self, actions, {})
+        # Docker's `restart: unless-stopped`: a supervisor brings back what crashes from now on
+        # (it waits for the host's lock, which this command holds).
+        if self.config.native.restart == "unless-stopped":
+            supervisor.ensure_running(self.host)
+        else:
+            supervisor.stop(self.host)
         for level in self.levels:
             names = [name for name in level if only is None or name in only]
             launched: dict[str, PidRecord] = {}
@@ -1034,6 +1043,16 @@ class NativeRuntime(LocalRuntime):
                                                            command=cmdline.split()[:1]))
             return
         lock.unlink(missing_ok=True)
+
+    def start_again(self, service: str) -> PidRecord:
+        """Start ``service`` anew exactly as ``start`` does (the supervisor's restart of a
+        crashed one: the caller holds the host's lock and saw its record dead)."""
+        launch = self._launch(service)
+        if service == DB:
+            self._reconcile_postmaster_pid()
+        self._preflight(service)
+        procs.stop_relay(self.relay_file(service))
+        return self._spawn(service, launch)
 
     def _spawn(self, service: str, launch: Launch) -> PidRecord:
         # The backend's code logs secrets (PixSim7 prints its REDIS_URL): masked before they
@@ -1130,6 +1149,16 @@ class NativeRuntime(LocalRuntime):
                 detail = f"pid {record.pid} is gone (it crashed or was killed)"
             found[service] = ProcessState(service, service, "exited", None, None, ports,
                                           record.pid or None, detail)
+        for service, entry in supervisor.restarts(self.host).items():
+            state = found.get(service)
+            if state is None or not entry.get("restarts"):
+                continue
+            state.restarts = entry
+            if not state.detail:
+                code = entry.get("last_exit_code")
+                state.detail = (f"restarted {entry['restarts']} time(s) by the supervisor, last at "
+                                f"{entry.get('last_restart_at')} (exit code "
+                                f"{code if code is not None else 'unknown'})")
         return found
 
     def probe_health(self, state: Any) -> str | None:
@@ -1183,6 +1212,9 @@ class NativeRuntime(LocalRuntime):
             procs.terminate(record, grace=STOP_GRACE)
 
     def stop_and_remove(self, progress: Progress) -> list[str]:
+        # The supervisor first, so it never restarts what is stopped here.
+        if supervisor.stop(self.host):
+            progress("host", "stopped the supervisor")
         stopped: list[str] = []
         for level in reversed(self._levels_with_leftovers()):
             for service in level:

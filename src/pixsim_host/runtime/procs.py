@@ -204,6 +204,12 @@ def exit_code(pid: int) -> int | None:
     return None if child is None else child.poll()
 
 
+def reap_children() -> None:
+    """Collect the exit of every process this process started that ended (no zombies)."""
+    for child in list(_CHILDREN.values()):
+        child.poll()
+
+
 def wait_gone(record: PidRecord, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while alive(record):
