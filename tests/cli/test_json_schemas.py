@@ -110,6 +110,16 @@ def test_usage_and_config_errors_are_error_documents(tmp_path: Path) -> None:
     broken = invoke("info", "--dir", str(host), "--json")
     assert broken.code == 2, str(broken)
     assert one_document(broken, "error")["error"]["code"] in ("usage", "config")
+    (host / "pixsim-host.yaml").write_text(
+        (host / "pixsim-host.yaml").read_text(encoding="utf-8").replace("[unclosed", "schema-c"),
+        encoding="utf-8")
+    invalid = host / "pixsim-host.yaml"
+    text = invalid.read_text(encoding="utf-8")
+    invalid.write_text(text + "model: public\nbackend:\n  port: -1\n", encoding="utf-8")
+    two = invoke("info", "--dir", str(host), "--json")
+    error = one_document(two, "error")["error"]
+    assert two.code == 2 and error["code"] == "config", str(two)
+    assert len(error["problems"]) >= 2 and error["hint"].startswith("fix the file"), error
 
 
 def test_every_document_schema_is_exercised() -> None:

@@ -88,8 +88,13 @@ def split_hint(message: str) -> tuple[str, str | None]:
 
 
 def error_document(message: str, exit_code: int, *, code: str | None = None,
-                   details: str | None = None) -> dict[str, Any]:
-    what, hint = split_hint(message)
+                   details: str | None = None, problems: list[str] | None = None) -> dict[str, Any]:
+    if problems:
+        # "X has 2 problems: a; b; what to do": the hint is after the last separator.
+        what, _, hint_text = message.rpartition("; ")
+        hint: str | None = hint_text
+    else:
+        what, hint = split_hint(message)
     error: dict[str, Any] = {
         "code": code or ERROR_CODES.get(exit_code, "failed"),
         "message": what,
@@ -98,13 +103,16 @@ def error_document(message: str, exit_code: int, *, code: str | None = None,
     }
     if details:
         error["details"] = details
+    if problems:
+        error["problems"] = list(problems)
     return {"error": error}
 
 
 def print_error(exc: HostError) -> None:
     if _state.json and not _state.emitted:
-        code = "config" if isinstance(exc, ConfigError) else None
-        emit(error_document(exc.message, exc.exit_code, code=code, details=exc.details))
+        config = isinstance(exc, ConfigError)
+        emit(error_document(exc.message, exc.exit_code, code="config" if config else None,
+                            details=exc.details, problems=exc.problems if config else None))
         return
     if isinstance(exc, ConfigError) and len(exc.problems) > 1:
         # One line per problem, so a user fixing the file can work down the list.
