@@ -110,9 +110,9 @@ def error_document(message: str, exit_code: int, *, code: str | None = None,
 
 def print_error(exc: HostError) -> None:
     if _state.json and not _state.emitted:
-        config = isinstance(exc, ConfigError)
-        emit(error_document(exc.message, exc.exit_code, code="config" if config else None,
-                            details=exc.details, problems=exc.problems if config else None))
+        problems = exc.problems if isinstance(exc, ConfigError) else None
+        emit(error_document(exc.message, exc.exit_code, code="config" if problems is not None else None,
+                            details=exc.details, problems=problems))
         return
     if isinstance(exc, ConfigError) and len(exc.problems) > 1:
         # One line per problem, so a user fixing the file can work down the list.
