@@ -13,7 +13,13 @@ def main() -> None:
     if sys.argv[1:] in (["--version"], ["-V"]):
         from pixsim_host import __version__
 
-        sys.stdout.write(f"pixsim-host {__version__}\n")
+        try:
+            sys.stdout.write(f"pixsim-host {__version__}\n")
+            sys.stdout.flush()
+        except BrokenPipeError:  # the reader left (`pixsim-host --version | true`): quietly done
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return
     from pixsim_host.cli import run
 
