@@ -174,6 +174,8 @@ def test_a_failing_plugin_is_rolled_back(hosts: Hosts) -> None:
 
 def test_a_crashed_postgres_and_a_stale_lock_file_do_not_block_up(hosts: Hosts) -> None:
     host = hosts.init()
+    # What a crash leaves behind, seen without the supervisor bringing it back.
+    assert_ok(host.run("config", "set", "native.restart", "no"))
     host.up()
     host.put_kv("survives", "a crash")
     world = host.create_world("crash")
@@ -206,6 +208,8 @@ def test_a_crashed_postgres_and_a_stale_lock_file_do_not_block_up(hosts: Hosts) 
 
 def test_a_killed_backend_is_reported_by_status(hosts: Hosts) -> None:
     host = hosts.init()
+    # What a crash leaves behind, seen without the supervisor bringing it back.
+    assert_ok(host.run("config", "set", "native.restart", "no"))
     host.up()
     pid = host.pids()["backend"]
     assert pid
@@ -233,6 +237,8 @@ def test_a_killed_backend_is_reported_by_status(hosts: Hosts) -> None:
 def test_doctor_fails_naming_a_killed_backend(hosts: Hosts) -> None:
     """doctor's health check is live on the native runtime too: it asks the runtime."""
     host = hosts.init()
+    # What a crash leaves behind, seen without the supervisor bringing it back.
+    assert_ok(host.run("config", "set", "native.restart", "no"))
     host.up()
 
     def doctor() -> tuple[int, dict[str, dict[str, str]]]:

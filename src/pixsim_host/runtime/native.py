@@ -44,7 +44,8 @@ from typing import Any
 from pixsim_host.config import HostConfig
 from pixsim_host.errors import EngineUnavailable, HostError
 from pixsim_host.hostdir import HostDir
-from pixsim_host.runtime import LocalRuntime, Progress, RuntimeWords, procs, supervisor
+from pixsim_host.runtime import LocalRuntime, Progress, RuntimeWords, procs
+from pixsim_host.runtime import supervisor_control as supervisor
 from pixsim_host.runtime.procs import PidRecord
 
 LOCALHOST = "127.0.0.1"
@@ -978,11 +979,11 @@ class NativeRuntime(LocalRuntime):
               only: frozenset[str] | None = None) -> NativeStarted:
         actions: dict[str, str] = {}
         started = NativeStarted(self, actions, {})
-        # Docker's `restart: unless-stopped`: a supervisor brings back what crashes from now on
-        # (it waits for the host's lock, which this command holds).
-        if self.config.native.restart == "unless-stopped":
+        # Docker's `restart: unless-stopped`: once the whole host is started, a supervisor
+        # brings back what crashes (it waits for the host's lock, which this command holds).
+        if only is None and self.config.native.restart == "unless-stopped":
             supervisor.ensure_running(self.host)
-        else:
+        elif only is None:
             supervisor.stop(self.host)
         for level in self.levels:
             names = [name for name in level if only is None or name in only]
