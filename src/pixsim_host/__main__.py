@@ -16,7 +16,7 @@ def main() -> None:
         try:
             sys.stdout.write(f"pixsim-host {__version__}\n")
             sys.stdout.flush()
-        except BrokenPipeError:  # the reader left (`pixsim-host --version | true`): quietly done
+        except BrokenPipeError:  # its reader left (a pipe into `true`): quietly done
             import os
 
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

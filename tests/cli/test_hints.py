@@ -72,7 +72,7 @@ def _accepts(words: list[str]) -> tuple[bool, str]:
         ctx = command.make_context(child.name, [], parent=ctx, resilient_parsing=True)
     if hasattr(command, "get_command") and not rest:
         return True, "a group"
-    if not rest or rest == ["--help"]:
+    if not rest or rest in (["--help"], ["--version"]):
         return True, "names a command"
     try:
         command.make_context(" ".join(words), rest, parent=ctx.parent)
