@@ -104,17 +104,21 @@ def native_bundle(hosts: Hosts, tmp_path: Path) -> Path:
     bundle = tmp_path / "origin.tar.gz"
     result = run_cli("backup", "--dir", str(host.dir), "-o", str(bundle), "--include-secrets")
     assert result.returncode == 0, str(result)
+    plain = run_cli("backup", "--dir", str(host.dir), "-o", str(tmp_path / "plain.tar.gz"))
+    assert plain.returncode == 0, str(plain)
     assert run_cli("down", "--dir", str(host.dir)).returncode == 0
     return bundle
 
 
 @pytest.mark.native
-def test_bundles_and_their_members_are_private(native_bundle: Path, tmp_path: Path) -> None:
-    assert stat.S_IMODE(native_bundle.stat().st_mode) == 0o600
-    with tarfile.open(native_bundle, "r:gz") as archive:
-        modes = {m.name: m.mode for m in archive.getmembers()}
-    assert modes["secrets.env"] == 0o600
-    assert all(mode == 0o600 for mode in modes.values()), modes
+def test_bundles_and_their_members_are_private(native_bundle: Path) -> None:
+    plain = native_bundle.with_name("plain.tar.gz")  # made without --include-secrets
+    for bundle in (native_bundle, plain):
+        assert stat.S_IMODE(bundle.stat().st_mode) == 0o600, bundle
+        with tarfile.open(bundle, "r:gz") as archive:
+            modes = {m.name: m.mode for m in archive.getmembers()}
+        assert all(mode == 0o600 for mode in modes.values()), modes
+    assert "secrets.env" in members(native_bundle) and "secrets.env" not in members(plain)
 
 
 @pytest.mark.native
