@@ -170,3 +170,22 @@ def test_every_command_with_json_has_a_schema() -> None:
         helped = invoke(*path, "--help", columns=120).stdout
         if "--json" in helped:
             assert "-".join(path) in shipped, f"`pixsim-host {' '.join(path)} --json` has no schema"
+
+
+def test_boot_documents(tmp_path: Path) -> None:
+    import shutil
+
+    import pytest
+
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("boot install verifies its unit with systemd-analyze, which is not installed")
+    host = tmp_path / "b"
+    one_document(invoke("init", str(host), "--yes", "--name", "schema-b", "--port", "18955",
+                        "--runtime", "native", "--json"), "init")
+    units = {"XDG_CONFIG_HOME": str(tmp_path / "config-home")}  # never the user's own units
+    printed = one_document(invoke("boot", "install", "--dir", str(host), "--user", "--print", "--json",
+                                  env=units), "boot-install")
+    assert printed["written"] is False and not (tmp_path / "config-home").exists()
+    removed = one_document(invoke("boot", "remove", "--dir", str(host), "--user", "--json", env=units),
+                           "boot-remove")
+    assert removed["removed"] is False
