@@ -123,17 +123,22 @@ class Supervisor:
                 return 0
             time.sleep(0.05)
         _log(f"supervising {self.host.root} (pid {os.getpid()})")
+        last_problem = ""
         while not self.stopping:
             if self.gone():
                 _log("the host directory or this supervisor's pid file is gone; exiting")
                 return 0
             procs.reap_children()
+            problem = ""
             try:
                 self.tick()
             except HostError as exc:
-                _log(f"cannot check the host now: {exc.message}")
+                problem = exc.message
             except OSError as exc:
-                _log(f"cannot check the host now: {exc.strerror or type(exc).__name__}")
+                problem = exc.strerror or type(exc).__name__
+            if problem and problem != last_problem:  # once, not every half second
+                _log(f"cannot check the host now: {problem}")
+            last_problem = problem
             self.sleep(POLL)
         _log("stopped")
         return 0
