@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import pytest
@@ -151,3 +152,26 @@ def test_no_proxy_or_credentials_from_the_environment(monkeypatch: pytest.Monkey
     with mock(httpx.MockTransport(answer)) as client:
         assert client.get_json("http://host.test/x") == {"ok": True}
     assert "authorization" not in seen[0].headers and seen[0].headers["accept"] == "application/json"
+
+
+def test_registry_probes_share_one_deadline_even_against_dripping_hosts(tmp_path: Path) -> None:
+    import uuid
+
+    from test_hosts_fakes import write_minimal_host
+
+    from pixsim_host.hosts import HostEntry, probe_hosts
+
+    with header_dripper(0.1) as url:  # every read answers well within the 0.5 s timeout
+        port = int(url.rsplit(":", 1)[1])
+        entries = []
+        for number in range(5):
+            directory, host_id = tmp_path / f"drip{number}", str(uuid.uuid4())
+            write_minimal_host(directory, host_id, f"drip{number}", port)
+            entries.append(HostEntry(name=f"drip{number}", host_id=host_id, directory=str(directory),
+                                     model="self", backend_url=url, local_url=url, port=port,
+                                     bind="127.0.0.1", project=f"pixsim-drip{number}"))
+        started = time.monotonic()
+        statuses = probe_hosts(entries, timeout=0.5)
+        elapsed = time.monotonic() - started
+    assert [(s.status, s.detail) for s in statuses] == [("no answer", "did not answer in time")] * 5
+    assert elapsed < 2.5, elapsed  # the old per-read timeout waited for as long as it dripped
