@@ -15,6 +15,7 @@ Tests that take a host down or break it on purpose get hosts of their own (``mak
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import tarfile
@@ -40,9 +41,12 @@ from e2e_helpers import (
 )
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "plugins"
-BUILTINS = ("dialogue_extras", "game_stealth", "romance", "stats_basic")
+# Ids, as the backend lists them: folder stealth holds game_stealth; game_npcs is both a
+# feature and a route plugin; admin_plugins serves the list itself.
+BUILTINS = ("admin_plugins", "dialogue_extras", "game_npcs", "game_stealth", "romance", "stats_basic")
 ALL_ENABLED = dict.fromkeys(BUILTINS, True)
 LIST_PATH = "/api/v1/admin/plugins/list"
+DETAILS_PATH = "/api/v1/admin/plugins"  # + /{id}/details
 
 
 # ---- hosts ----------------------------------------------------------------------------------
@@ -238,7 +242,12 @@ def test_unknown_id_is_refused_with_the_closest_id(plugin_host: PluginHost,
         run = host.run("plugins", verb, "game_stealh")
         assert_clean_failure(run)
         assert "'game_stealh'" in run.stderr, str(run)
-        assert "did you mean game_stealth?" in run.stderr, str(run)
+        assert "did you mean game_stealth" in run.stderr, str(run)  # the closest first
+        # The built-in folder stealth holds game_stealth: a denylist of 'stealth' would match nothing.
+        folder = host.run("plugins", verb, "stealth")
+        assert_clean_failure(folder)
+        assert "stealth is a plugin folder, not a plugin id" in folder.stderr, str(folder)
+        assert "use game_stealth" in folder.stderr, str(folder)
     shown = host.run("plugins", "show", "romanse")
     assert_clean_failure(shown)
     assert "did you mean romance?" in shown.stderr, str(shown)
@@ -259,7 +268,8 @@ def test_disabling_a_dependency_is_refused_and_changes_nothing(
     assert "cannot disable stats_basic" in refused.stderr, str(refused)
     for dependent in ("game_stealth", "romance", "dialogue_extras"):
         assert dependent in refused.stderr, f"{dependent} not named in {refused}"
-    assert "--cascade" in refused.stderr, str(refused)
+    # Built-in dependents stay loaded whatever is disabled, so --cascade is not offered.
+    assert "built into the backend, so stats_basic must stay enabled" in refused.stderr, str(refused)
 
     # Even with --cascade: the dependents are built in, so they stay loaded, and PixSim7
     # aborts start-up when any loaded plugin (disabled or not) depends on a disabled one.
@@ -279,7 +289,7 @@ def test_disabling_a_dependency_is_refused_and_changes_nothing(
     assert backend_id_and_start(docker_client, host) == backend, "a refused change touched the backend"
     assert host.backend_enabled() == ALL_ENABLED
     shown = assert_ok(host.run("plugins", "show", "stats_basic", "--json")).json()
-    assert shown["required_by"] == ["dialogue_extras", "game_stealth", "romance"]
+    assert shown["required_by"] == ["dialogue_extras", "game_npcs", "game_stealth", "romance"]
 
 
 @pytest.mark.engine
@@ -293,7 +303,9 @@ def test_install_enables_the_disabled_dependency(plugin_host: PluginHost) -> Non
     assert host.installed() == ["stealth_addon"]
     assert host.plugins_config()["disabled"] == []
     assert host.backend_enabled() == {**ALL_ENABLED, "stealth_addon": True}
-    assert host.backend_plugins()["stealth_addon"]["dependencies"] == ["game_stealth"]
+    # The list has no dependencies (as PixSim7's); the details do.
+    assert "dependencies" not in host.backend_plugins()["stealth_addon"]
+    assert host.get(f"{DETAILS_PATH}/stealth_addon/details").json()["dependencies"] == ["game_stealth"]
     assert host.listed_loaded() == {**ALL_ENABLED, "stealth_addon": True}
     ping = host.get("/api/v1/plugins/stealth_addon/ping")
     assert ping.status_code == 200 and ping.json() == {"pong": "stealth_addon"}, ping.text
@@ -327,7 +339,8 @@ def test_failing_plugin_is_rolled_back_and_the_host_stays_healthy(
 
     run = host.run("plugins", "install", str(FIXTURES / "broken_plugin"))
     assert_clean_failure(run)
-    assert "broken_plugin failed to load" in run.stderr, str(run)
+    # PixSim7 leaves a plugin that failed to import out of its list: pixsim-host notices.
+    assert "broken_plugin (installed in plugins/broken_plugin) did not load" in run.stderr, str(run)
     assert "broken on purpose for tests" in run.stderr, str(run)
     assert "The previous configuration was put back and the host is healthy again" in run.stderr, \
         str(run)
@@ -363,7 +376,10 @@ def test_install_and_remove_an_external_plugin(plugin_host: PluginHost, tmp_path
     hello = host.get("/api/v1/plugins/hello_external/hello")
     assert hello.status_code == 200 and hello.json() == {"hello": "world"}, hello.text
     entry = host.backend_plugins()["hello_external"]
-    assert entry["enabled"] is True and entry["source"] == "external", entry
+    assert entry["enabled"] is True, entry
+    shown = assert_ok(host.run("plugins", "show", "hello_external", "--json")).json()
+    assert (shown["source"], shown["folder"], shown["installed_in_host_dir"]) == (
+        "external", "hello_external", True), shown
     assert host.listed_loaded() == {**ALL_ENABLED, "hello_external": True}
 
     again = host.run("plugins", "install", str(source))
@@ -407,8 +423,8 @@ def test_no_restart_records_the_choice_for_the_next_up(plugin_host: PluginHost,
     assert report["actions"]["backend"] == "recreated", report["actions"]
     assert report["actions"]["db"] == "unchanged" and report["actions"]["redis"] == "unchanged"
     assert host.backend_enabled() == {**ALL_ENABLED, "dialogue_extras": False, "hello_external": True}
-    assert sorted(report["plugins_enabled"]) == ["game_stealth", "hello_external", "romance",
-                                                 "stats_basic"]
+    assert sorted(report["plugins_enabled"]) == ["admin_plugins", "game_npcs", "game_stealth",
+                                                 "hello_external", "romance", "stats_basic"]
     assert host.get("/api/v1/plugins/hello_external/hello").json() == {"hello": "world"}
     assert host.get("/api/v1/plugins/dialogue_extras/greetings").status_code == 404
 
@@ -477,8 +493,8 @@ def test_list_when_down_reads_the_saved_catalog(make_host: Callable[[], PluginHo
     assert data["taken_at"] == pytest.approx(live["taken_at"], abs=120)
     assert {row["id"]: row["loaded"] for row in data["plugins"]} == dict.fromkeys(BUILTINS)
     assert {row["id"]: row["dependencies"] for row in data["plugins"]} == {
-        "dialogue_extras": ["romance"], "game_stealth": ["stats_basic"],
-        "romance": ["stats_basic"], "stats_basic": []}
+        "admin_plugins": [], "dialogue_extras": ["romance"], "game_npcs": ["stats_basic"],
+        "game_stealth": ["stats_basic"], "romance": ["stats_basic"], "stats_basic": []}
 
     # A change while down is recorded and applied by the next `up`.
     changed = assert_ok(host.run("plugins", "disable", "game_stealth"))
@@ -498,22 +514,114 @@ def test_up_fails_when_a_plugin_did_not_load(make_host: Callable[[], PluginHost]
 
     failed = host.run("up")
     assert_clean_failure(failed)
-    assert "broken_plugin failed to load" in failed.stderr, str(failed)
-    assert "broken on purpose for tests" in failed.stderr, str(failed)
-    entry = host.backend_plugins()["broken_plugin"]
-    assert entry["enabled"] is False and "broken on purpose" in entry["error"], entry
+    # As PixSim7, the backend leaves a plugin that failed to import out of its list.
+    assert "broken_plugin (installed in plugins/broken_plugin) did not load" in failed.stderr, str(failed)
+    assert "broken_plugin" not in host.backend_plugins()
+    logs = assert_ok(host.run("logs", "backend", "--tail", "200"))
+    assert "broken on purpose for tests" in logs.output, str(logs)
     listed = assert_ok(host.run("plugins", "list"))
-    assert re.search(r"^broken_plugin\s.*FAILED", listed.stdout, re.MULTILINE), str(listed)
+    assert re.search(r"^broken_plugin\s.*\sno\s", listed.stdout, re.MULTILINE), str(listed)
 
     # Disabling it is accepted: the backend still tries to import it, but nothing expects it.
     assert_ok(host.run("plugins", "disable", "broken_plugin"))
     assert host.plugins_config()["disabled"] == ["broken_plugin"]
     assert_ok(host.run("up"))
     assert_ok(host.run("status"))
-    assert host.backend_enabled() == {**ALL_ENABLED, "broken_plugin": False}
+    assert host.backend_enabled() == ALL_ENABLED
 
     # Or the folder goes (by hand again): `up` notices and the backend forgets it.
     shutil.rmtree(host.plugins_dir / "broken_plugin")
     report = host.up_ok()
     assert report["actions"]["backend"] == "recreated", report["actions"]
+    assert host.backend_enabled() == ALL_ENABLED
+
+
+# ---- ids, details and the list endpoint as PixSim7 has them ---------------------------------
+
+
+@pytest.mark.engine
+def test_an_unsafe_disable_is_refused_with_dependencies_only_details_give(
+        plugin_host: PluginHost, docker_client: docker.DockerClient) -> None:
+    host = plugin_host
+    listed = host.backend_plugins()
+    assert not [e for e in listed.values() if "dependencies" in e], "the list must not say"
+    assert host.get(f"{DETAILS_PATH}/game_npcs/details").json()["dependencies"] == ["stats_basic"]
+    config = host.config_file.read_bytes()
+    backend = backend_id_and_start(docker_client, host)
+    refused = host.run("plugins", "disable", "stats_basic")
+    assert_clean_failure(refused)
+    assert "game_npcs" in refused.stderr and "game_stealth" in refused.stderr, str(refused)
+    assert host.config_file.read_bytes() == config
+    assert backend_id_and_start(docker_client, host) == backend, "a refused change touched the backend"
+    # What details taught is saved: while the backend is down the guard still knows it.
+    saved = json.loads((host.dir / ".pixsim-host" / "plugins.json").read_text())
+    deps = {p["id"]: (p["dependencies"], p["dependencies_from"]) for p in saved["plugins"]}
+    assert deps["game_npcs"] == (["stats_basic"], "details"), deps
+
+
+@pytest.mark.engine
+def test_an_installed_package_is_known_by_its_manifest_id(plugin_host: PluginHost,
+                                                          tmp_path: Path) -> None:
+    host = plugin_host
+    source = tmp_path / "hello_folder"
+    shutil.copytree(FIXTURES / "hello_external", source, ignore=shutil.ignore_patterns("__pycache__"))
+    run = assert_ok(host.run("plugins", "install", str(source)))
+    assert "Installed hello_external" in run.stdout, str(run)
+    assert host.installed() == ["hello_folder"]
+    assert host.backend_enabled() == {**ALL_ENABLED, "hello_external": True}
+    # The same id again, from another folder, is refused: it would shadow the first.
+    again = tmp_path / "again" / "hello_again"
+    shutil.copytree(source, again)
+    duplicate = host.run("plugins", "install", str(again))
+    assert_clean_failure(duplicate)
+    assert "hello_external" in duplicate.stderr and "already installed" in duplicate.stderr
+    # An id a built-in has is refused too.
+    clash = tmp_path / "clash" / "my_romance" / "backend"
+    clash.mkdir(parents=True)
+    (clash / "manifest.py").write_text('manifest = {"id": "romance", "kind": "route"}\n')
+    refused = host.run("plugins", "install", str(clash.parent))
+    assert_clean_failure(refused)
+    assert "romance" in refused.stderr and "built into the backend" in refused.stderr, str(refused)
+    assert host.installed() == ["hello_folder"]
+
+    by_folder = host.run("plugins", "remove", "hello_folder")
+    assert_clean_failure(by_folder)
+    assert "use hello_external" in by_folder.stderr, str(by_folder)
+    assert_ok(host.run("plugins", "remove", "hello_external"))
+    assert host.installed() == []
+    assert host.backend_enabled() == ALL_ENABLED
+
+
+@pytest.mark.engine
+def test_disabling_the_list_endpoint_keeps_a_healthy_backend(
+        make_host: Callable[[], PluginHost], docker_client: docker.DockerClient) -> None:
+    """admin_plugins serves the list: with it disabled the list is 404, and that is said,
+    not mistaken for a failed backend and rolled back."""
+    host = make_host()
+    host.up_ok()
+    run = assert_ok(host.run("plugins", "disable", "admin_plugins"))
+    assert "Disabled admin_plugins" in run.stdout, str(run)
+    assert "rolling back" not in run.output, str(run)
+    assert host.get(LIST_PATH).status_code == 404
+    assert host.plugins_config()["disabled"] == ["admin_plugins"]
+    report = host.up_ok()
+    assert any("serves no plugin list" in note for note in report["notes"]), report["notes"]
+    assert_ok(host.run("status"))
+
+    listed = assert_ok(host.run("plugins", "list", "--json"))
+    assert "serves no plugin list" in listed.stderr, str(listed)
+    assert {p["id"] for p in listed.json()["plugins"]} >= set(BUILTINS)
+    # The guard still works from what was learnt before.
+    refused = host.run("plugins", "disable", "stats_basic")
+    assert_clean_failure(refused)
+    assert "game_stealth" in refused.stderr, str(refused)
+    # A backup of it needs no list either.
+    bundle = host.dir.parent / "no-list.tar.gz"
+    assert_ok(host.run("backup", "-o", bundle))
+    with tarfile.open(bundle, "r:gz") as archive:
+        manifest = json.load(archive.extractfile("manifest.json"))  # type: ignore[arg-type]
+    assert manifest["plugins_enabled_from"] == "saved-catalog"
+    bundle.unlink()
+
+    assert_ok(host.run("plugins", "enable", "admin_plugins"))
     assert host.backend_enabled() == ALL_ENABLED
