@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pixsim_host.config import split_command
 from pixsim_host.errors import HostError
 
 if TYPE_CHECKING:
@@ -175,6 +174,8 @@ def resolve_workers(config: HostConfig, python: str = "python") -> list[Worker]:
 
 def migrate_commands(config: HostConfig, python: str = "python") -> list[list[str]]:
     """``backend.migrate`` as argument lists; a leading ``python`` is the backend's interpreter."""
+    from pixsim_host.config import split_command  # pydantic: only when a host is read
+
     commands = []
     for command in migrate_lines(config):
         argv = split_command(command, "backend.migrate entry")
