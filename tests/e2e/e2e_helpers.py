@@ -116,13 +116,15 @@ def cli_env(env: Mapping[str, str] | None = None, *, home: Path | None = None,
 
 
 def cli(*args: str | Path, env: Mapping[str, str] | None = None, home: Path | None = None,
-        tmpdir: Path | None = None, timeout: float = CLI_TIMEOUT) -> Run:
-    """Run the real CLI with no stdin (so never a TTY) and check it printed no secret."""
+        tmpdir: Path | None = None, timeout: float = CLI_TIMEOUT, input_text: str | None = None) -> Run:
+    """Run the real CLI with no stdin (so never a TTY), or ``input_text`` piped in, and check
+    it printed no secret."""
     argv = [str(a) for a in args]
     environment = cli_env(env, home=home, tmpdir=tmpdir)
     started = time.monotonic()
-    proc = subprocess.run([*CLI, *argv], stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          env=environment, timeout=timeout)
+    stdin = {"input": input_text} if input_text is not None else {"stdin": subprocess.DEVNULL}
+    proc = subprocess.run([*CLI, *argv], capture_output=True, text=True,
+                          env=environment, timeout=timeout, **stdin)
     return assert_no_secret(Run(argv, proc.returncode, proc.stdout, proc.stderr,
                                 time.monotonic() - started))
 

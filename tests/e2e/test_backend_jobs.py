@@ -158,3 +158,27 @@ def test_a_hung_backend_is_restarted_by_up(make_host: Callable[..., Host],
 
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)
+
+
+def test_exec_passes_stdin_on_and_repairs_a_host_whose_backend_cannot_start(
+        make_host: Callable[..., Host], docker_client: docker.DockerClient) -> None:
+    host = make_host()
+    # The first migration is refused: the backend never starts on the empty database.
+    set_key(host, "backend.migrate", "['python -c \"raise SystemExit(9)\"']")
+    assert_clean_failure(host.run("up"))
+    assert "backend" not in containers(docker_client, host)
+    # The backend's environment is still at hand: a one-off container of its image.
+    probe = exec_in(host, "backend", "python", "-c", "import os; print(os.environ['SERVER_ID'])")
+    assert probe.code == 0, probe
+    assert probe.stdout.strip() == host.host_id
+    # Standard input reaches the command (piped SQL, a script's answers), and psql needs no
+    # arguments: the host's role and database are set.
+    piped = cli("exec", "--dir", host.dir, "db", "--", "psql", "-At", "-v", "ON_ERROR_STOP=1",
+                input_text="CREATE TABLE repaired (x int); SELECT 40 + 2;\n", home=host.home)
+    assert piped.code == 0, piped
+    assert piped.stdout.strip().splitlines()[-1] == "42"
+    failing = cli("exec", "--dir", host.dir, "db", "--", "psql", "-At", "-v", "ON_ERROR_STOP=1",
+                  input_text="SELECT * FROM no_such_table;\n", home=host.home)
+    assert failing.code != 0, failing
+    oneoffs = docker_client.containers.list(all=True, filters={"label": "com.docker.compose.oneoff=True"})
+    assert not [c for c in oneoffs if c.labels.get("com.docker.compose.project") == host.project]

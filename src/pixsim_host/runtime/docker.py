@@ -874,16 +874,7 @@ class DockerRuntime(LocalRuntime):
 
         from pixsim_host.envfile import redact
 
-        image_id = self.backend_code()
-        spec = self.project.services[BACKEND]
-        body = self._create_body(spec, image_id)
-        body["Cmd"] = argv
-        body.pop("Healthcheck", None)
-        body["ExposedPorts"] = {}
-        body["Labels"] = {**body["Labels"], SERVICE_LABEL: f"{BACKEND}-{name}",
-                          "com.docker.compose.oneoff": "True", HASH_LABEL: ""}
-        body["HostConfig"] = {**body["HostConfig"], "PortBindings": {}, "RestartPolicy": {"Name": ""}}
-        body["NetworkingConfig"] = {"EndpointsConfig": {network_name(self.project.name): {}}}
+        body = self._oneoff_body(BACKEND, argv, f"{BACKEND}-{name}")
         progress(BACKEND, f"{name}: {' '.join(argv)}")
         container = str(self.api.create_container_from_config(body, name=None)["Id"])
         try:
@@ -902,25 +893,107 @@ class DockerRuntime(LocalRuntime):
         return code, redact(output, self.secrets.values())
 
     def exec_service(self, service: str, argv: list[str], interactive: bool) -> int:
-        """Run ``argv`` inside the running ``service``; its exit code."""
+        """Run ``argv`` in ``service``'s environment; its exit code.
+
+        In the running container when there is one; for the backend and its workers
+        otherwise in a one-off container of the same image, environment, volumes and network
+        (what `docker compose run --rm` does), so a host whose first migration failed can be
+        repaired. Standard input is passed on; on a terminal the Docker CLI relays the TTY.
+        """
+        import os
         import shutil
         import subprocess
+
+        extra = self._exec_environment(service)
+        state = self.containers().get(service)
+        docker_cli = shutil.which("docker")
+        if state is not None and state.status == "running":
+            if interactive and docker_cli:
+                # A terminal session needs a pseudo-terminal relay: the CLI is that relay. The
+                # variables' values travel in its environment, never on its command line.
+                names = [arg for name in extra for arg in ("-e", name)]
+                return subprocess.run([docker_cli, "exec", "-it", *names, state.id, *argv],
+                                      env={**os.environ, **extra}, check=False).returncode
+            exec_id = self.api.exec_create(state.id, argv, stdin=True, stdout=True, stderr=True,
+                                           tty=False, environment=extra or None)["Id"]
+            self._relay(self.api.exec_start(exec_id, socket=True))
+            return int(self.api.exec_inspect(exec_id).get("ExitCode") or 0)
+        if service not in self.project.services or service in ("db", "redis"):
+            # Their data is theirs alone: never a second PostgreSQL or Redis on it.
+            raise HostError(f"service {service!r} is not running; start the host with `pixsim-host up`")
+        body = self._oneoff_body(service, argv, f"{service}-exec")
+        body.update(AttachStdin=True, AttachStdout=True, AttachStderr=True, OpenStdin=True,
+                    StdinOnce=True, Tty=bool(interactive and docker_cli))
+        container = str(self.api.create_container_from_config(body, name=None)["Id"])
+        try:
+            if body["Tty"]:
+                assert docker_cli is not None
+                subprocess.run([docker_cli, "start", "-ai", container], check=False)
+            else:
+                sock = self.api.attach_socket(container, params={"stdin": 1, "stdout": 1,
+                                                                 "stderr": 1, "stream": 1})
+                self.api.start(container)
+                self._relay(sock)
+            return int(self.api.wait(container).get("StatusCode", 1))
+        finally:
+            self.remove_container(container)
+
+    def _exec_environment(self, service: str) -> dict[str, str]:
+        """What a command in ``service`` needs besides the container's own variables."""
+        if service != "db":
+            return {}
+        # psql (and pg_dump, ...) connect as the host's role, to its database, without arguments.
+        return {"PGUSER": self.db_user, "PGDATABASE": self.db_name, "PGHOST": "127.0.0.1",
+                "PGPASSWORD": self.secrets.get("POSTGRES_PASSWORD", "")}
+
+    def _oneoff_body(self, service: str, argv: list[str], role: str) -> dict[str, Any]:
+        """A one-off container of ``service``: its image, environment, volumes and network."""
+        spec = self.project.services[service]
+        image_id = self.backend_code() if service == BACKEND else (self._image_ids or {}).get(service) \
+            or self.backend_code()
+        body = self._create_body(spec, image_id)
+        body["Cmd"] = argv
+        body.pop("Healthcheck", None)
+        body["ExposedPorts"] = {}
+        body["Labels"] = {**body["Labels"], SERVICE_LABEL: role, "com.docker.compose.oneoff": "True",
+                          HASH_LABEL: ""}
+        body["HostConfig"] = {**body["HostConfig"], "PortBindings": {}, "RestartPolicy": {"Name": ""}}
+        body["NetworkingConfig"] = {"EndpointsConfig": {network_name(self.project.name): {}}}
+        return body
+
+    def _relay(self, sock: Any) -> None:
+        """Standard input into a hijacked engine connection, its output (masked) out of it."""
+        import os
+        import socket
         import sys
 
-        container = self.running_container(service)
-        docker_cli = shutil.which("docker")
-        if interactive and docker_cli:
-            # A terminal session needs a pseudo-terminal relay: the CLI is that relay.
-            return subprocess.run([docker_cli, "exec", "-it", container, *argv], check=False).returncode
-        exec_id = self.api.exec_create(container, argv, stdout=True, stderr=True, tty=False)["Id"]
+        from docker.utils.socket import frames_iter
+
         from pixsim_host.envfile import redact
 
-        for out, err in self.api.exec_start(exec_id, stream=True, demux=True):
-            for chunk, stream in ((out, sys.stdout), (err, sys.stderr)):
-                if chunk:
-                    stream.write(redact(chunk.decode("utf-8", "replace"), self.secrets.values()))
-                    stream.flush()
-        return int(self.api.exec_inspect(exec_id).get("ExitCode") or 0)
+        raw = getattr(sock, "_sock", sock)
+
+        def pump() -> None:
+            try:
+                fd = sys.stdin.fileno()
+                while chunk := os.read(fd, 65536):
+                    raw.sendall(chunk)
+            except (OSError, ValueError, AttributeError):
+                pass  # no standard input (closed, or not a file): the command gets EOF
+            finally:
+                with contextlib.suppress(OSError):
+                    raw.shutdown(socket.SHUT_WR)
+
+        threading.Thread(target=pump, daemon=True).start()
+        secrets = list(self.secrets.values())
+        try:
+            for stream, data in frames_iter(sock, False):  # type: ignore[no-untyped-call]
+                target = sys.stderr if stream == 2 else sys.stdout
+                target.write(redact(data.decode("utf-8", "replace"), secrets))
+                target.flush()
+        finally:
+            with contextlib.suppress(OSError):
+                sock.close()
 
     def remove_container(self, container_id: str) -> None:
         from docker.errors import NotFound
