@@ -134,6 +134,17 @@ def run(argv: list[str] | None = None) -> None:
     error document) and an exit code. Always ends with ``sys.exit``."""
     from pixsim_host.cli import output
 
+    try:
+        _run(argv)
+    finally:
+        # --json is one command's mode: code running in this process afterwards (a test)
+        # must not inherit it.
+        output.begin(json_mode=False)
+
+
+def _run(argv: list[str] | None) -> None:
+    from pixsim_host.cli import output
+
     args = _apply_aliases(list(sys.argv[1:] if argv is None else argv))
     output.begin(json_mode="--json" in _options(args))
     output.protect_streams()
