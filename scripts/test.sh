@@ -37,6 +37,12 @@ if [ ! -x "$VENV/bin/python" ]; then
         python3 -m venv "$VENV"
     fi
 fi
+# systemd-analyze verifies the boot units (tests/unit/test_boot_unit.py); systemd need not run.
+if ! command -v systemd-analyze >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    say "installing systemd (for systemd-analyze)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd >/dev/null
+fi
 # Reinstall only when the dependency declaration changed (the stamp holds its hash).
 want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$want" ]; then
