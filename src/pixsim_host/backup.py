@@ -35,6 +35,7 @@ from pixsim_host.progress import Progress
 from pixsim_host.restore_journal import (
     clear_journal,
     release,
+    terminate_as_interrupt,
     unfinished_message,
     unfinished_restore,
     write_journal,
@@ -736,9 +737,10 @@ def _restore_over_existing(bundle: VerifiedBundle, host: HostDir, existing: Host
         runtime.remove_volumes(runtime.volumes())
 
     write_journal(host, "over-existing", safety, bundle.source)
-    wipe()
     try:
-        _load_into(bundle, host, config, progress, timeout, restamp=None)
+        with terminate_as_interrupt():
+            wipe()
+            _load_into(bundle, host, config, progress, timeout, restamp=None)
     except BaseException as failure:
         interrupted = not isinstance(failure, Exception)
         progress("host", f"restore {'interrupted' if interrupted else 'failed'}: putting the previous "

@@ -10,8 +10,12 @@ writes one too, so a half-made host is never taken for a complete one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -79,3 +83,21 @@ def check_no_unfinished_restore(host: HostDir) -> None:
     journal = unfinished_restore(host)
     if journal is not None and host.root not in _ACTIVE:
         raise HostError(unfinished_message(host, journal))
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """While the data is replaced, SIGTERM (a service manager stopping us, `kill`) is taken
+    like Ctrl-C, so the previous state is put back instead of the process just ending."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -128,3 +128,22 @@ def test_sigkill_while_replacing_is_detected_and_undone(host_with_bundle: tuple[
     assert back.returncode == 0, str(back)
     assert host.get_kv("moment") == "now"
     assert not journal(host).exists()
+
+
+def test_sigterm_while_replacing_puts_the_old_state_back(host_with_bundle: tuple[Host, Path]) -> None:
+    host, bundle = host_with_bundle
+    proc = subprocess.Popen([sys.executable, "-m", "pixsim_host", "restore", str(bundle), "--dir",
+                             str(host.dir), "--yes"], env=clean_env(), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not journal(host).exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert journal(host).exists(), "the restore never began replacing the data"
+    os.kill(proc.pid, signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=180)
+    assert proc.returncode == 130, stderr
+    [safety] = safety_backups(host)
+    assert error_lines(stderr) == [f"Error: interrupted: the host was put back as it was and verified, "
+                                   f"nothing is lost (safety backup {safety})"], stderr
+    assert not journal(host).exists()
+    assert host.get_kv("moment") == "now"
