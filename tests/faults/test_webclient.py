@@ -175,3 +175,12 @@ def test_registry_probes_share_one_deadline_even_against_dripping_hosts(tmp_path
         elapsed = time.monotonic() - started
     assert [(s.status, s.detail) for s in statuses] == [("no answer", "did not answer in time")] * 5
     assert elapsed < 2.5, elapsed  # the old per-read timeout waited for as long as it dripped
+
+
+def test_connect_refuses_a_deeply_nested_reply_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    deep = '{"server_id": ' + "[" * 5000 + "]" * 5000 + "}"
+    monkeypatch.setattr(web, "TRANSPORT", httpx.MockTransport(lambda request: httpx.Response(200, text=deep)))
+    result = run_cli("connect", "http://host.test:8000")
+    assert result.returncode == 1, str(result)
+    assert result.stderr == ("Error: http://host.test:8000/api/v1/server/info answered JSON nested deeper "
+                             "than 64 levels; this is not a PixSim7 backend\n"), str(result)
