@@ -51,6 +51,14 @@ def recorded_pid(host: Host, service: str) -> int | None:
         return None
 
 
+def is_running(pid: int) -> bool:
+    """A live process (not a zombie nobody reaped yet)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def answers(host: Host) -> bool:
     try:
         with httpx.Client(base_url=host.url, timeout=2.0, trust_env=False) as http:
@@ -79,7 +87,7 @@ def kill_and_wait_back(host: Host, service: str, deadline_seconds: float = 60.0)
 def test_a_killed_backend_and_worker_are_brought_back(hosts: Hosts) -> None:
     host = hosts.init()
     host.up()
-    assert supervisor_pid(host) and Path(f"/proc/{supervisor_pid(host)}").exists()
+    assert is_running(supervisor_pid(host) or 0)
     assert all("restarts" not in s for s in host.status()["services"].values())
     host.put_kv("kept", "across a crash")
 
@@ -133,7 +141,7 @@ def test_down_stops_the_supervisor_first_and_nothing_comes_back(hosts: Hosts) ->
     assert supervisor is not None
     down = assert_ok(host.run("down"))
     assert "stopped the supervisor" in down.stderr, str(down)
-    assert not Path(f"/proc/{supervisor}").exists() or "Z" in Path(f"/proc/{supervisor}/stat").read_text()
+    assert not is_running(supervisor)
     assert supervisor_pid(host) is None
     # Nothing is restarted afterwards: no process of the host, for longer than the backoff.
     watch_until = time.monotonic() + 4.0
@@ -207,3 +215,43 @@ def test_a_service_that_keeps_crashing_backs_off_one_copy_at_a_time(hosts: Hosts
     assert_ok(host.run("down"))
     time.sleep(3.0)
     assert processes_under(host.dir) == []
+
+
+def test_the_supervisor_waits_while_another_command_holds_the_host(hosts: Hosts) -> None:
+    from pixsim_host.hostdir import HostDir
+    from pixsim_host.locking import host_lock
+
+    host = hosts.init()
+    host.up()
+    old = recorded_pid(host, "backend")
+    assert old
+    with host_lock(HostDir(host.dir), wait=False, command="a test holding the host"):
+        os.kill(old, signal.SIGKILL)
+        time.sleep(4.0)  # many times the first backoff: it would have restarted by now
+        assert recorded_pid(host, "backend") == old, "restarted while another command held the host"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and recorded_pid(host, "backend") == old:
+        time.sleep(0.05)
+    new = recorded_pid(host, "backend")
+    assert new not in (None, old) and Path(f"/proc/{new}").exists()
+
+
+def test_the_supervisor_ends_when_its_host_is_gone(hosts: Hosts) -> None:
+    host = hosts.init()
+    host.up()
+    supervisor = supervisor_pid(host)
+    assert supervisor
+    config = host.dir / "pixsim-host.yaml"
+    aside = host.dir.parent / f"{host.dir.name}.yaml"
+    config.rename(aside)
+    try:
+        time.sleep(1.5)  # an editor replacing the file: the supervisor stays
+        assert is_running(supervisor)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and is_running(supervisor):
+            time.sleep(0.1)
+        assert not is_running(supervisor), "the supervisor outlived its host's config"
+    finally:
+        aside.rename(config)
+    host.up()  # starts a new one
+    assert supervisor_pid(host) not in (None, supervisor)

@@ -45,6 +45,7 @@ BASE_DELAY = 0.5  # seconds before the first restart of a crashed service
 MAX_DELAY = 30.0
 RESET_AFTER = 10.0  # a service that ran this long starts over at BASE_DELAY
 POLL = 0.5
+CONFIG_GONE = 5.0  # seconds without pixsim-host.yaml before the supervisor ends
 HEALTH_WAIT = 60.0  # how long a restarted PostgreSQL or Redis may take to answer
 
 # ---- the process ----------------------------------------------------------------------------
@@ -82,6 +83,7 @@ class Supervisor:
         self.recorded = restarts(host)
         self._runtime: native_runtime.NativeRuntime | None = None
         self._opened_at: tuple[float, float] | None = None
+        self._config_missing_since: float | None = None
 
     # -- housekeeping
 
@@ -90,7 +92,16 @@ class Supervisor:
         return record is not None and record.pid == os.getpid()
 
     def gone(self) -> bool:
-        return not self.host.config_file.is_file() or not self.mine()
+        """The host directory was deleted (or its config for CONFIG_GONE s: not just an editor
+        replacing it), or another supervisor (or none) is recorded."""
+        if not self.host.root.is_dir() or not self.mine():
+            return True
+        if self.host.config_file.is_file():
+            self._config_missing_since = None
+            return False
+        if self._config_missing_since is None:
+            self._config_missing_since = time.monotonic()
+        return time.monotonic() - self._config_missing_since > CONFIG_GONE
 
     def sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds
