@@ -147,3 +147,30 @@ def test_sigterm_while_replacing_puts_the_old_state_back(host_with_bundle: tuple
                                    f"nothing is lost (safety backup {safety})"], stderr
     assert not journal(host).exists()
     assert host.get_kv("moment") == "now"
+
+
+def test_sigkill_during_a_clone_leaves_a_host_that_says_it_is_half_made(
+        hosts: Hosts, host_with_bundle: tuple[Host, Path]) -> None:
+    from native_support import processes_under
+
+    _, bundle = host_with_bundle
+    target = hosts.base / "half-made"
+    proc = subprocess.Popen([sys.executable, "-m", "pixsim_host", "clone", str(bundle), "--dir",
+                             str(target)], env=clean_env(), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pid_file = target / ".pixsim-host" / "run" / "db.pid"
+    deadline = time.monotonic() + 120
+    while not pid_file.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert pid_file.exists(), "the clone never started its database"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    hosts.adopt(target)
+    refused = run_cli("up", "--dir", str(target), "--timeout", "60")
+    assert refused.returncode == 1, str(refused)
+    [error] = error_lines(refused.stderr)
+    assert error.startswith(f"Error: {target} holds a restore that did not finish (started "), error
+    removed = run_cli("down", "--volumes", "--yes", "--dir", str(target))
+    assert removed.returncode == 0, str(removed)
+    assert processes_under(target) == []
+    assert not (target / "data").exists()
