@@ -86,7 +86,8 @@ def test_cold_up_nochange_up_and_data_across_down(hosts: Hosts) -> None:
     assert listening_addresses(native["postgres_port"]) == {"127.0.0.1"}
     assert listening_addresses(native["redis_port"]) == {"127.0.0.1"}
     assert (host.dir / "data" / "postgres" / "PG_VERSION").is_file()
-    assert sorted(p.name for p in (host.dir / "logs").iterdir()) == ["backend.log", "db.log", "redis.log"]
+    assert sorted(p.name for p in (host.dir / "logs").iterdir()) == ["backend.log", "db.log", "redis.log",
+                                                                      "supervisor.log"]
     _secret_free(host.dir, host.secrets)
 
     pids = host.pids()
