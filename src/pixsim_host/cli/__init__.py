@@ -33,6 +33,7 @@ from pixsim_host.cli import (
     hosts_cmd,
     lifecycle,
     plugins_cmd,
+    upgrade_cmd,
 )
 from pixsim_host.cli.common import HOSTS, LIFECYCLE, PANELS, PLUGINS
 from pixsim_host.cli.output import EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_USAGE
@@ -85,6 +86,7 @@ host_cmds.register(app)
 lifecycle.register(app)
 destroy_cmd.register(app)
 backend_cmds.register(app)
+upgrade_cmd.register(app)
 backup_cmd.register(app)
 app.add_typer(config_cmd.app, name="config", rich_help_panel=LIFECYCLE)
 app.add_typer(boot_cmd.app, name="boot", rich_help_panel=LIFECYCLE)

@@ -191,6 +191,13 @@ class DataRuntime(Runtime, Protocol):
     def schema_revisions(self) -> dict[str, list[str]]:
         """Each migration chain's recorded revisions: {alembic version table: [revisions]}."""
 
+    def empty_database(self) -> None:
+        """Drop and create the host's database (running, nothing connected that matters): a
+        restore then leaves nothing behind that the dump does not hold (a half-run migration)."""
+
+    def server_version(self) -> str:
+        """The running PostgreSQL's ``SHOW server_version`` (like ``16.3`` or ``18.1 (Debian ...)``)."""
+
 
 class JobRuntime(Runtime, Protocol):
     """A runtime that runs the backend's own jobs itself: migrations before the backend

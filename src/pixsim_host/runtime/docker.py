@@ -1140,6 +1140,19 @@ class DockerRuntime(LocalRuntime):
             db, ["psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", "-U", self.db_user,
                  "-d", self.db_name, "-c", sql]))
 
+    def empty_database(self) -> None:
+        db = self.running_container("db")
+        # Two -c: psql runs each alone, and DROP DATABASE refuses to run in a transaction.
+        self.exec_run(db, ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-U", self.db_user,
+                           "-d", "postgres",
+                           "-c", f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)',
+                           "-c", f'CREATE DATABASE "{self.db_name}" OWNER "{self.db_user}"'])
+
+    def server_version(self) -> str:
+        db = self.running_container("db")
+        return self.exec_run(db, ["psql", "-X", "-At", "-U", self.db_user, "-d", self.db_name,
+                                  "-c", "SHOW server_version"]).strip()
+
     def set_database_password(self, password: str) -> None:
         # Passed through the environment, never the command line.
         db = self.running_container("db")

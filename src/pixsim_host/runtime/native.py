@@ -1431,6 +1431,19 @@ class NativeRuntime(LocalRuntime):
         return self._client([str(self.pg_bin() / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
                              *self._connection()], what, stdin=sql.encode())
 
+    def empty_database(self) -> None:
+        self._require_running(DB)
+        user, name = self.config.database.user, self.config.database.name
+        connection = [*self._connection()[:-1], "postgres"]  # the maintenance database
+        self._client([str(self.pg_bin() / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", *connection,
+                      "-c", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
+                      "-c", f'CREATE DATABASE "{name}" OWNER "{user}"'], "emptying the database")
+
+    def server_version(self) -> str:
+        self._require_running(DB)
+        return self._client([str(self.pg_bin() / "psql"), "-X", "-At", *self._connection(),
+                             "-c", "SHOW server_version"], "reading the server version").strip()
+
     def set_database_password(self, password: str) -> None:
         self._require_running(DB)
         literal = password.replace("'", "''")

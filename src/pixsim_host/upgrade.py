@@ -1,0 +1,499 @@
+"""Upgrade a host to a new backend, PostgreSQL or Redis version, and roll it back.
+
+An upgrade is a config change that ``up`` carries out (it builds or gets the images, runs
+the migrations when the backend's code is new to the database, and verifies everything),
+wrapped so that nothing is lost: a safety bundle first (``backup``'s own), kept privately
+in ``.pixsim-host/upgrades/``; on any failure the previous config goes back and, when the
+migrations had touched the database, the database is emptied and restored from that bundle;
+then ``up`` proves the old host healthy again. Every attempt is recorded, versions before
+and after, in ``.pixsim-host/upgrades.json``; ``rollback`` reads it to return to the
+version before the last successful upgrade.
+
+A major PostgreSQL version change is refused: a new major cannot read the old one's data
+directory, and the supported way is a bundle restored into a new host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from pixsim_host.config import HostConfig, parse_config
+from pixsim_host.errors import HostError
+from pixsim_host.fsutil import atomic_write
+from pixsim_host.hostdir import HostDir
+from pixsim_host.progress import Progress
+from pixsim_host.schema import STATE_FILE as MIGRATIONS_STATE
+from pixsim_host.schema import MigrationFailed
+
+if TYPE_CHECKING:
+    from pixsim_host.runtime import Runtime
+
+HISTORY_FILE = "upgrades.json"
+SAFETY_DIR = "upgrades"
+# The config keys an upgrade changes, and the options that change them.
+IMAGE_KEYS = ("backend.image", "database.image", "redis.image")
+
+
+# ---- PostgreSQL major versions ------------------------------------------------------------
+
+_TAG_MAJOR = re.compile(r"^(?:pg)?(\d+)(?:\.(\d+))?(?:[.\-_].*)?$", re.IGNORECASE)
+
+
+def image_tag(image: str) -> str | None:
+    """The tag of an image reference (``postgres:16.3`` -> ``16.3``), None without one."""
+    name = image.split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    return last.split(":", 1)[1] if ":" in last else None
+
+
+def major_from_version(version: str) -> str | None:
+    """PostgreSQL's major version in a version string: ``16.3`` -> 16, ``9.6.24`` -> 9.6
+    (before 10 the major had two numbers), ``pg16`` -> 16, ``16-alpine`` -> 16."""
+    found = _TAG_MAJOR.match(version.strip().split(" ", 1)[0])
+    if found is None:
+        return None
+    first = int(found.group(1))
+    if first >= 10:
+        return str(first)
+    if found.group(2) is None:
+        return None  # "9" alone does not say which 9.x
+    return f"{first}.{int(found.group(2))}"
+
+
+def major_from_image(image: str) -> str | None:
+    tag = image_tag(image)
+    return major_from_version(tag) if tag else None
+
+
+@dataclass
+class PostgresMajors:
+    old: str | None
+    old_source: str  # how the old major was determined
+    new: str | None
+    new_source: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"old": self.old, "old_determined_from": self.old_source,
+                "new": self.new, "new_determined_from": self.new_source}
+
+
+def postgres_majors(old_image: str, new_image: str, server_version: str | None) -> PostgresMajors:
+    """The old and new majors, the running server's own word first, else the image tags."""
+    old_source = "unknown"
+    old = major_from_version(server_version) if server_version else None
+    if old is not None:
+        old_source = f"SHOW server_version in the running database ({server_version})"
+    else:
+        old = major_from_image(old_image)
+        if old is not None:
+            old_source = f"the image tag of {old_image}"
+    new = major_from_image(new_image)
+    new_source = f"the image tag of {new_image}" if new is not None else "unknown"
+    return PostgresMajors(old, old_source, new, new_source)
+
+
+def check_postgres_major(host: HostDir, config: HostConfig, majors: PostgresMajors,
+                         new_image: str) -> None:
+    """Refuse a major version change, spelling out the supported path."""
+    if majors.old is None or majors.new is None or majors.old == majors.new:
+        return
+    raise HostError(
+        f"{new_image} is PostgreSQL {majors.new} and this host's database is PostgreSQL "
+        f"{majors.old} (from {majors.old_source}); a new major version cannot read the old data "
+        f"directory, so nothing was changed: move the data instead, `pixsim-host backup --dir "
+        f"{host.root} -o {config.project}.tar.gz`, then `pixsim-host init NEW-DIR` with "
+        f"`config set database.image {new_image}` there (or edit it into the restored config), "
+        f"`pixsim-host restore {config.project}.tar.gz --dir NEW-DIR`, and check it before you "
+        "`pixsim-host destroy` this one",
+        exit_code=2,
+    )
+
+
+# ---- what changes ------------------------------------------------------------------------
+
+
+def _get(config: HostConfig, key: str) -> str:
+    section, name = key.split(".")
+    return str(getattr(getattr(config, section), name))
+
+
+def changed_config(config: HostConfig, changes: dict[str, str]) -> HostConfig:
+    """``config`` with the new images; a new backend image of the same backend keeps the
+    migrations and workers the old one had (they would otherwise be dropped with the
+    reference backend's defaults)."""
+    from pixsim_host.services import migrate_lines, worker_entries
+
+    data = config.model_dump(mode="json")
+    for key, value in changes.items():
+        section, name = key.split(".")
+        data[section][name] = value
+    if "backend.image" in changes:
+        if data["backend"].get("migrate") is None:
+            data["backend"]["migrate"] = migrate_lines(config)
+        if data["backend"].get("workers") is None:
+            data["backend"]["workers"] = [
+                entry.model_dump(mode="json") if hasattr(entry, "model_dump") else entry
+                for entry in worker_entries(config)]
+    return parse_config(data, source="the upgraded config")
+
+
+def code_revision(config: HostConfig) -> str | None:
+    """The git commit of the operator's checkout (backend.source), None without one."""
+    if not config.backend.source:
+        return None
+    from pixsim_host.runtime.native import _checkout_revision
+
+    return _checkout_revision(Path(config.backend.source).expanduser()) or None
+
+
+def _local_image_id(runtime: Runtime, image: str) -> str | None:
+    """The id of an image present on the engine (Docker), None when absent or no engine images."""
+    lookup = getattr(runtime, "image_id", None)
+    if lookup is None:
+        return None
+    found = lookup(image)
+    return str(found) if found else None
+
+
+def _read_migrations_state(host: HostDir) -> str | None:
+    try:
+        return (host.state_dir / MIGRATIONS_STATE).read_text(encoding="utf-8")
+    except OSError:
+        return None
+
+
+def _write_migrations_state(host: HostDir, text: str | None) -> None:
+    path = host.state_dir / MIGRATIONS_STATE
+    if text is None:
+        path.unlink(missing_ok=True)
+    else:
+        atomic_write(path, text, mode=0o600)
+
+
+def versions(host: HostDir, config: HostConfig, runtime: Runtime | None = None) -> dict[str, Any]:
+    """What runs now: images and their ids, the checkout's revision, the schema revisions."""
+    from pixsim_host import stack
+
+    runtime = runtime or stack.open_runtime(host, config)
+    images = {key: _get(config, key) for key in IMAGE_KEYS}
+    schema: dict[str, list[str]] | None = None
+    with contextlib.suppress(HostError, AttributeError):
+        schema = runtime.schema_revisions()  # type: ignore[attr-defined]
+    return {
+        "images": images,
+        "image_ids": {key: _local_image_id(runtime, image) for key, image in images.items()},
+        "code_revision": code_revision(config),
+        "schema_revisions": schema,
+    }
+
+
+@dataclass
+class Plan:
+    changes: dict[str, list[str]]  # key -> [old, new]
+    before: dict[str, Any]
+    new_image_ids: dict[str, str | None]
+    migrations: str  # "yes", "no", "unknown (...)"
+    postgres: PostgresMajors | None
+    notes: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"changes": {k: {"old": v[0], "new": v[1]} for k, v in self.changes.items()},
+                "before": self.before, "new_image_ids": self.new_image_ids,
+                "migrations_would_run": self.migrations,
+                "postgres_major": self.postgres.as_json() if self.postgres else None,
+                "notes": self.notes}
+
+
+def plan_upgrade(host: HostDir, config: HostConfig, changes: dict[str, str]) -> tuple[Plan, HostConfig]:
+    """What the upgrade would change; refuses what it must not do. Changes nothing."""
+    from pixsim_host import stack
+    from pixsim_host.schema import migrations_due
+
+    changes = {key: value for key, value in changes.items() if value and value != _get(config, key)}
+    new = changed_config(config, changes)
+    runtime = stack.open_runtime(host, config, refresh=False)
+    before = versions(host, config, runtime)
+    notes: list[str] = []
+    majors = None
+    if "database.image" in changes:
+        server = None
+        with contextlib.suppress(HostError, AttributeError):
+            server = runtime.server_version()  # type: ignore[attr-defined]
+        majors = postgres_majors(config.database.image, changes["database.image"], server)
+        check_postgres_major(host, config, majors, changes["database.image"])
+        if majors.new is None:
+            notes.append(f"the PostgreSQL major version of {changes['database.image']} cannot be read "
+                         "from its tag; PostgreSQL itself refuses a data directory of another major, "
+                         "and the upgrade then rolls back")
+    if not changes and not config.backend.source:
+        raise HostError("nothing to upgrade: the host already runs these images; give the new one "
+                        "(--image IMAGE, --postgres-image IMAGE, --redis-image IMAGE), or set "
+                        "backend.source to build from your checkout", exit_code=2)
+    new_ids = {key: _local_image_id(runtime, _get(new, key)) for key in IMAGE_KEYS}
+    new_runtime = stack.open_runtime(host, new, refresh=False) if changes else runtime
+    migrations = "unknown"
+    jobs = getattr(new_runtime, "backend_code", None)
+    if config.backend.dockerfile:
+        migrations = "unknown (decided after the new build: when the checkout's content changed)"
+    elif stack.runtime_type(config).kind == "docker":
+        new_id = new_ids["backend.image"]
+        if new_id is None:
+            migrations = f"unknown ({new.backend.image} is not present yet: it is pulled or built first)"
+        else:
+            migrations = "yes" if migrations_due(host, new, new_id) else "no"
+    elif jobs is not None:
+        migrations = "yes" if migrations_due(host, new, str(jobs())) else "no"
+    plan = Plan({key: [_get(config, key), value] for key, value in changes.items()}, before,
+                new_ids, migrations, majors, notes)
+    return plan, new
+
+
+# ---- history -------------------------------------------------------------------------------
+
+
+def history_path(host: HostDir) -> Path:
+    return host.state_dir / HISTORY_FILE
+
+
+def load_history(host: HostDir) -> list[dict[str, Any]]:
+    try:
+        data = json.loads(history_path(host).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+        raise HostError(f"{history_path(host)} is not readable JSON; move it aside (the upgrade "
+                        "history starts again) and retry") from None
+    entries = data.get("upgrades") if isinstance(data, dict) else None
+    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+
+
+def _save_history(host: HostDir, entries: list[dict[str, Any]]) -> None:
+    host.state_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(history_path(host), json.dumps({"upgrades": entries}, indent=2) + "\n", mode=0o600)
+
+
+def _record(host: HostDir, entry: dict[str, Any]) -> None:
+    entries = [e for e in load_history(host) if e.get("id") != entry["id"]]
+    _save_history(host, [*entries, entry])
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+# ---- the safety backup ------------------------------------------------------------------------
+
+
+def safety_backup(host: HostDir, config: HostConfig, stamp: str, progress: Progress,
+                  kind: str = "") -> tuple[Path, bool]:
+    """A full bundle of the host now, private in .pixsim-host/upgrades/; whether it holds
+    secrets (only when the database holds them, so a bundle without them is refused)."""
+    from pixsim_host.backup import backup
+
+    folder = host.state_dir / SAFETY_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    target = folder / f"{kind}{stamp}.tar.gz"
+    progress("host", f"taking a safety backup: {target}")
+    try:
+        return backup(host, config, output=target, include_secrets=False, progress=progress).path, False
+    except HostError as exc:
+        if "--include-secrets" not in exc.message:
+            raise HostError(f"the safety backup failed, so nothing was changed: {exc.message}",
+                            details=exc.details) from None
+    progress("host", "the database holds this host's secrets, so the safety backup holds them too "
+                     "(0600, in the host directory)")
+    return backup(host, config, output=target, include_secrets=True, progress=progress).path, True
+
+
+def _restore_database(host: HostDir, config: HostConfig, bundle: Path, progress: Progress,
+                      timeout: float) -> None:
+    """Stop the services, empty the database and restore it from ``bundle``'s dump."""
+    from pixsim_host import stack
+    from pixsim_host.backup import DATABASE_MEMBER, verified_bundle
+
+    with verified_bundle(bundle) as verified:
+        runtime = stack.open_data_runtime(host, config)
+        runtime.stop_and_remove(progress)  # no backend or worker writes meanwhile; data kept
+        stack.prepare(runtime, host, "missing", progress)
+        runtime.start(progress, time.monotonic() + timeout, verified_elsewhere=frozenset({"backend"}),
+                      only=frozenset({"db", "redis"})).close()
+        progress("db", f"emptying the database and restoring it from {bundle.name}")
+        runtime.empty_database()
+        runtime.restore_database(verified.staging / DATABASE_MEMBER, progress)
+
+
+# ---- upgrade and rollback -------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    entry: dict[str, Any]
+    report: Any  # stack.UpReport
+    elapsed: float
+
+
+def _change(host: HostDir, old: HostConfig, new: HostConfig, entry: dict[str, Any], *,
+            restore_first: tuple[Path, str | None] | None, timeout: float,
+            progress: Progress) -> Outcome:
+    """Safety backup, ``new`` saved, (the database restored), ``up``; on any failure the old
+    config, the old database if it changed, and a verified ``up`` of the old host."""
+    from pixsim_host import stack
+    from pixsim_host.render import apply_config
+
+    started = time.monotonic()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    safety, with_secrets = safety_backup(host, old, stamp, progress,
+                                         kind="before-rollback-" if restore_first else "")
+    migrations_before = _read_migrations_state(host)
+    entry.update(safety_backup=str(safety), safety_backup_has_secrets=with_secrets,
+                 migrations_state_before=migrations_before, started_at=_now(), outcome="running")
+    _record(host, entry)
+    database_changed = False
+    try:
+        apply_config(host, new)
+        if restore_first is not None:
+            database_changed = True
+            _restore_database(host, new, restore_first[0], progress, timeout)
+            _write_migrations_state(host, restore_first[1])
+        report = stack.up(host, new, timeout=timeout, progress=progress)
+    except BaseException as failure:
+        database_changed = database_changed or isinstance(failure, MigrationFailed) or \
+            _read_migrations_state(host) != migrations_before
+        message = failure.message if isinstance(failure, HostError) else (
+            "interrupted" if not isinstance(failure, Exception) else f"{type(failure).__name__}: {failure}")
+        if isinstance(failure, MigrationFailed):
+            # Its own advice (fix, then migrate) is for `up`; here the old version comes back.
+            message = message.split("; the backend was not started", 1)[0]
+        entry.update(outcome="failed", failure=message, migrated=database_changed,
+                     finished_at=_now())
+        _record(host, entry)
+        _put_back(host, old, safety, migrations_before, database_changed, failure, message,
+                  timeout, progress, entry)
+    entry.update(outcome="succeeded", finished_at=_now(), after=versions(host, new),
+                 migrated=database_changed or _read_migrations_state(host) != migrations_before,
+                 elapsed_seconds=round(time.monotonic() - started, 1))
+    _record(host, entry)
+    return Outcome(entry, report, time.monotonic() - started)
+
+
+def _put_back(host: HostDir, old: HostConfig, safety: Path, migrations_before: str | None,
+              database_changed: bool, failure: BaseException, message: str, timeout: float,
+              progress: Progress, entry: dict[str, Any]) -> NoReturn:
+    from pixsim_host import stack
+    from pixsim_host.render import apply_config
+
+    interrupted = not isinstance(failure, Exception)
+    details = failure.details if isinstance(failure, HostError) else None
+    progress("host", "putting the previous version back" +
+             (" and restoring the database from the safety backup" if database_changed else ""))
+    try:
+        apply_config(host, old)
+        if database_changed:
+            _restore_database(host, old, safety, progress, timeout)
+            _write_migrations_state(host, migrations_before)
+        stack.up(host, old, timeout=timeout, progress=progress)
+    except BaseException as again:
+        why = again.message if isinstance(again, HostError) else (
+            "interrupted" if not isinstance(again, Exception) else type(again).__name__)
+        entry.update(rolled_back=False, rollback_failure=why)
+        _record(host, entry)
+        raise HostError(
+            f"{message}; putting the previous version back failed too ({why}); the data from "
+            f"before is in the safety backup {safety}: once the engine and the images are fine, "
+            f"`pixsim-host up --dir {host.root}`, or `pixsim-host restore {safety} --dir NEW-DIR`",
+            details=details, exit_code=130 if interrupted else 1) from None
+    entry.update(rolled_back=True)
+    _record(host, entry)
+    database = "; the database was restored from the safety backup" if database_changed else \
+        "; the database was not changed"
+    raise HostError(
+        f"{'interrupted' if interrupted else message}; the previous version was put back{database} "
+        f"and the host is verified healthy again (safety backup {safety})",
+        details=details, exit_code=130 if interrupted else 1) from None
+
+
+def upgrade(host: HostDir, config: HostConfig, changes: dict[str, str], *, timeout: float,
+            progress: Progress) -> tuple[Plan, Outcome]:
+    plan, new = plan_upgrade(host, config, changes)
+    for note in plan.notes:
+        progress("host", note)
+    entry: dict[str, Any] = {
+        "id": datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ"), "kind": "upgrade",
+        "changes": plan.as_json()["changes"], "before": plan.before,
+        "postgres_major": plan.postgres.as_json() if plan.postgres else None,
+    }
+    return plan, _change(host, config, new, entry, restore_first=None, timeout=timeout,
+                         progress=progress)
+
+
+@dataclass
+class RollbackPlan:
+    upgrade: dict[str, Any]
+    config: HostConfig
+    changes: dict[str, list[str]]
+    restore_database: bool
+
+    def as_json(self) -> dict[str, Any]:
+        return {"upgrade_id": self.upgrade.get("id"),
+                "upgraded_at": self.upgrade.get("finished_at"),
+                "changes": {k: {"old": v[0], "new": v[1]} for k, v in self.changes.items()},
+                "restores_database": self.restore_database,
+                "from_safety_backup": self.upgrade.get("safety_backup") if self.restore_database else None}
+
+
+def plan_rollback(host: HostDir, config: HostConfig) -> RollbackPlan:
+    entries = load_history(host)
+    done = {e.get("rolls_back") for e in entries if e.get("kind") == "rollback"
+            and e.get("outcome") == "succeeded"}
+    last = next((e for e in reversed(entries) if e.get("kind") == "upgrade"
+                 and e.get("outcome") == "succeeded" and e.get("id") not in done), None)
+    if last is None:
+        raise HostError("there is no successful upgrade to roll back (see .pixsim-host/upgrades.json); "
+                        "nothing was changed", exit_code=2)
+    changes: dict[str, list[str]] = {}
+    back: dict[str, str] = {}
+    for key, change in (last.get("changes") or {}).items():
+        if key not in IMAGE_KEYS or not isinstance(change, dict):
+            continue
+        if _get(config, key) != change.get("new"):
+            raise HostError(f"{key} is {_get(config, key)} now, not {change.get('new')} as the last "
+                            f"upgrade left it; it was changed since, so rollback would undo more "
+                            f"than the upgrade: set it yourself (`pixsim-host config set {key} "
+                            f"{change.get('old')}`) or upgrade to the version you want", exit_code=2)
+        changes[key] = [_get(config, key), str(change.get("old"))]
+        back[key] = str(change.get("old"))
+    restore = bool(last.get("migrated"))
+    safety = Path(str(last.get("safety_backup") or ""))
+    if restore and not safety.is_file():
+        raise HostError(f"the last upgrade migrated the database and its safety backup {safety} is "
+                        "gone, so the old schema cannot be put back; nothing was changed")
+    if not back and not restore:
+        raise HostError("the last upgrade changed no image and no schema (a new build of the "
+                        "checkout): roll the checkout back (`git checkout`) and run `pixsim-host up`",
+                        exit_code=2)
+    data = config.model_dump(mode="json")
+    for key, value in back.items():
+        section, name = key.split(".")
+        data[section][name] = value
+    return RollbackPlan(last, parse_config(data, source="the rolled-back config"), changes, restore)
+
+
+def rollback(host: HostDir, config: HostConfig, plan: RollbackPlan, *, timeout: float,
+             progress: Progress) -> Outcome:
+    entry: dict[str, Any] = {
+        "id": datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ"), "kind": "rollback",
+        "rolls_back": plan.upgrade.get("id"), "changes": plan.as_json()["changes"],
+        "before": versions(host, config), "restored_database": plan.restore_database,
+    }
+    restore = (Path(str(plan.upgrade["safety_backup"])),
+               plan.upgrade.get("migrations_state_before")) if plan.restore_database else None
+    return _change(host, config, plan.config, entry, restore_first=restore, timeout=timeout,
+                   progress=progress)
