@@ -12,7 +12,9 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from unit_helpers import run_cli
@@ -31,6 +33,13 @@ def require_systemd_analyze() -> str:
             pytest.fail(f"{reason}, and PIXSIM_HOST_E2E=required", pytrace=False)
         pytest.skip(reason)
     return found
+
+
+def check_schema(name: str, document: Any) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
+    from cli_helpers import check_schema as check
+
+    check(name, document)
 
 
 def make_host(root: Path, name: str, *args: str) -> Path:
@@ -95,12 +104,14 @@ def test_install_print_writes_nothing_and_install_remove_round_trip(tmp_path: Pa
     printed = run_cli("boot", "install", "--dir", str(root), "--user", "--print", "--json")
     assert printed.returncode == 0, str(printed)
     document = json.loads(printed.stdout)
+    check_schema("boot-install", document)
     assert document["written"] is False and document["verified"] is True
     assert "[Service]" in document["text"] and not user_units.exists()
 
     installed = run_cli("boot", "install", "--dir", str(root), "--user", "--json")
     assert installed.returncode == 0, str(installed)
     document = json.loads(installed.stdout)
+    check_schema("boot-install", document)
     unit = Path(document["path"])
     assert unit.parent == user_units and unit.is_file()
     assert document["scope"] == "user" and document["verified"] is True
@@ -117,6 +128,7 @@ def test_install_print_writes_nothing_and_install_remove_round_trip(tmp_path: Pa
     assert "Removed" in human.stdout and not unit.exists()
     again = run_cli("boot", "remove", "--dir", str(root), "--user", "--json")
     assert again.returncode == 0 and json.loads(again.stdout)["removed"] is False
+    check_schema("boot-remove", json.loads(again.stdout))
 
 
 def test_a_docker_host_gets_the_same_unit_and_a_note_about_the_engine(tmp_path: Path,
@@ -142,3 +154,20 @@ def test_a_unit_systemd_rejects_is_never_written(tmp_path: Path, user_units: Pat
     failed = run_cli("boot", "install", "--dir", str(root), "--user")
     assert failed.returncode == 1 and failed.stderr.startswith("Error: systemd-analyze verify rejects")
     assert failed.stderr.count("\n") == 1, failed.stderr
+
+
+def test_root_gets_a_system_unit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    require_systemd_analyze()
+    if os.geteuid() != 0:
+        pytest.skip("a system unit is for root; other users always get a user unit")
+    system_dir = tmp_path / "etc-systemd-system"  # not this machine's /etc/systemd/system
+    monkeypatch.setattr(boot, "SYSTEM_UNIT_DIR", system_dir)
+    root = make_host(tmp_path / "system-host", "boot-system", "--runtime", "native")
+    installed = run_cli("boot", "install", "--dir", str(root), "--json")
+    assert installed.returncode == 0, str(installed)
+    document = json.loads(installed.stdout)
+    assert document["scope"] == "system" and Path(document["path"]).parent == system_dir
+    assert "WantedBy=multi-user.target" in Path(document["path"]).read_text()
+    assert not any("enable-linger" in step for step in document["next_steps"])
+    removed = run_cli("boot", "remove", "--dir", str(root), "--json")
+    assert json.loads(removed.stdout)["removed"] is True and not any(system_dir.iterdir())
