@@ -62,14 +62,21 @@ def major_from_version(version: str) -> str | None:
     first = int(found.group(1))
     if first >= 10:
         return str(first)
-    if found.group(2) is None:
-        return None  # "9" alone does not say which 9.x
+    if found.group(2) is None or first < 7:
+        return None  # "9" alone does not say which 9.x; below 7 it is no PostgreSQL version
     return f"{first}.{int(found.group(2))}"
 
 
+_PG_MARK = re.compile(r"(?:^|[-_.])pg(\d+)(?:$|[-_.])", re.IGNORECASE)
+
+
 def major_from_image(image: str) -> str | None:
+    """From the tag: a ``pgNN`` part first (``pgvector/pgvector:0.8.0-pg17``), else its version."""
     tag = image_tag(image)
-    return major_from_version(tag) if tag else None
+    if not tag:
+        return None
+    marked = _PG_MARK.search(tag)
+    return str(int(marked.group(1))) if marked else major_from_version(tag)
 
 
 @dataclass
@@ -104,14 +111,16 @@ def check_postgres_major(host: HostDir, config: HostConfig, majors: PostgresMajo
     """Refuse a major version change, spelling out the supported path."""
     if majors.old is None or majors.new is None or majors.old == majors.new:
         return
+    bundle = f"{config.project}-pg{majors.old}.tar.gz"
+    where = f"--dir {host.root}"
     raise HostError(
         f"{new_image} is PostgreSQL {majors.new} and this host's database is PostgreSQL "
         f"{majors.old} (from {majors.old_source}); a new major version cannot read the old data "
-        f"directory, so nothing was changed: move the data instead, `pixsim-host backup --dir "
-        f"{host.root} -o {config.project}.tar.gz`, then `pixsim-host init NEW-DIR` with "
-        f"`config set database.image {new_image}` there (or edit it into the restored config), "
-        f"`pixsim-host restore {config.project}.tar.gz --dir NEW-DIR`, and check it before you "
-        "`pixsim-host destroy` this one",
+        f"directory, so nothing was changed: move the data through a bundle (a logical dump, which "
+        f"the newer PostgreSQL reads), keeping the host_id: `pixsim-host backup {where} -o {bundle}` "
+        f"(keep it safe: it becomes the only copy), `pixsim-host down {where} --volumes --yes`, "
+        f"`pixsim-host config set database.image {new_image} {where}`, `pixsim-host up {where}` "
+        f"(a new, empty host), then `pixsim-host restore {bundle} {where} --yes`",
         exit_code=2,
     )
 
@@ -128,7 +137,9 @@ def changed_config(config: HostConfig, changes: dict[str, str]) -> HostConfig:
     """``config`` with the new images; a new backend image of the same backend keeps the
     migrations and workers the old one had (they would otherwise be dropped with the
     reference backend's defaults)."""
-    from pixsim_host.services import migrate_lines, worker_entries
+    import shlex
+
+    from pixsim_host.services import migrate_lines, resolve_workers
 
     data = config.model_dump(mode="json")
     for key, value in changes.items():
@@ -138,9 +149,9 @@ def changed_config(config: HostConfig, changes: dict[str, str]) -> HostConfig:
         if data["backend"].get("migrate") is None:
             data["backend"]["migrate"] = migrate_lines(config)
         if data["backend"].get("workers") is None:
-            data["backend"]["workers"] = [
-                entry.model_dump(mode="json") if hasattr(entry, "model_dump") else entry
-                for entry in worker_entries(config)]
+            # As commands: the new image's declarations cannot be read from here.
+            data["backend"]["workers"] = [{"name": worker.name, "command": shlex.join(worker.argv)}
+                                          for worker in resolve_workers(config)]
     return parse_config(data, source="the upgraded config")
 
 
@@ -217,21 +228,27 @@ def plan_upgrade(host: HostDir, config: HostConfig, changes: dict[str, str]) -> 
     from pixsim_host.schema import migrations_due
 
     changes = {key: value for key, value in changes.items() if value and value != _get(config, key)}
-    new = changed_config(config, changes)
-    runtime = stack.open_runtime(host, config, refresh=False)
-    before = versions(host, config, runtime)
+    kind = stack.runtime_type(config)
+    if changes and kind.kind != "docker":
+        raise HostError(f"host {config.name!r} runs on {kind.words.title}, which runs no images; "
+                        "update the backend's checkout (backend.source) or pixsim-host itself, then "
+                        "run `pixsim-host upgrade` without image options", exit_code=2)
     notes: list[str] = []
     majors = None
     if "database.image" in changes:
+        # Refused before anything else is asked of the engine (and even without one).
         server = None
         with contextlib.suppress(HostError, AttributeError):
-            server = runtime.server_version()  # type: ignore[attr-defined]
+            server = stack.open_runtime(host, config, refresh=False).server_version()  # type: ignore[attr-defined]
         majors = postgres_majors(config.database.image, changes["database.image"], server)
         check_postgres_major(host, config, majors, changes["database.image"])
         if majors.new is None:
             notes.append(f"the PostgreSQL major version of {changes['database.image']} cannot be read "
                          "from its tag; PostgreSQL itself refuses a data directory of another major, "
                          "and the upgrade then rolls back")
+    new = changed_config(config, changes)
+    runtime = stack.open_runtime(host, config, refresh=False)
+    before = versions(host, config, runtime)
     if not changes and not config.backend.source:
         raise HostError("nothing to upgrade: the host already runs these images; give the new one "
                         "(--image IMAGE, --postgres-image IMAGE, --redis-image IMAGE), or set "
