@@ -158,9 +158,13 @@ def test_down_stops_the_supervisor_first_and_nothing_comes_back(hosts: Hosts) ->
 
 def test_native_restart_no_leaves_a_crash_alone(hosts: Hosts) -> None:
     host = hosts.init()
+    up = assert_ok(host.run("up"))
+    assert "started the supervisor" in up.stderr, str(up)
+    running = supervisor_pid(host)
+    assert running and is_running(running)
     assert_ok(host.run("config", "set", "native.restart", "no"))
-    host.up()
-    assert supervisor_pid(host) is None
+    host.up()  # (config set may have run it already)
+    assert supervisor_pid(host) is None and not is_running(running)
     pid = recorded_pid(host, "worker")
     assert pid
     os.kill(pid, signal.SIGKILL)

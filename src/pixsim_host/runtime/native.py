@@ -982,9 +982,10 @@ class NativeRuntime(LocalRuntime):
         # Docker's `restart: unless-stopped`: once the whole host is started, a supervisor
         # brings back what crashes (it waits for the host's lock, which this command holds).
         if only is None and self.config.native.restart == "unless-stopped":
-            supervisor.ensure_running(self.host)
-        elif only is None:
-            supervisor.stop(self.host)
+            if supervisor.ensure_running(self.host):
+                progress("host", "started the supervisor (it restarts what crashes, until `down`)")
+        elif only is None and supervisor.stop(self.host):
+            progress("host", "stopped the supervisor (native.restart is no)")
         for level in self.levels:
             names = [name for name in level if only is None or name in only]
             launched: dict[str, PidRecord] = {}
