@@ -29,6 +29,7 @@ from pixsim_host.errors import HostError
 from pixsim_host.fsutil import atomic_write
 from pixsim_host.hostdir import HostDir
 from pixsim_host.progress import Progress
+from pixsim_host.restore_journal import terminate_as_interrupt
 from pixsim_host.schema import STATE_FILE as MIGRATIONS_STATE
 from pixsim_host.schema import MigrationFailed
 
@@ -228,6 +229,12 @@ def plan_upgrade(host: HostDir, config: HostConfig, changes: dict[str, str]) -> 
     from pixsim_host.schema import migrations_due
 
     changes = {key: value for key, value in changes.items() if value and value != _get(config, key)}
+    unfinished = unfinished_change(load_history(host))
+    if unfinished is not None:
+        raise HostError(f"an earlier {unfinished.get('kind')} of this host did not finish (it was "
+                        f"stopped, or its way back failed); run `pixsim-host rollback --dir "
+                        f"{host.root} --yes` first, which puts the host back from its safety backup "
+                        f"{unfinished.get('safety_backup')}")
     kind = stack.runtime_type(config)
     if changes and kind.kind != "docker":
         raise HostError(f"host {config.name!r} runs on {kind.words.title}, which runs no images; "
@@ -375,12 +382,13 @@ def _change(host: HostDir, old: HostConfig, new: HostConfig, entry: dict[str, An
     _record(host, entry)
     database_changed = False
     try:
-        apply_config(host, new)
-        if restore_first is not None:
-            database_changed = True
-            _restore_database(host, new, restore_first[0], progress, timeout)
-            _write_migrations_state(host, restore_first[1])
-        report = stack.up(host, new, timeout=timeout, progress=progress)
+        with terminate_as_interrupt():  # a SIGTERM, like Ctrl-C, takes the way back
+            apply_config(host, new)
+            if restore_first is not None:
+                database_changed = True
+                _restore_database(host, new, restore_first[0], progress, timeout)
+                _write_migrations_state(host, restore_first[1])
+            report = stack.up(host, new, timeout=timeout, progress=progress)
     except BaseException as failure:
         database_changed = database_changed or isinstance(failure, MigrationFailed) or \
             _read_migrations_state(host) != migrations_before
@@ -401,22 +409,28 @@ def _change(host: HostDir, old: HostConfig, new: HostConfig, entry: dict[str, An
     return Outcome(entry, report, time.monotonic() - started)
 
 
-def _put_back(host: HostDir, old: HostConfig, safety: Path, migrations_before: str | None,
-              database_changed: bool, failure: BaseException, message: str, timeout: float,
-              progress: Progress, entry: dict[str, Any]) -> NoReturn:
+def _put_old_back(host: HostDir, old: HostConfig, safety: Path, migrations_before: str | None,
+                  database_changed: bool, timeout: float, progress: Progress) -> None:
     from pixsim_host import stack
     from pixsim_host.render import apply_config
 
+    apply_config(host, old)
+    if database_changed:
+        _restore_database(host, old, safety, progress, timeout)
+        _write_migrations_state(host, migrations_before)
+    stack.up(host, old, timeout=timeout, progress=progress)
+
+
+def _put_back(host: HostDir, old: HostConfig, safety: Path, migrations_before: str | None,
+              database_changed: bool, failure: BaseException, message: str, timeout: float,
+              progress: Progress, entry: dict[str, Any]) -> NoReturn:
     interrupted = not isinstance(failure, Exception)
     details = failure.details if isinstance(failure, HostError) else None
     progress("host", "putting the previous version back" +
              (" and restoring the database from the safety backup" if database_changed else ""))
     try:
-        apply_config(host, old)
-        if database_changed:
-            _restore_database(host, old, safety, progress, timeout)
-            _write_migrations_state(host, migrations_before)
-        stack.up(host, old, timeout=timeout, progress=progress)
+        with terminate_as_interrupt():
+            _put_old_back(host, old, safety, migrations_before, database_changed, timeout, progress)
     except BaseException as again:
         why = again.message if isinstance(again, HostError) else (
             "interrupted" if not isinstance(again, Exception) else type(again).__name__)
@@ -425,7 +439,7 @@ def _put_back(host: HostDir, old: HostConfig, safety: Path, migrations_before: s
         raise HostError(
             f"{message}; putting the previous version back failed too ({why}); the data from "
             f"before is in the safety backup {safety}: once the engine and the images are fine, "
-            f"`pixsim-host up --dir {host.root}`, or `pixsim-host restore {safety} --dir NEW-DIR`",
+            f"`pixsim-host rollback --dir {host.root} --yes` tries again",
             details=details, exit_code=130 if interrupted else 1) from None
     entry.update(rolled_back=True)
     _record(host, entry)
@@ -457,9 +471,10 @@ class RollbackPlan:
     config: HostConfig
     changes: dict[str, list[str]]
     restore_database: bool
+    unfinished: bool = False  # the upgrade did not finish: put the host back from its safety backup
 
     def as_json(self) -> dict[str, Any]:
-        return {"upgrade_id": self.upgrade.get("id"),
+        return {"upgrade_id": self.upgrade.get("id"), "unfinished": self.unfinished,
                 "upgraded_at": self.upgrade.get("finished_at"),
                 "changes": {k: {"old": v[0], "new": v[1]} for k, v in self.changes.items()},
                 "restores_database": self.restore_database,
@@ -470,8 +485,11 @@ def plan_rollback(host: HostDir, config: HostConfig) -> RollbackPlan:
     entries = load_history(host)
     done = {e.get("rolls_back") for e in entries if e.get("kind") == "rollback"
             and e.get("outcome") == "succeeded"}
-    last = next((e for e in reversed(entries) if e.get("kind") == "upgrade"
-                 and e.get("outcome") == "succeeded" and e.get("id") not in done), None)
+    unfinished = unfinished_change(entries)
+    if unfinished is not None and unfinished.get("kind") == "rollback":
+        unfinished = next((e for e in entries if e.get("id") == unfinished.get("rolls_back")), None)
+    last = unfinished or next((e for e in reversed(entries) if e.get("kind") == "upgrade"
+                               and e.get("outcome") == "succeeded" and e.get("id") not in done), None)
     if last is None:
         raise HostError("there is no successful upgrade to roll back (see .pixsim-host/upgrades.json); "
                         "nothing was changed", exit_code=2)
@@ -480,6 +498,8 @@ def plan_rollback(host: HostDir, config: HostConfig) -> RollbackPlan:
     for key, change in (last.get("changes") or {}).items():
         if key not in IMAGE_KEYS or not isinstance(change, dict):
             continue
+        if unfinished is not None and _get(config, key) == change.get("old"):
+            continue  # the way back had put it back already
         if _get(config, key) != change.get("new"):
             raise HostError(f"{key} is {_get(config, key)} now, not {change.get('new')} as the last "
                             f"upgrade left it; it was changed since, so rollback would undo more "
@@ -487,7 +507,8 @@ def plan_rollback(host: HostDir, config: HostConfig) -> RollbackPlan:
                             f"{change.get('old')}`) or upgrade to the version you want", exit_code=2)
         changes[key] = [_get(config, key), str(change.get("old"))]
         back[key] = str(change.get("old"))
-    restore = bool(last.get("migrated"))
+    # An upgrade that did not finish may have migrated: restored unless it is known it did not.
+    restore = bool(last.get("migrated")) if unfinished is None else last.get("migrated") is not False
     safety = Path(str(last.get("safety_backup") or ""))
     if restore and not safety.is_file():
         raise HostError(f"the last upgrade migrated the database and its safety backup {safety} is "
@@ -500,7 +521,20 @@ def plan_rollback(host: HostDir, config: HostConfig) -> RollbackPlan:
     for key, value in back.items():
         section, name = key.split(".")
         data[section][name] = value
-    return RollbackPlan(last, parse_config(data, source="the rolled-back config"), changes, restore)
+    return RollbackPlan(last, parse_config(data, source="the rolled-back config"), changes, restore,
+                        unfinished=unfinished is not None)
+
+
+def unfinished_change(entries: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The last upgrade or rollback if it neither finished nor was put back (killed, or its
+    way back failed): the host may be half-changed."""
+    last = entries[-1] if entries else None
+    if last is None:
+        return None
+    if last.get("outcome") == "running" or (last.get("outcome") == "failed"
+                                            and last.get("rolled_back") is False):
+        return last
+    return None
 
 
 def rollback(host: HostDir, config: HostConfig, plan: RollbackPlan, *, timeout: float,
@@ -512,5 +546,44 @@ def rollback(host: HostDir, config: HostConfig, plan: RollbackPlan, *, timeout: 
     }
     restore = (Path(str(plan.upgrade["safety_backup"])),
                plan.upgrade.get("migrations_state_before")) if plan.restore_database else None
+    if plan.unfinished:
+        return _recover(host, plan, entry, restore, timeout=timeout, progress=progress)
     return _change(host, config, plan.config, entry, restore_first=restore, timeout=timeout,
                    progress=progress)
+
+
+def _recover(host: HostDir, plan: RollbackPlan, entry: dict[str, Any],
+             restore: tuple[Path, str | None] | None, *, timeout: float, progress: Progress) -> Outcome:
+    """Finish the way back of an upgrade that did not finish: the host is half-changed and
+    not worth a safety backup of its own; the upgrade's is the way back."""
+    from pixsim_host import stack
+    from pixsim_host.render import apply_config
+
+    started = time.monotonic()
+    safety = Path(str(plan.upgrade.get("safety_backup")))
+    entry.update(safety_backup=str(safety), safety_backup_has_secrets=bool(
+        plan.upgrade.get("safety_backup_has_secrets")), started_at=_now(), outcome="running")
+    _record(host, entry)
+    try:
+        with terminate_as_interrupt():
+            apply_config(host, plan.config)
+            if restore is not None:
+                _restore_database(host, plan.config, restore[0], progress, timeout)
+                _write_migrations_state(host, restore[1])
+            report = stack.up(host, plan.config, timeout=timeout, progress=progress)
+    except BaseException as failure:
+        why = failure.message if isinstance(failure, HostError) else (
+            "interrupted" if not isinstance(failure, Exception) else type(failure).__name__)
+        entry.update(outcome="failed", failure=why, rolled_back=False, finished_at=_now())
+        _record(host, entry)
+        raise HostError(f"putting the host back as it was before the unfinished upgrade failed: "
+                        f"{why}; its data from before is in the safety backup {safety}: fix the "
+                        f"cause and run `pixsim-host rollback --dir {host.root} --yes` again",
+                        exit_code=1 if isinstance(failure, Exception) else 130) from None
+    upgrade_entry = dict(plan.upgrade)
+    upgrade_entry.update(rolled_back=True)
+    _record(host, upgrade_entry)
+    entry.update(outcome="succeeded", finished_at=_now(), after=versions(host, plan.config),
+                 migrated=restore is not None, elapsed_seconds=round(time.monotonic() - started, 1))
+    _record(host, entry)
+    return Outcome(entry, report, time.monotonic() - started)

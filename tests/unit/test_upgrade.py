@@ -140,3 +140,26 @@ def test_rollback_needs_a_successful_upgrade(make_host: MakeHost) -> None:
 
 def _config(host: Path) -> HostConfig:
     return load_config(host / "pixsim-host.yaml")
+
+
+def test_an_unfinished_upgrade_blocks_the_next_and_rollback_finishes_it(make_host: MakeHost) -> None:
+    host = make_host("--runtime", "docker")
+    safety = host / ".pixsim-host" / "upgrades" / "20260101T000000Z.tar.gz"
+    safety.parent.mkdir(parents=True)
+    safety.write_bytes(b"")
+    # Killed after the new config was saved (the redis image is the new one now).
+    history = {"upgrades": [{"id": "1", "kind": "upgrade", "outcome": "running",
+                             "safety_backup": str(safety), "migrations_state_before": None,
+                             "changes": {"redis.image": {"old": "redis:7.2-alpine",
+                                                         "new": "redis:7-alpine"}}}]}
+    (host / ".pixsim-host" / "upgrades.json").write_text(json.dumps(history))
+    refused = run_cli("upgrade", "--dir", str(host), "--image", "my/backend:2", "--yes")
+    assert refused.returncode == 1, str(refused)
+    assert "did not finish" in refused.stderr and "pixsim-host rollback" in refused.stderr
+    assert str(safety) in refused.stderr
+    plan = run_cli("rollback", "--dir", str(host), "--dry-run", "--json")
+    assert plan.returncode == 0, str(plan)
+    document = json.loads(plan.stdout)
+    # Whether it migrated is unknown: the database comes back from the safety backup.
+    assert document["unfinished"] is True and document["restores_database"] is True
+    assert document["changes"] == {"redis.image": {"old": "redis:7-alpine", "new": "redis:7.2-alpine"}}
