@@ -256,7 +256,7 @@ def plan_upgrade(host: HostDir, config: HostConfig, changes: dict[str, str]) -> 
     new = changed_config(config, changes)
     runtime = stack.open_runtime(host, config, refresh=False)
     before = versions(host, config, runtime)
-    if not changes and not config.backend.source:
+    if not changes and not config.backend.source and kind.kind == "docker":
         raise HostError("nothing to upgrade: the host already runs these images; give the new one "
                         "(--image IMAGE, --postgres-image IMAGE, --redis-image IMAGE), or set "
                         "backend.source to build from your checkout", exit_code=2)
@@ -274,6 +274,10 @@ def plan_upgrade(host: HostDir, config: HostConfig, changes: dict[str, str]) -> 
             migrations = "yes" if migrations_due(host, new, new_id) else "no"
     elif jobs is not None:
         migrations = "yes" if migrations_due(host, new, str(jobs())) else "no"
+    if not changes and kind.kind != "docker" and migrations == "no":
+        raise HostError("nothing to upgrade: the backend's code is the one this database was last "
+                        "migrated with; update the checkout (backend.source) or pixsim-host first",
+                        exit_code=2)
     plan = Plan({key: [_get(config, key), value] for key, value in changes.items()}, before,
                 new_ids, migrations, majors, notes)
     return plan, new

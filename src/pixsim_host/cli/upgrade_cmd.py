@@ -159,9 +159,15 @@ def _done(host: Any, config: Any, outcome: Any, verb: str) -> None:
     if emit(document):
         return
     after = entry.get("after") or {}
-    images = ", ".join(f"{key} {value}" for key, value in (after.get("images") or {}).items())
-    info(f"Host {config.name!r} {verb} and verified in {outcome.elapsed:.1f} s: {images}"
-         f"{'; migrations ran' if entry.get('migrated') else ''}.")
+    if document["runtime"] == "docker":
+        running = ", ".join(f"{key} {value}" for key, value in (after.get("images") or {}).items())
+    else:
+        revision = after.get("code_revision")
+        running = f"code revision {revision}" if revision else "the reference backend of this pixsim-host"
+    database = "" if not entry.get("migrated") else (
+        "; the database was restored from the upgrade's safety backup" if verb == "rolled back"
+        else "; migrations ran")
+    info(f"Host {config.name!r} {verb} and verified in {outcome.elapsed:.1f} s: {running}{database}.")
     info(f"Safety backup: {entry['safety_backup']}"
          + (" (holds the host's secrets: the database does)" if entry["safety_backup_has_secrets"]
             else "") + ("; `pixsim-host rollback` returns to the previous version."
