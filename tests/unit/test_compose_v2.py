@@ -112,7 +112,7 @@ def test_compose_accepts_the_file_for_every_model(
     data = _resolved(compose, host)
     assert data["name"] == f"pixsim-{model}-host"
     services = data["services"]
-    assert set(services) == {"db", "redis", "backend"}
+    assert set(services) == {"db", "redis", "backend", "worker"}  # the reference backend's worker
     backend = services["backend"]
     env = backend["environment"]
     assert env["SERVER_ID"] == env["PIXSIM_HOST_ID"] == config["host_id"]

@@ -47,7 +47,7 @@ def test_init_creates_the_host_directory(tmp_path: Path) -> None:
 
     compose = yaml.safe_load((host / "compose.yaml").read_text(encoding="utf-8"))
     assert compose["name"] == "pixsim-alice-s-host"
-    assert set(compose["services"]) == {"db", "redis", "backend"}
+    assert set(compose["services"]) == {"db", "redis", "backend", "worker"}
     backend_env = compose["services"]["backend"]["environment"]
     assert backend_env["SERVER_ID"] == config["host_id"]
     assert backend_env["PIXSIM_HOST_ID"] == config["host_id"]

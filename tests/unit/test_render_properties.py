@@ -130,7 +130,7 @@ def test_names_and_descriptions_reach_compose_unchanged(
     expected["x-pixsim-labels"]["org.pixsim-host.host-name"] = env["SERVER_NAME"]
     assert doc == expected
     assert set(doc) == set(baseline)
-    assert set(doc["services"]) == {"db", "redis", "backend"}
+    assert set(doc["services"]) == {"db", "redis", "backend", "worker"}
     for service in doc["services"]:
         assert set(doc["services"][service]["environment"]) == set(
             baseline["services"][service]["environment"])
@@ -183,7 +183,11 @@ def test_public_urls_reach_frontend_env_unchanged(host: HostDir, plain_frontend_
         return
     values, comments = _read_frontend_env(text)
     assert config.backend.public_url == url.rstrip("/")
-    assert values == {"VITE_BACKEND_URL": config.backend.public_url}
+    url = config.backend.public_url
+    assert url is not None
+    # The WebSocket URL the main app would derive from it: same place, ws(s) scheme.
+    ws = ("wss://" + url[len("https://"):]) if url.startswith("https://") else "ws://" + url[len("http://"):]
+    assert values == {"VITE_BACKEND_URL": url, "VITE_WS_URL": ws + "/api/v1/ws/generations"}
     assert set(values) == set(baseline)
     assert len(comments) == len(base_comments)
 

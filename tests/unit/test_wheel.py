@@ -66,6 +66,7 @@ def test_an_installed_wheel_renders_from_its_packaged_templates(tmp_path: Path) 
     assert "Created host 'Wheel Host'" in result.stdout
     compose = yaml.safe_load((outside / "wheel-host" / "compose.yaml").read_text(encoding="utf-8"))
     assert compose["name"] == "pixsim-wheel-host"
-    assert set(compose["services"]) == {"db", "redis", "backend"}
+    assert set(compose["services"]) == {"db", "redis", "backend", "worker"}
     assert (outside / "wheel-host" / "frontend.env").read_text(encoding="utf-8").endswith(
-        "VITE_BACKEND_URL='http://127.0.0.1:18730'\n")
+        "VITE_BACKEND_URL='http://127.0.0.1:18730'\n"
+        "VITE_WS_URL='ws://127.0.0.1:18730/api/v1/ws/generations'\n")
