@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command from a fresh Debian/Ubuntu machine to a running, verified PixSim7 host:
 #
-#   sudo bash scripts/quickstart.sh [--offline] [HOST_DIR] [pixsim-host init options...]
+#   bash scripts/quickstart.sh [--offline] [HOST_DIR] [pixsim-host init options...]
 #
 # Installs pixsim-host into ./.venv, makes sure a Docker Engine runs, creates the host
 # (default: ./my-host) unless it exists, and brings it up. Re-running it is safe: the host's
