@@ -422,7 +422,22 @@ def _put_old_back(host: HostDir, old: HostConfig, safety: Path, migrations_befor
     if database_changed:
         _restore_database(host, old, safety, progress, timeout)
         _write_migrations_state(host, migrations_before)
+    if checkout_code_changed(host, old):
+        # The new code is the operator's checkout, which pixsim-host never changes: an `up`
+        # now would run (and migrate) that same code again. The host stays stopped.
+        stack.down(host, old, progress=progress)
+        return
     stack.up(host, old, timeout=timeout, progress=progress)
+
+
+def checkout_code_changed(host: HostDir, config: HostConfig) -> bool:
+    """Whether the backend's code is its checkout's (a native backend.source, or a Docker
+    build of it), so the old code cannot be put back by pixsim-host."""
+    if not config.backend.source:
+        return False
+    from pixsim_host import stack
+
+    return stack.runtime_type(config).kind != "docker" or bool(config.backend.dockerfile)
 
 
 def _put_back(host: HostDir, old: HostConfig, safety: Path, migrations_before: str | None,
@@ -449,6 +464,16 @@ def _put_back(host: HostDir, old: HostConfig, safety: Path, migrations_before: s
     _record(host, entry)
     database = "; the database was restored from the safety backup" if database_changed else \
         "; the database was not changed"
+    if checkout_code_changed(host, old):
+        before = (entry.get("before") or {}).get("code_revision")
+        source = old.backend.source
+        revision = f"`git -C {source} checkout {before}`" if before else \
+            f"put the checkout {source} back as it was"
+        raise HostError(
+            f"{'interrupted' if interrupted else message}{database}; the host is stopped, because "
+            f"its code is your checkout's, which pixsim-host does not change: {revision}, then "
+            f"`pixsim-host up --dir {host.root}` (safety backup {safety})",
+            details=details, exit_code=130 if interrupted else 1) from None
     raise HostError(
         f"{'interrupted' if interrupted else message}; the previous version was put back{database} "
         f"and the host is verified healthy again (safety backup {safety})",
@@ -521,6 +546,13 @@ def plan_rollback(host: HostDir, config: HostConfig) -> RollbackPlan:
         raise HostError("the last upgrade changed no image and no schema (a new build of the "
                         "checkout): roll the checkout back (`git checkout`) and run `pixsim-host up`",
                         exit_code=2)
+    before_revision = (last.get("before") or {}).get("code_revision")
+    if checkout_code_changed(host, config) and before_revision \
+            and code_revision(config) != before_revision:
+        raise HostError(f"the backend's code is your checkout's, now at {code_revision(config)}, and "
+                        f"the upgrade started from {before_revision}; check that out first (`git -C "
+                        f"{config.backend.source} checkout {before_revision}`), then run rollback "
+                        "again; nothing was changed", exit_code=2)
     data = config.model_dump(mode="json")
     for key, value in back.items():
         section, name = key.split(".")
