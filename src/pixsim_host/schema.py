@@ -108,11 +108,31 @@ def _state(host: HostDir) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _record(host: HostDir, code: str, commands: list[str]) -> None:
+def _record(host: HostDir, code: str, commands: list[str], revision: str | None = None) -> None:
     host.state_dir.mkdir(parents=True, exist_ok=True)
     record = {"backend_code": code, "commands": commands,
               "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if revision:
+        # The checkout's commit that migrated it: `upgrade` names it as the way back.
+        record["code_revision"] = revision
     atomic_write(host.state_dir / STATE_FILE, json.dumps(record, indent=2) + "\n", mode=0o600)
+
+
+def checkout_revision(config: HostConfig) -> str | None:
+    """The git commit of the operator's checkout (backend.source), None without one."""
+    if not config.backend.source:
+        return None
+    from pathlib import Path
+
+    from pixsim_host.runtime.native import _checkout_revision
+
+    return _checkout_revision(Path(config.backend.source).expanduser()) or None
+
+
+def recorded_revision(host: HostDir) -> str | None:
+    """The checkout's commit the database was last migrated with, if it was recorded."""
+    revision = _state(host).get("code_revision")
+    return revision if isinstance(revision, str) else None
 
 
 def forget_migrations(host: HostDir) -> None:
@@ -160,6 +180,6 @@ def prepare_database(runtime: JobRuntime, host: HostDir, config: HostConfig, dea
         exit_code, output = runtime.run_job("migrate", argv, deadline, progress)
         if exit_code != 0:
             raise MigrationFailed(argv, exit_code, output)
-    _record(host, code, commands)
+    _record(host, code, commands, checkout_revision(config))
     progress("backend", "schema migrated")
     return SchemaReport(True, commands, time.monotonic() - started, actions)

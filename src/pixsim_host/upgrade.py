@@ -31,7 +31,7 @@ from pixsim_host.hostdir import HostDir
 from pixsim_host.progress import Progress
 from pixsim_host.restore_journal import terminate_as_interrupt
 from pixsim_host.schema import STATE_FILE as MIGRATIONS_STATE
-from pixsim_host.schema import MigrationFailed
+from pixsim_host.schema import MigrationFailed, checkout_revision, recorded_revision
 
 if TYPE_CHECKING:
     from pixsim_host.runtime import Runtime
@@ -156,13 +156,7 @@ def changed_config(config: HostConfig, changes: dict[str, str]) -> HostConfig:
     return parse_config(data, source="the upgraded config")
 
 
-def code_revision(config: HostConfig) -> str | None:
-    """The git commit of the operator's checkout (backend.source), None without one."""
-    if not config.backend.source:
-        return None
-    from pixsim_host.runtime.native import _checkout_revision
-
-    return _checkout_revision(Path(config.backend.source).expanduser()) or None
+code_revision = checkout_revision
 
 
 def _local_image_id(runtime: Runtime, image: str) -> str | None:
@@ -256,6 +250,13 @@ def plan_upgrade(host: HostDir, config: HostConfig, changes: dict[str, str]) -> 
     new = changed_config(config, changes)
     runtime = stack.open_runtime(host, config, refresh=False)
     before = versions(host, config, runtime)
+    if config.backend.source:
+        # The checkout may have moved on already (that is the upgrade): the code that runs is
+        # the one the last upgrade left, or the one the database was last migrated with.
+        last = next((e for e in reversed(load_history(host)) if e.get("outcome") == "succeeded"), None)
+        ran = ((last or {}).get("after") or {}).get("code_revision") or recorded_revision(host)
+        if ran:
+            before["code_revision"] = ran
     if not changes and not config.backend.source and kind.kind == "docker":
         raise HostError("nothing to upgrade: the host already runs these images; give the new one "
                         "(--image IMAGE, --postgres-image IMAGE, --redis-image IMAGE), or set "
