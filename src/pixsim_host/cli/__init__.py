@@ -124,7 +124,9 @@ def _interrupted(line: str) -> None:
     from pixsim_host.cli import output
 
     if output.json_mode():
-        output.print_error(HostError("interrupted; nothing is lost: run the command again to finish",
+        # Nothing here knows what the command had done: multi-step commands say it
+        # themselves ("put back as it was"), having checked.
+        output.print_error(HostError("interrupted; run the command again to finish what it was doing",
                                      exit_code=EXIT_INTERRUPTED))
     else:
         sys.stderr.write(line + "\n")
@@ -177,5 +179,5 @@ def _run(argv: list[str] | None) -> None:
     # Outside standalone mode click returns the code of a typer.Exit instead of exiting,
     # and Typer turns Ctrl-C into such an exit with code 130.
     if code == EXIT_INTERRUPTED:
-        _interrupted("Interrupted. Nothing is lost: run the command again to finish.")
+        _interrupted("Interrupted. Run the command again to finish what it was doing.")
     sys.exit(code if isinstance(code, int) else 0)

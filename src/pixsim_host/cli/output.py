@@ -24,7 +24,7 @@ EXIT_FAILURE = 1  # the command ran and failed (engine, backend, a check, a file
 EXIT_USAGE = 2  # the command line or the config is wrong: fix it, nothing was attempted
 EXIT_IDENTITY_CHANGED = 3  # connect: another host answers at a URL known as a different one
 EXIT_NOT_HEALTHY = 4  # status: the host was reached and is not healthy
-EXIT_INTERRUPTED = 130  # Ctrl-C or SIGINT; nothing is lost, run the command again
+EXIT_INTERRUPTED = 130  # Ctrl-C, SIGINT or SIGTERM: run the command again
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 done; 1 failed (or status could not tell); 2 usage or config error; "
