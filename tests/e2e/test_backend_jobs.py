@@ -28,7 +28,6 @@ from e2e_helpers import (
     registry_home,  # noqa: F401 (an autouse fixture: this module's own host registry)
 )
 
-
 pytestmark = pytest.mark.engine
 
 @pytest.fixture

@@ -23,7 +23,6 @@ from e2e_helpers import (
     unique_name,
 )
 
-
 pytestmark = pytest.mark.engine
 
 @pytest.fixture
