@@ -25,6 +25,7 @@ from e2e_helpers import (
 
 pytestmark = pytest.mark.engine
 
+
 @pytest.fixture
 def checkout_host(docker_client: docker.DockerClient, require_images: Callable[..., None],
                   tmp_path: Path) -> Iterator[Host]:
