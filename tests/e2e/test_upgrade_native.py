@@ -83,7 +83,7 @@ def test_new_revision_upgrades_and_rolls_back(checkout_host: tuple[Host, Path, s
     later = post_job(host, "after the upgrade")
     # Rollback needs the old code first: pixsim-host never moves the operator's checkout.
     refused = cli("rollback", "--dir", host.dir, "--yes")
-    assert refused.returncode == 2 and f"checkout {first}" in refused.stderr, str(refused)
+    assert refused.code == 2 and f"checkout {first}" in refused.stderr, str(refused)
     git(source, "checkout", "-q", first)
     assert_ok(cli("rollback", "--dir", host.dir, "--yes"))
     assert "upgrade_probe" not in tables(host)
@@ -97,7 +97,7 @@ def test_failing_migration_of_a_new_revision_leaves_the_database(
     (source / MIGRATION).write_text("SELECT no_such_function_in_this_schema();\n")
     commit(source, "a broken migration")
     failed = cli("upgrade", "--dir", host.dir, "--yes")
-    assert failed.returncode == 1, str(failed)
+    assert failed.code == 1, str(failed)
     line = next(line for line in failed.stderr.splitlines() if line.startswith("Error: "))
     assert "no_such_function_in_this_schema" in line, line
     assert "the database was restored from the safety backup; the host is stopped" in line, line
