@@ -89,7 +89,7 @@ class Supervisor:
 
     def mine(self) -> bool:
         record = procs.read_record(pid_file(self.host))
-        return record is not None and record.pid == os.getpid()
+        return record is not None and record.pid == os.getpid() and procs.alive(record)
 
     def gone(self) -> bool:
         """The host directory was deleted (or its config for CONFIG_GONE s: not just an editor
