@@ -142,7 +142,8 @@ def extract_home_archive(path: Path, root: Path) -> None:
             target = root / member.name
             if member.isdir():
                 target.mkdir(parents=True, exist_ok=True)
-                target.chmod(stat.S_IMODE(member.mode) | 0o700)
+                # Private whatever the bundle says: what a host writes is its owner's alone.
+                target.chmod(0o700)
             elif member.issym():
                 links.append((target, member.linkname))  # made last: nothing is written through one
             else:
@@ -151,7 +152,7 @@ def extract_home_archive(path: Path, root: Path) -> None:
                 assert source is not None
                 with target.open("xb") as handle:
                     shutil.copyfileobj(source, handle)
-                target.chmod(stat.S_IMODE(member.mode) & 0o777 | 0o600)
+                target.chmod(0o600 | (stat.S_IMODE(member.mode) & 0o100))
     for target, link in links:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.symlink_to(link)

@@ -642,6 +642,12 @@ def _parse_cli_value(raw: str, current: Any) -> Any:
         except yaml.YAMLError:
             raise HostError(f"cannot parse {raw!r} as a list; write it like [a, b]") from None
         return value
+    if isinstance(current, dict) or raw.startswith("{"):
+        try:
+            value = safeload.parse_yaml(raw, "the new value", "write it like {NAME: value}")
+        except yaml.YAMLError:
+            raise HostError(f"cannot parse {raw!r} as a mapping; write it like {{NAME: value}}") from None
+        return value
     if raw in ("null", "~", ""):
         return None if current is None or raw != "" else raw
     if isinstance(current, bool):

@@ -29,8 +29,11 @@ app = typer.Typer(help="List, enable, disable, install and remove this host's pl
 NoRestart = Annotated[
     bool, typer.Option("--no-restart", help="Only record the choice; it applies at the next `up`.")
 ]
-Timeout = Annotated[float, typer.Option(help="Seconds to wait for the backend after a restart.",
-                                        callback=seconds)]
+Timeout = Annotated[float, typer.Option(help="Seconds to wait for the backend after a restart "
+                                             "(and again for a rollback).", callback=seconds)]
+# A plugin change restarts the backend and its workers, and a failed one restarts them again
+# to roll back: PixSim7 takes 13-42 s to start, far more on a loaded machine.
+PLUGIN_CHANGE_TIMEOUT = 300.0
 PluginIds = Annotated[list[str], typer.Argument(metavar="ID...", help="Plugin ids (`plugins list`).",
                                                 autocompletion=complete_plugin_ids)]
 PluginId = Annotated[str, typer.Argument(metavar="ID", help="A plugin id (`plugins list`).",
@@ -137,7 +140,7 @@ def show(plugin_id: PluginId, directory: DirOption = None, as_json: JsonOption =
 @app.command("enable")
 def enable(
     ids: PluginIds,
-    directory: DirOption = None, no_restart: NoRestart = False, timeout: Timeout = 120.0,
+    directory: DirOption = None, no_restart: NoRestart = False, timeout: Timeout = PLUGIN_CHANGE_TIMEOUT,
     no_wait: NoWaitOption = False, as_json: JsonOption = False,
 ) -> None:
     """Enable plugins (and what they depend on), restart the backend and verify them.
@@ -163,7 +166,7 @@ def disable(
     ids: PluginIds,
     directory: DirOption = None,
     cascade: Annotated[bool, typer.Option("--cascade", help="Also disable what depends on them.")] = False,
-    no_restart: NoRestart = False, timeout: Timeout = 120.0,
+    no_restart: NoRestart = False, timeout: Timeout = PLUGIN_CHANGE_TIMEOUT,
     no_wait: NoWaitOption = False, as_json: JsonOption = False,
 ) -> None:
     """Disable plugins, restart the backend and verify.
@@ -214,7 +217,7 @@ def _apply(host: HostDir, config: HostConfig, enabled: list[str], disabled: list
 @app.command("install")
 def install(
     source: Annotated[Path, typer.Argument(help="A plugin folder, .tar.gz or .zip.")],
-    directory: DirOption = None, no_restart: NoRestart = False, timeout: Timeout = 120.0,
+    directory: DirOption = None, no_restart: NoRestart = False, timeout: Timeout = PLUGIN_CHANGE_TIMEOUT,
     no_wait: NoWaitOption = False, as_json: JsonOption = False,
 ) -> None:
     """Install an external plugin package into this host and load it.
@@ -273,7 +276,7 @@ def install(
 @app.command("remove")
 def remove(
     plugin_id: PluginId,
-    directory: DirOption = None, no_restart: NoRestart = False, timeout: Timeout = 120.0,
+    directory: DirOption = None, no_restart: NoRestart = False, timeout: Timeout = PLUGIN_CHANGE_TIMEOUT,
     no_wait: NoWaitOption = False, as_json: JsonOption = False,
 ) -> None:
     """Disable and delete an installed external plugin (built-in plugins can only be disabled).
