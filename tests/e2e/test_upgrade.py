@@ -9,7 +9,9 @@ The tests share one host and run in order: each starts from the state the previo
 
 from __future__ import annotations
 
+import contextlib
 import io
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -69,10 +71,8 @@ def images(docker_client: docker.DockerClient) -> Iterator[dict[str, tuple[str, 
         yield built
     finally:
         for tag, _ in built.values():
-            try:
+            with contextlib.suppress(docker.errors.DockerException):
                 docker_client.images.remove(tag, force=True)
-            except docker.errors.DockerException:
-                pass
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +166,14 @@ def test_dry_run_names_the_change_and_changes_nothing(docker_client: docker.Dock
     assert host.config_file.read_bytes() == config_before
     assert backend_image(docker_client, host) == running
     assert not (host.dir / ".pixsim-host" / "upgrades").exists()
+    # A major PostgreSQL change: the running server says which major the data is.
+    refused = host.run("upgrade", "--postgres-image", "postgres:99.1", "--yes")
+    assert refused.code == 2, str(refused)
+    line = error_line(refused)
+    # (The stand-in for pgvector/pgvector:pg16 runs a newer PostgreSQL: the server is believed.)
+    assert re.search(r"postgres:99\.1 is PostgreSQL 99 and this host's database is PostgreSQL "
+                     r"(\d+) \(from SHOW server_version in the running database \(\1\.", line), line
+    assert host.config_file.read_bytes() == config_before
 
 
 def test_broken_migration_is_rolled_back(docker_client: docker.DockerClient, host: Host,
