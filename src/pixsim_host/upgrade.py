@@ -481,6 +481,17 @@ def _put_back(host: HostDir, old: HostConfig, safety: Path, migrations_before: s
         details=details, exit_code=130 if interrupted else 1) from None
 
 
+PINNED_KEYS = ("migrate", "workers")
+
+
+def _pinned(old: HostConfig, new: HostConfig) -> dict[str, dict[str, Any]]:
+    """The backend defaults the upgrade wrote into the config (see changed_config), old and new,
+    so a rollback takes them back out."""
+    before, after = old.backend.model_dump(mode="json"), new.backend.model_dump(mode="json")
+    return {f"backend.{key}": {"old": before.get(key), "new": after.get(key)}
+            for key in PINNED_KEYS if before.get(key) != after.get(key)}
+
+
 def upgrade(host: HostDir, config: HostConfig, changes: dict[str, str], *, timeout: float,
             progress: Progress) -> tuple[Plan, Outcome]:
     plan, new = plan_upgrade(host, config, changes)
@@ -490,6 +501,7 @@ def upgrade(host: HostDir, config: HostConfig, changes: dict[str, str], *, timeo
         "id": datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ"), "kind": "upgrade",
         "changes": plan.as_json()["changes"], "before": plan.before,
         "postgres_major": plan.postgres.as_json() if plan.postgres else None,
+        "pinned": _pinned(config, new),
     }
     return plan, _change(host, config, new, entry, restore_first=None, timeout=timeout,
                          progress=progress)
@@ -558,6 +570,10 @@ def plan_rollback(host: HostDir, config: HostConfig) -> RollbackPlan:
     for key, value in back.items():
         section, name = key.split(".")
         data[section][name] = value
+    for key, pinned in (last.get("pinned") or {}).items():
+        section, name = key.split(".")
+        if isinstance(pinned, dict) and name in PINNED_KEYS and data[section].get(name) == pinned.get("new"):
+            data[section][name] = pinned.get("old")
     return RollbackPlan(last, parse_config(data, source="the rolled-back config"), changes, restore,
                         unfinished=unfinished is not None)
 

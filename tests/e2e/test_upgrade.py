@@ -245,9 +245,41 @@ def test_upgrade_then_rollback(docker_client: docker.DockerClient, host: Host,
     assert backend_image(docker_client, host) == old_id
     assert config_image(host) == REFERENCE_BACKEND_IMAGE
     assert PROBE_TABLE not in tables(host)
+    # The defaults the upgrade wrote down for the new image are taken out again.
+    backend = yaml.safe_load(host.config_file.read_text())["backend"]
+    assert backend.get("workers") is None and backend.get("migrate") is None, backend
     assert_answers_as(host)
     assert_data_kept(host, data["job"], data["upload"], data["body"].encode())
     assert [e["kind"] for e in history(host)][-2:] == ["upgrade", "rollback"]
     # Nothing left to roll back.
     again = host.run("rollback", "--yes")
     assert again.code == 2 and "no successful upgrade to roll back" in again.stderr, str(again)
+
+
+def test_an_upgrade_killed_halfway_is_finished_by_rollback(
+        docker_client: docker.DockerClient, host: Host, images: dict[str, tuple[str, str]],
+        data: dict[str, str]) -> None:
+    import json
+
+    tag, image_id = images["good"]
+    old_id = backend_image(docker_client, host)
+    assert_ok(host.run("upgrade", "--image", tag, "--yes"))
+    assert backend_image(docker_client, host) == image_id and PROBE_TABLE in tables(host)
+    # As if the process had been SIGKILLed after the new backend started: never recorded done.
+    path = host.dir / ".pixsim-host" / "upgrades.json"
+    recorded = json.loads(path.read_text())
+    recorded["upgrades"][-1].update(outcome="running")
+    recorded["upgrades"][-1].pop("migrated", None)
+    path.write_text(json.dumps(recorded))
+    refused = host.run("upgrade", "--image", images["failing-backend"][0], "--yes")
+    assert refused.code == 1 and "did not finish" in error_line(refused), str(refused)
+    back = assert_ok(host.run("rollback", "--yes", "--json")).json()
+    assert back["outcome"] == "succeeded" and back["migrated"] is True
+    assert backend_image(docker_client, host) == old_id
+    assert config_image(host) == REFERENCE_BACKEND_IMAGE
+    assert PROBE_TABLE not in tables(host)
+    assert_answers_as(host)
+    assert_data_kept(host, data["job"], data["upload"], data["body"].encode())
+    assert history(host)[-2]["rolled_back"] is True
+    # Finished: a new upgrade is possible again.
+    assert_ok(host.run("upgrade", "--image", tag, "--dry-run"))
