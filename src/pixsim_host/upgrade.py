@@ -230,6 +230,11 @@ def plan_upgrade(host: HostDir, config: HostConfig, changes: dict[str, str]) -> 
                         f"{host.root} --yes` first, which puts the host back from its safety backup "
                         f"{unfinished.get('safety_backup')}")
     kind = stack.runtime_type(config)
+    if not getattr(kind, "moves_data", True):
+        raise HostError(f"host {config.name!r} runs on {kind.words.title}, where pixsim-host cannot "
+                        "take the safety backup an upgrade needs; change the images with `pixsim-host "
+                        "config set` and roll out with `pixsim-host up` (the cluster keeps the old "
+                        "pods until the new ones are ready)", exit_code=2)
     if changes and kind.kind != "docker":
         raise HostError(f"host {config.name!r} runs on {kind.words.title}, which runs no images; "
                         "update the backend's checkout (backend.source) or pixsim-host itself, then "

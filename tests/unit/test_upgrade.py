@@ -163,3 +163,10 @@ def test_an_unfinished_upgrade_blocks_the_next_and_rollback_finishes_it(make_hos
     # Whether it migrated is unknown: the database comes back from the safety backup.
     assert document["unfinished"] is True and document["restores_database"] is True
     assert document["changes"] == {"redis.image": {"old": "redis:7-alpine", "new": "redis:7.2-alpine"}}
+
+
+def test_a_kubernetes_host_is_pointed_to_its_rollout(make_host: MakeHost) -> None:
+    host = make_host("--runtime", "kubernetes")
+    result = run_cli("upgrade", "--dir", str(host), "--image", "my/backend:2", "--dry-run")
+    assert result.returncode == 2 and "safety backup" in result.stderr, str(result)
+    assert "pixsim-host up" in result.stderr
