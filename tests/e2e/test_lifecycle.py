@@ -141,10 +141,11 @@ def test_cold_up_reaches_verified_healthy(shared: tuple[Host, Run],
     assert sorted(report["services"]) == sorted(SERVICES)
     for service in SERVICES:
         assert report["services"][service]["state"] == "running", report["services"][service]
-        assert report["services"][service]["verified"] is True
+        assert report["services"][service]["health"] == "healthy"  # every one passed up's checks
     backend = report["backend"]
-    assert backend["health"]["database"] == "connected"
-    assert backend["health"]["redis"] == "connected"
+    assert backend["health"] == "healthy" and backend["verified"] is True
+    assert backend["health_report"]["database"] == "connected"
+    assert backend["health_report"]["redis"] == "connected"
     assert backend["ready"]["status"] == "ready"
     assert backend["server"]["server_id"] == host.host_id
     # The test's own requests agree with what `up` verified.
@@ -503,6 +504,6 @@ def test_a_host_reusing_another_hosts_project_touches_nothing_of_it(
     created = {name: docker_client.volumes.get(name).attrs["CreatedAt"] for name in owner_volumes}
     twin_down = twin.run("down", "--volumes", "--yes")
     assert twin_down.code == 0, str(twin_down)
-    assert "Deleted volumes: none." in twin_down.stdout, str(twin_down)
+    assert "Deleted its data: there was none." in twin_down.stdout, str(twin_down)
     assert {name: docker_client.volumes.get(name).attrs["CreatedAt"]
             for name in owner_volumes} == created, "the twin's down touched the owner's volumes"

@@ -76,12 +76,13 @@ def test_cold_up_nochange_up_and_data_across_down(hosts: Hosts) -> None:
     # The reference backend's worker runs beside it, like PixSim7's ARQ workers.
     assert report["actions"] == {"db": "started", "redis": "started", "backend": "started",
                                  "worker": "started"}
-    assert report["backend"]["health"]["database"] == "connected"
-    assert report["backend"]["health"]["redis"] == "connected"
+    assert report["backend"]["health"] == "healthy"
+    assert report["backend"]["health_report"]["database"] == "connected"
+    assert report["backend"]["health_report"]["redis"] == "connected"
     assert report["plugins_enabled"] == sorted(BUILTINS)
     for name in ("db", "redis", "backend"):
         assert report["services"][name]["state"] == "running"
-        assert report["services"][name]["verified"] is True
+        assert report["services"][name]["health"] == "healthy"
     # PostgreSQL and Redis on 127.0.0.1 only, on the allocated ports; each host's data in its dir.
     assert listening_addresses(native["postgres_port"]) == {"127.0.0.1"}
     assert listening_addresses(native["redis_port"]) == {"127.0.0.1"}
@@ -289,7 +290,7 @@ def test_stale_pid_files_are_not_trusted(hosts: Hosts) -> None:
             (run_dir / f"{service}.pid").write_text(json.dumps({**record, "config_hash": "x",
                                                                 "command": ["x"]}))
         status = host.run("status", "--json")
-        assert status.code == 1, str(status)
+        assert status.code == 4, str(status)  # answered: not healthy (docs/json.md)
         services = status.json()["services"]
         assert {name: s["state"] for name, s in services.items()} == {
             "backend": "exited", "db": "exited", "redis": "exited", "worker": "missing"}
@@ -320,7 +321,7 @@ def test_down_volumes_confirms_then_deletes_the_data(hosts: Hosts) -> None:
     assert (host.dir / "data" / "postgres").is_dir()
     assert host.run("status").code == 0  # refused before anything was stopped
     gone = assert_ok(host.run("down", "--volumes", "--yes"))
-    assert "Deleted volumes" in gone.stdout
+    assert "Deleted its data" in gone.stdout
     assert not (host.dir / "data").exists()
     report = host.up()  # a fresh database, initialised again
     assert report["actions"]["db"] == "started"
