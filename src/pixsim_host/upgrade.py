@@ -113,15 +113,16 @@ def check_postgres_major(host: HostDir, config: HostConfig, majors: PostgresMajo
     if majors.old is None or majors.new is None or majors.old == majors.new:
         return
     bundle = f"{config.project}-pg{majors.old}.tar.gz"
-    where = f"--dir {host.root}"
     raise HostError(
         f"{new_image} is PostgreSQL {majors.new} and this host's database is PostgreSQL "
         f"{majors.old} (from {majors.old_source}); a new major version cannot read the old data "
         f"directory, so nothing was changed: move the data through a bundle (a logical dump, which "
-        f"the newer PostgreSQL reads), keeping the host_id: `pixsim-host backup {where} -o {bundle}` "
-        f"(keep it safe: it becomes the only copy), `pixsim-host down {where} --volumes --yes`, "
-        f"`pixsim-host config set database.image {new_image} {where}`, `pixsim-host up {where}` "
-        f"(a new, empty host), then `pixsim-host restore {bundle} {where} --yes`",
+        f"the newer PostgreSQL reads), keeping the host_id: "
+        f"`pixsim-host backup --dir {host.root} -o {bundle}` (keep it safe: it becomes the only "
+        f"copy), `pixsim-host down --dir {host.root} --volumes --yes`, "
+        f"`pixsim-host config set database.image {new_image} --dir {host.root}`, "
+        f"`pixsim-host up --dir {host.root}` (a new, empty host), then "
+        f"`pixsim-host restore {bundle} --dir {host.root} --yes`",
         exit_code=2,
     )
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -33,6 +34,9 @@ from e2e_helpers import (
 )
 
 from pixsim_host.config import REFERENCE_BACKEND_IMAGE
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
+from cli_helpers import check_schema  # noqa: E402
 
 PROBE_TABLE = "upgrade_probe"
 # A new migration of the "next version": it leaves a table behind, so a restore shows.
@@ -158,6 +162,7 @@ def test_dry_run_names_the_change_and_changes_nothing(docker_client: docker.Dock
     config_before = host.config_file.read_bytes()
     running = backend_image(docker_client, host)
     plan = assert_ok(host.run("upgrade", "--image", tag, "--dry-run", "--json")).json()
+    check_schema("upgrade", plan)
     assert plan["dry_run"] is True
     assert plan["changes"]["backend.image"] == {"old": REFERENCE_BACKEND_IMAGE, "new": tag}
     assert plan["new_image_ids"]["backend.image"] == image_id
@@ -224,6 +229,7 @@ def test_upgrade_then_rollback(docker_client: docker.DockerClient, host: Host,
     run, seconds = timed(lambda: host.run("upgrade", "--image", tag, "--yes", "--json"))
     print(f"upgrade (with a migration) done and verified in {seconds:.1f} s")
     done = assert_ok(run).json()
+    check_schema("upgrade", done)
     assert done["outcome"] == "succeeded" and done["migrated"] is True
     safety = Path(done["safety_backup"])
     assert safety.parent == host.dir / ".pixsim-host" / "upgrades"
@@ -237,10 +243,12 @@ def test_upgrade_then_rollback(docker_client: docker.DockerClient, host: Host,
     assert_data_kept(host, data["job"], data["upload"], data["body"].encode())
 
     plan = assert_ok(host.run("rollback", "--dry-run", "--json")).json()
+    check_schema("rollback", plan)
     assert plan["restores_database"] is True and backend_image(docker_client, host) == image_id
     run, seconds = timed(lambda: host.run("rollback", "--yes", "--json"))
     print(f"rollback (database restored) done and verified in {seconds:.1f} s")
     back = assert_ok(run).json()
+    check_schema("rollback", back)
     assert back["outcome"] == "succeeded"
     assert backend_image(docker_client, host) == old_id
     assert config_image(host) == REFERENCE_BACKEND_IMAGE
