@@ -253,7 +253,7 @@ def test_backup_manifest_records_origin_versions_plugins_and_checksums(moved: Mo
     origin, bundle = moved.origin, moved.bundle
     report = moved.backup_run.json()
     assert report["path"] == str(bundle)
-    assert report["size"] == bundle.stat().st_size
+    assert report["size_bytes"] == bundle.stat().st_size
     manifest = report["manifest"]
     assert manifest == bundle_manifest(bundle), "--json and the bundle's manifest.json differ"
 
@@ -322,8 +322,11 @@ def test_backup_of_a_host_that_is_down_is_refused(moved: Moved) -> None:
 def test_restore_while_the_origin_project_exists_is_refused(moved: Moved) -> None:
     run = moved.refused_restore
     assert_clean_failure(run)
-    assert moved.origin.project in run.stderr and "down --volumes" in run.stderr, str(run)
-    assert "clone" in run.stderr, str(run)
+    # Checked before any data is loaded: the origin, still running, holds the port; the
+    # message names it and both ways on (stop it there, or clone a second host).
+    assert "held by this same host" in run.stderr and str(moved.origin.dir) in run.stderr, str(run)
+    assert f"pixsim-host down --dir {moved.origin.dir}" in run.stderr, str(run)
+    assert "pixsim-host clone" in run.stderr, str(run)
     assert not moved.refused_target.exists(), "a refused restore created its directory"
     assert os.listdir(moved.refused_tmp) == [], "a refused restore left its staging directory"
     # The origin's containers and volumes were not touched.
