@@ -30,6 +30,7 @@ import pytest
 from e2e_helpers import (
     REGISTRY_ENV,
     SERVICE_LABEL,
+    SERVICES,
     Host,
     cli,
     host_maker,
@@ -79,7 +80,7 @@ def test_two_ups_at_once_one_waits_and_both_succeed(make_host: Callable[..., Hos
     actions = sorted(set(report["actions"].values()) for report in reports)
     assert {"unchanged"} in actions and any("created" in a for a in actions), actions
     assert all(r["backend"]["server"]["server_id"] == host.host_id for r in reports)
-    assert len(project_containers(docker_client, host)) == 3
+    assert len(project_containers(docker_client, host)) == len(SERVICES)
     status = host.run("status", "--json")
     assert status.code == 0 and status.json()["health"] == "healthy", str(status)
 
@@ -101,7 +102,7 @@ def test_an_up_killed_while_holding_the_lock_leaves_no_deadlock(
     again = host.run("up", "--no-wait", "--json")
     assert again.code == 0, str(again)
     assert again.json()["backend"]["server"]["server_id"] == host.host_id
-    assert len(project_containers(docker_client, host)) == 3
+    assert len(project_containers(docker_client, host)) == len(SERVICES)
     assert not owner.exists(), "a clean finish removes its note"
 
 
@@ -160,7 +161,7 @@ def test_doctor_fails_on_a_missing_image_and_a_stopped_service(
     checks = {c["name"]: c for c in stopped.json()["checks"]}
     assert checks["health"]["status"] == "fail" and "redis is exited" in checks["health"]["message"]
     assert "pixsim-host up" in checks["health"]["hint"]
-    assert stopped.stderr.startswith("Error: 1 of 9 checks failed (health)"), str(stopped)
+    assert stopped.stderr.startswith(f"Error: 1 of {len(checks)} checks failed (health)"), str(stopped)
 
     assert host.run("down").code == 0
     missing = f"pixsim-host-test/absent-{uuid.uuid4().hex[:8]}:1"
