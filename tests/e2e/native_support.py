@@ -34,7 +34,8 @@ from e2e_helpers import Run, assert_clean_failure, assert_ok, free_port, read_en
 CLI_TIMEOUT = 180.0
 SECRET_NAMES = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "SECRET_KEY")
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "plugins"
-BUILTINS = ("dialogue_extras", "game_stealth", "romance", "stats_basic")
+# The reference backend's built-in plugins, by manifest id (game_npcs is a feature and a route plugin).
+BUILTINS = ("admin_plugins", "dialogue_extras", "game_npcs", "game_stealth", "romance", "stats_basic")
 E2E_ENV = "PIXSIM_HOST_E2E"
 
 _SECRETS: set[str] = set()

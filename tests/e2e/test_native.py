@@ -87,8 +87,9 @@ def test_cold_up_nochange_up_and_data_across_down(hosts: Hosts) -> None:
     assert listening_addresses(native["postgres_port"]) == {"127.0.0.1"}
     assert listening_addresses(native["redis_port"]) == {"127.0.0.1"}
     assert (host.dir / "data" / "postgres" / "PG_VERSION").is_file()
-    assert sorted(p.name for p in (host.dir / "logs").iterdir()) == ["backend.log", "db.log", "redis.log",
-                                                                      "supervisor.log"]
+    # One log per service, the migrations' and the supervisor's.
+    assert sorted(p.name for p in (host.dir / "logs").iterdir()) == [
+        "backend.log", "db.log", "migrate.log", "redis.log", "supervisor.log", "worker.log"]
     _secret_free(host.dir, host.secrets)
 
     pids = host.pids()
@@ -103,7 +104,7 @@ def test_cold_up_nochange_up_and_data_across_down(hosts: Hosts) -> None:
     world = host.create_world("native")
     host.put_kv("nat-key", "kept across down")
     down = assert_ok(host.run("down"))
-    assert "3 services stopped" in down.stdout
+    assert "4 services stopped" in down.stdout  # db, redis, backend and its worker
     assert not processes_under(host.dir), "a process outlived `down`"
     assert not list((host.dir / ".pixsim-host" / "run").glob("*.pid"))
     stopped = host.run("status")
