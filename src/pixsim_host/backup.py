@@ -111,7 +111,8 @@ def backup(host: HostDir, config: HostConfig, *, output: Path | None, include_se
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "pixsim_host_version": __version__,
-            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            # The project's one time format (docs/json.md): ISO 8601 UTC to the second, with Z.
+            "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "origin": {"host_id": config.host_id, "name": config.name, "model": config.model,
                        "project": config.project},
             "lineage": [entry.model_dump() for entry in config.lineage],

@@ -53,7 +53,8 @@ from e2e_helpers import (
 
 from pixsim_host import __version__
 
-BUILTIN_PLUGINS = ["dialogue_extras", "game_stealth", "romance", "stats_basic"]
+# The reference backend's built-in plugins (game_npcs is both a feature and a route plugin).
+BUILTIN_PLUGINS = ["admin_plugins", "dialogue_extras", "game_npcs", "game_stealth", "romance", "stats_basic"]
 NAME_PREFIX = "e2e-bk"
 
 
@@ -269,8 +270,8 @@ def test_backup_manifest_records_origin_versions_plugins_and_checksums(moved: Mo
         k: v for k, v in moved.version.items() if k != "server_time"}
     assert manifest["backend_version"]["api_version"] == "v1"
     assert manifest["server_info"]["server_id"] == origin.host_id
-    enabled = sorted(p["id"] for p in [*moved.plugins["feature_plugins"], *moved.plugins["route_plugins"]]
-                     if p["enabled"])
+    enabled = sorted({p["id"] for p in [*moved.plugins["feature_plugins"], *moved.plugins["route_plugins"]]
+                      if p["enabled"]})
     assert enabled == BUILTIN_PLUGINS
     assert manifest["plugins_enabled"] == enabled
     assert manifest["includes_secrets"] is False
