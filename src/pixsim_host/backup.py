@@ -40,6 +40,7 @@ from pixsim_host.restore_journal import (
     unfinished_restore,
     write_journal,
 )
+from pixsim_host.schema import forget_migrations
 from pixsim_host.services import migrate_lines
 
 FORMAT = "pixsim-host-bundle"
@@ -671,6 +672,8 @@ def _load_into(bundle: VerifiedBundle, host: HostDir, config: HostConfig, progre
     runtime.start(progress, deadline, verified_elsewhere=frozenset({"backend"}),
                   only=frozenset({"db", "redis"})).close()
     runtime.restore_database(bundle.staging / DATABASE_MEMBER, progress)
+    # The database is the bundle's now: this host's backend code has not migrated it yet.
+    forget_migrations(host)
     secrets = read_secrets(host.secrets_file)
     # The role's password must match this host's .env: it differs from the origin's when
     # the bundle carried no secrets.

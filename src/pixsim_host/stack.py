@@ -260,9 +260,13 @@ def host_volumes(host: HostDir, config: HostConfig, runtime: Runtime | None = No
 
 def remove_volumes(host: HostDir, config: HostConfig, names: list[str],
                    runtime: Runtime | None = None) -> None:
+    from pixsim_host.schema import forget_migrations
+
     runtime = runtime or open_runtime(host, config)
     runtime.check_stopped()
     runtime.remove_volumes(names)
+    # A new, empty database comes next: it has to be migrated again.
+    forget_migrations(host)
 
 
 def status(host: HostDir, config: HostConfig) -> dict[str, Any]:
