@@ -32,6 +32,7 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -1227,6 +1228,15 @@ class NativeRuntime(LocalRuntime):
                     progress(service, "stopping")
                     stopped.append(f"{service} (pid {record.pid})")
                 self._stop(service, record)
+        # A log relay whose service never got its pid file (interrupted right after the
+        # start): it would wait forever for output that never comes.
+        for relay in sorted(self.run.glob("*.relay")) if self.run.is_dir() else []:
+            procs.stop_relay(relay, timeout=1.0)
+        # A service started by a command killed before it wrote the pid file: it runs in this
+        # host's data directory, so it is this host's, and down leaves nothing running.
+        for pid in _processes_in(self.data):
+            stopped.append(f"an unrecorded process (pid {pid})")
+            _end_process(pid)
         return stopped
 
     def volumes(self) -> list[str]:
@@ -1482,6 +1492,36 @@ class NativeRuntime(LocalRuntime):
         return read_schema_revisions(lambda sql: self._client(
             [str(self.pg_bin() / "psql"), "-X", "-At", "-v", "ON_ERROR_STOP=1", *self._connection()],
             "reading the schema revisions", stdin=sql.encode()))
+
+
+def _processes_in(directory: Path) -> list[int]:
+    """Processes whose working directory is ``directory`` or inside it (Linux's /proc)."""
+    base = str(directory)
+    found: list[int] = []
+    proc = Path("/proc")
+    if not proc.is_dir() or not directory.is_dir():
+        return found
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        if cwd == base or cwd.startswith(base + os.sep):
+            found.append(int(entry.name))
+    return found
+
+
+def _end_process(pid: int, grace: float = 5.0) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        procs.reap_children()
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGKILL)
 
 
 def _checkout_revision(workdir: Path) -> str:
