@@ -13,6 +13,8 @@ Fixtures for other e2e tests:
   leftovers of a failing test are cleaned up without touching other sessions' resources.
 * ``docker_sandbox`` (function): a ``Sandbox`` that creates labelled networks, volumes and
   containers (from local images only) and removes them when the test ends.
+* ``hosts`` (function): native hosts of one test (``native_support.Hosts``); every process
+  they ran is gone when it ends.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import docker
 import pytest
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from e2e_helpers import remove_labelled
+from native_support import Hosts, native_hosts
 
 E2E_ENV = "PIXSIM_HOST_E2E"
 TEST_LABEL = "org.pixsim-host.test"
@@ -213,3 +216,8 @@ def docker_sandbox(docker_client: docker.DockerClient, e2e_labels: dict[str, str
     sandbox = Sandbox(docker_client, e2e_labels)
     yield sandbox
     sandbox.cleanup()
+
+
+@pytest.fixture
+def hosts() -> Iterator[Hosts]:
+    yield from native_hosts()

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -207,6 +208,17 @@ class Hosts:
             if host.host_id:
                 remove_own_account(host.host_id)
         return leftovers
+
+
+def native_hosts() -> Iterator[Hosts]:
+    """The body of a ``hosts`` fixture: native hosts of one test, none left running after it."""
+    require_native()
+    made = Hosts()
+    try:
+        yield made
+    finally:
+        leftovers = made.cleanup()
+    assert not leftovers, f"processes outlived `down`: {leftovers}"
 
 
 def listening_addresses(port: int) -> set[str]:

@@ -14,25 +14,15 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from checkout_support import make_checkout
-from native_support import Host, Hosts, assert_clean_failure, assert_ok, cli, require_native
+from native_support import Host, Hosts, assert_clean_failure, assert_ok, cli
 
 pytestmark = pytest.mark.native
 
 
-@pytest.fixture
-def hosts() -> Iterator[Hosts]:
-    require_native()
-    made = Hosts()
-    try:
-        yield made
-    finally:
-        leftovers = made.cleanup()
-    assert not leftovers, f"processes outlived `down`: {leftovers}"
 
 
 def submit_and_wait(host: Host, text: str, timeout: float = 30.0) -> dict[str, object]:

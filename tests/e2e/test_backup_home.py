@@ -32,7 +32,7 @@ from e2e_helpers import (
     host_maker,
     registry_home,  # noqa: F401 (an autouse fixture: this module's own host registry)
 )
-from native_support import Hosts, require_native
+from native_support import Hosts
 from native_support import cli as native_cli
 
 UPLOAD = ("notes.txt", "PIXSIM_HOME survives — ünïcode\n".encode())
@@ -120,15 +120,6 @@ def assert_newer_schema_refused(run: Any, target: Path) -> None:
 # ---- native ------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def hosts() -> Iterator[Hosts]:
-    require_native()
-    made = Hosts()
-    try:
-        yield made
-    finally:
-        leftovers = made.cleanup()
-    assert not leftovers, f"processes outlived `down`: {leftovers}"
 
 
 def write_native_home(home: Path) -> None:

@@ -14,27 +14,17 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import yaml
-from native_support import Host, Hosts, assert_ok, processes_under, require_native
+from native_support import Host, Hosts, assert_ok, processes_under
 
 pytestmark = pytest.mark.native
 
 
-@pytest.fixture
-def hosts() -> Iterator[Hosts]:
-    require_native()
-    made = Hosts()
-    try:
-        yield made
-    finally:
-        leftovers = made.cleanup()
-        assert not leftovers, f"processes were left running: {leftovers}"
 
 
 def supervisor_pid(host: Host) -> int | None:

@@ -11,11 +11,9 @@ checkout directory (``native.backend_workdir``); the Docker side of the same vie
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from native_support import FIXTURES, Hosts, assert_clean_failure, assert_ok, require_native
+from native_support import FIXTURES, Hosts, assert_clean_failure, assert_ok
 
 GREETER = '''"""A plugin bundled with the checkout: folder greeter, id bundled_greeter."""
 
@@ -36,15 +34,6 @@ routes = {"/hello": hello}
 '''
 
 
-@pytest.fixture
-def hosts() -> Iterator[Hosts]:
-    require_native()
-    made = Hosts()
-    try:
-        yield made
-    finally:
-        leftovers = made.cleanup()
-    assert not leftovers, f"processes outlived `down`: {leftovers}"
 
 
 def make_checkout(base: Path) -> Path:

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 from collections.abc import Iterator  # noqa: E402
 
 import pytest  # noqa: E402
-from native_support import Hosts, require_native  # noqa: E402
+from native_support import Hosts, native_hosts  # noqa: E402
 from unit_helpers import MakeHost, run_cli  # noqa: E402
 
 
@@ -43,10 +43,4 @@ def make_host(tmp_path: Path) -> MakeHost:
 @pytest.fixture
 def hosts() -> Iterator[Hosts]:
     """Native hosts of one test; every process they ran is gone when it ends."""
-    require_native()
-    made = Hosts()
-    try:
-        yield made
-    finally:
-        leftovers = made.cleanup()
-    assert not leftovers, f"processes outlived `down`: {leftovers}"
+    yield from native_hosts()
