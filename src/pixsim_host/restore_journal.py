@@ -10,67 +10,48 @@ writes one too, so a half-made host is never taken for a complete one.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import signal
-import threading
-from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pixsim_host import safeload
+from pixsim_host import journal
 from pixsim_host.errors import HostError
-from pixsim_host.fsutil import atomic_write
 from pixsim_host.hostdir import HostDir
+from pixsim_host.journal import terminate_as_interrupt
 
-RESTORE_JOURNAL = "restore-in-progress.json"
-# Hosts this process is restoring right now: the restore's own `up` runs on them.
-_ACTIVE: set[Path] = set()
+__all__ = ["RESTORE_JOURNAL", "check_no_unfinished_restore", "clear_journal", "release",
+           "terminate_as_interrupt", "unfinished_message", "unfinished_restore", "write_journal"]
 
-
-def _journal_path(host: HostDir) -> Path:
-    return host.state_dir / RESTORE_JOURNAL
+_NAME = "restore"
+RESTORE_JOURNAL = f"{_NAME}{journal.SUFFIX}"
 
 
 def write_journal(host: HostDir, kind: str, safety: Path | None, bundle: Path | None) -> None:
-    atomic_write(_journal_path(host), json.dumps({
-        "kind": kind, "safety_backup": str(safety) if safety else None,
-        "bundle": str(bundle) if bundle else None, "pid": os.getpid(),
-        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }, indent=2) + "\n", mode=0o600)
-    _ACTIVE.add(host.root)
+    journal.write(host, _NAME, {"kind": kind, "safety_backup": str(safety) if safety else None,
+                                "bundle": str(bundle) if bundle else None})
 
 
 def release(host: HostDir) -> None:
     """This process no longer restores ``host`` (its journal, if left, is for the next command)."""
-    _ACTIVE.discard(host.root)
+    journal.release(host, _NAME)
 
 
 def clear_journal(host: HostDir) -> None:
-    _journal_path(host).unlink(missing_ok=True)
-    release(host)
+    journal.clear(host, _NAME)
 
 
 def unfinished_restore(host: HostDir) -> dict[str, Any] | None:
     """The journal of a restore into ``host`` that did not finish, None when there is none."""
-    if not host.state_dir.is_dir():
-        return None
-    data = safeload.load_json(_journal_path(host), "the restore journal", "a restore did not "
-                              "finish here: restore the host again", missing_ok=True)
-    if data is None:
-        return None
-    return data if isinstance(data, dict) else {}
+    return journal.read(host, _NAME, "the restore journal",
+                        "a restore did not finish here: restore the host again")
 
 
-def unfinished_message(host: HostDir, journal: dict[str, Any]) -> str:
-    when = journal.get("started_at") or "earlier"
-    if journal.get("kind") == "new":
+def unfinished_message(host: HostDir, record: dict[str, Any]) -> str:
+    when = record.get("started_at") or "earlier"
+    if record.get("kind") == "new":
         return (f"{host.root} holds a restore that did not finish (started {when}), so its data is "
                 f"incomplete; remove it with `pixsim-host down --volumes --yes --dir {host.root}`, "
                 "delete the directory, and run the restore or clone again")
-    safety, bundle = journal.get("safety_backup"), journal.get("bundle")
+    safety, bundle = record.get("safety_backup"), record.get("bundle")
     finish = f"; or finish the restore with `pixsim-host restore {bundle} --dir {host.root} --yes`" \
         if bundle else ""
     return (f"a restore of this host did not finish (started {when}), so its data may be incomplete "
@@ -80,24 +61,6 @@ def unfinished_message(host: HostDir, journal: dict[str, Any]) -> str:
 
 def check_no_unfinished_restore(host: HostDir) -> None:
     """For `up`: refuse a host whose restore did not finish (unless this process runs it now)."""
-    journal = unfinished_restore(host)
-    if journal is not None and host.root not in _ACTIVE:
-        raise HostError(unfinished_message(host, journal))
-
-
-@contextlib.contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    """While the data is replaced, SIGTERM (a service manager stopping us, `kill`) is taken
-    like Ctrl-C, so the previous state is put back instead of the process just ending."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(_signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    found = unfinished_restore(host)
+    if found is not None and not journal.is_active(host, _NAME):
+        raise HostError(unfinished_message(host, found))
