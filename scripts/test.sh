@@ -131,6 +131,10 @@ for engine in "${ENGINES[@]}"; do
     pytest_rc=0
     DOCKER_HOST="$host" PIXSIM_HOST_E2E=required pytest "${selection[@]}" "$@" || pytest_rc=$?
     timings+=("pytest on the $engine engine ($what): $(($(now) - t0)) s")
+    # Images the tests made pixsim-host build on top of the stand-ins (the reference backend,
+    # rebuilt when its source changed) leave their predecessors untagged: remove those, and
+    # only those (the label marks images derived from a stand-in; dangling ones only).
+    DOCKER_HOST="$host" docker image prune --force --filter label=org.pixsim-host.standin-hash >/dev/null || true
     # 5 = nothing collected, which would make a broken test layout look green; only a
     # selection given on the command line may leave the engine tests of a later pass empty.
     if [ "$pytest_rc" = 5 ] && [ "$first" = 0 ] && [ $# -gt 0 ]; then

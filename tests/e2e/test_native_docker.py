@@ -58,8 +58,14 @@ def hosts(docker_client: docker.DockerClient, require_images: Callable[..., None
 def docker_postgres_version() -> str:
     client = docker.from_env()
     try:
-        output: bytes = client.containers.run(IMAGES[0], ["postgres", "--version"], remove=True,
-                                              network_disabled=True)
+        container = client.containers.create(IMAGES[0], ["postgres", "--version"], network_disabled=True)
+        try:
+            container.start()
+            container.wait(timeout=60)
+            output: bytes = container.logs()
+        finally:
+            # v=True: the image declares a VOLUME, whose anonymous volume would outlive the test.
+            container.remove(force=True, v=True)
     finally:
         client.close()
     return output.decode()
