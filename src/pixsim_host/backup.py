@@ -439,6 +439,8 @@ UNTRUSTED_SETTINGS: dict[str, str] = {
     "native.backend_command": RUNS, "native.backend_workdir": WORKDIR,
     "kubernetes.context": ELSEWHERE, "kubernetes.service_type": REACH,
     "kubernetes.ingress_host": REACH, "kubernetes.ingress_class": REACH, "kubernetes.tls_secret": REACH,
+    "tls.mode": REACH, "tls.domain": REACH, "tls.port": REACH, "tls.acme_ca": REACH,
+    "tls.image": RUNS, "tls.caddy_binary": BINARY,
 }
 
 
@@ -647,9 +649,24 @@ def _register(host: HostDir, config: HostConfig, progress: Progress) -> None:
     record(host, config)
 
 
+def put_data_back(host: HostDir, config: HostConfig, bundle_path: Path, progress: Progress,
+                  timeout: float, *, bring_up: bool) -> None:
+    """Replace all of the host's data (database, Redis, PIXSIM_HOME, plugins) with a bundle's
+    of this same host, e.g. the safety backup of an upgrade that is being undone. The bundle is
+    verified before anything is removed; ``bring_up`` then starts the host verified."""
+    from pixsim_host import stack
+
+    with verified_bundle(bundle_path) as verified:
+        runtime = stack.open_runtime(host, config)
+        runtime.stop_and_remove(progress)
+        runtime.remove_volumes(runtime.volumes())
+        _load_into(verified, host, config, progress, timeout, restamp=None, bring_up=bring_up)
+
+
 def _load_into(bundle: VerifiedBundle, host: HostDir, config: HostConfig, progress: Progress,
-               timeout: float, *, restamp: str | None) -> None:
-    """Write the host files, fill fresh data from the bundle, bring the host up verified."""
+               timeout: float, *, restamp: str | None, bring_up: bool = True) -> None:
+    """Write the host files, fill fresh data from the bundle, bring the host up verified
+    (or leave db and Redis running, the rest stopped, without ``bring_up``)."""
     from pixsim_host import stack
     from pixsim_host.render import apply_config
 
@@ -681,8 +698,9 @@ def _load_into(bundle: VerifiedBundle, host: HostDir, config: HostConfig, progre
     if restamp is not None:
         progress("db", f"re-stamping the stored identity to {config.host_id}")
         runtime.restamp_identity(config.host_id)
-    stack.up(host, config, pull="missing", timeout=max(30.0, deadline - time.monotonic()),
-             progress=progress)
+    if bring_up:
+        stack.up(host, config, pull="missing", timeout=max(30.0, deadline - time.monotonic()),
+                 progress=progress)
 
 
 def _undo_new_host(host: HostDir, config: HostConfig, created_dir: bool) -> None:

@@ -668,6 +668,12 @@ class HostConfig(_Section):
         return f"https://{host}" + ("" if self.tls.port == 443 else f":{self.tls.port}")
 
     @property
+    def proxy_in_container(self) -> bool:
+        """Whether the TLS proxy runs in a container beside the backend's (Docker), rather
+        than as a process of this machine (native)."""
+        return self.runtime == "docker"
+
+    @property
     def tls_ports(self) -> list[int]:
         """The ports the TLS proxy takes on this machine (80 too for ACME's HTTP challenge)."""
         if self.tls.mode == "off":

@@ -151,7 +151,21 @@ class HostEntry:
 
 
 def _extra_ports(config: HostConfig) -> list[int]:
-    return config.local_service_ports
+    return _server_ports(config) + _http_service_ports(config)
+
+
+def _http_service_ports(config: HostConfig) -> list[int]:
+    """The ports of the host's HTTP services beside the backend (backend.services)."""
+    from pixsim_host.services import resolve_http_services
+
+    try:
+        return [service.port for service in resolve_http_services(config)]
+    except HostError:
+        return []  # a declaration gone or broken: up and doctor say so
+
+
+def _server_ports(config: HostConfig) -> list[int]:
+    return [*config.local_service_ports, *config.tls_ports]
 
 
 @dataclass
@@ -540,8 +554,11 @@ def friend_urls(config: HostConfig) -> list[str]:
     urls: list[str] = []
     if config.backend.public_url:
         urls.append(config.backend.public_url)
+    if config.tls_url and config.tls.domain and config.tls_url not in urls:
+        urls.append(config.tls_url)  # behind the TLS proxy: the name its certificate holds
+    scheme, port = ("https", config.tls.port) if config.tls_url else ("http", config.backend.port)
     for address in reachable_addresses(config.backend.bind):
-        url = f"http://{url_host(address)}:{config.backend.port}"
+        url = f"{scheme}://{url_host(address)}:{port}"
         if url not in urls:
             urls.append(url)
     return urls

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from pixsim_host import kubernetes_manifests
+from pixsim_host import kubernetes_manifests, tls
 from pixsim_host.backend_env import SECRET_BEARING, Endpoints, backend_environment
 from pixsim_host.config import HostConfig
 from pixsim_host.envfile import SECRET_KEYS
@@ -26,7 +26,7 @@ from pixsim_host.errors import HostError
 from pixsim_host.fsutil import atomic_write
 from pixsim_host.hostdir import COMPOSE_FILE, FRONTEND_FILE, HostDir
 from pixsim_host.plugins import compose_plugin_mounts
-from pixsim_host.services import resolve_workers
+from pixsim_host.services import resolve_http_services, resolve_workers, service_urls
 
 INPUTS_KEY = "_inputs"
 # Where compose.yaml mounts the backend's data volume and the host's plugins/.
@@ -45,11 +45,19 @@ def _renders_kubernetes(config: HostConfig) -> bool:
     return config.runtime == "kubernetes"
 
 
+# The TLS proxy's configuration, rendered when tls.mode is not off.
+TLS_GENERATED: dict[str, str] = {tls.CADDYFILE: "Caddyfile.j2"}
+
+
 def generated_files(config: HostConfig) -> dict[str, str]:
-    """The generated files of this host: the Kubernetes folder too on that runtime."""
+    """The generated files of this host: the Kubernetes folder too on that runtime, the
+    proxy's Caddyfile with TLS."""
+    files = dict(GENERATED)
     if _renders_kubernetes(config):
-        return {**GENERATED, **kubernetes_manifests.GENERATED}
-    return GENERATED
+        files.update(kubernetes_manifests.GENERATED)
+    if tls.enabled(config):
+        files.update(TLS_GENERATED)
+    return files
 
 
 def packaged_templates() -> Path:
@@ -127,6 +135,8 @@ def template_context(config: HostConfig) -> dict[str, Any]:
         "secret_bearing": SECRET_BEARING,
         # Inside the backend's image its environment's interpreter is `python`.
         "workers": resolve_workers(config, python="python"),
+        "http_services": resolve_http_services(config, python="python"),
+        "service_urls": service_urls(config),
     }
 
 
@@ -156,6 +166,8 @@ def render_host(host: HostDir, config: HostConfig) -> Rendered:
     context["plugin_mounts"] = compose_plugin_mounts(host, config, COMPOSE_PLUGINS_DIR)
     if _renders_kubernetes(config):
         context["k8s"] = kubernetes_manifests.template_context(config)
+    if tls.enabled(config):
+        context["tls"] = tls.caddyfile_context(config)
     files: dict[str, str] = {}
     for output, template_name in generated_files(config).items():
         try:
@@ -297,7 +309,7 @@ def _inputs_digest(host: HostDir) -> str:
 
     digest = hashlib.sha256(__version__.encode())
     digest.update(host.config_file.read_bytes())
-    for template in sorted({**GENERATED, **kubernetes_manifests.GENERATED}.values()):
+    for template in sorted({**GENERATED, **kubernetes_manifests.GENERATED, **TLS_GENERATED}.values()):
         override = host.templates_dir / template
         source = override if override.is_file() else packaged_templates() / template
         digest.update(template.encode() + b"\0" + source.read_bytes())

