@@ -12,7 +12,8 @@ protocol directly (no pixsim-host, no healthcheck, no `docker exec`), polling ev
 For Docker, ``docker_floor`` starts containers that ``docker compose create`` made from the
 host's own compose file through the Engine API on its unix socket (one HTTP request each, no
 CLI start-up), db and redis at once, and the backend as soon as both answer (its
-``depends_on``): floor = max(db, redis) + backend, each from its container's start.
+``depends_on``), after the schema migrations the backend needs (one-off containers of its
+image): floor = max(db, redis) + migrate + backend, each from its container's start.
 For the native runtime, ``native_floor`` runs initdb the way pixsim-host does and starts
 PostgreSQL and Redis at once: floor = initdb + max(db, redis).
 """
@@ -114,10 +115,14 @@ class EngineAPI:
             raise RuntimeError(f"the floor needs a local engine on a unix socket, not {host}")
         self.path = host[len("unix://"):]
 
-    def call(self, method: str, url: str) -> Any:
+    def call(self, method: str, url: str, body: Any = None) -> Any:
         conn = UnixHTTPConnection(self.path)
         try:
-            conn.request(method, url, headers={"Content-Length": "0"} if method == "POST" else {})
+            if body is not None:
+                conn.request(method, url, body=json.dumps(body),
+                             headers={"Content-Type": "application/json"})
+            else:
+                conn.request(method, url, headers={"Content-Length": "0"} if method == "POST" else {})
             response = conn.getresponse()
             body = response.read()
             if response.status >= 400:
@@ -136,6 +141,27 @@ class EngineAPI:
                 return str(network["IPAddress"])
         raise RuntimeError(f"container {container} has no IP address")
 
+    def run_oneoff(self, like: str, command: list[str], name: str) -> int:
+        """Run ``command`` in a new container made like ``like`` (its image, environment,
+        mounts and network, no published port), wait for it to exit, remove it; its exit code."""
+        data = self.call("GET", f"/containers/{like}/json")
+        config = dict(data["Config"])
+        config.update(Cmd=command, Entrypoint=config.get("Entrypoint"), Healthcheck={"Test": ["NONE"]},
+                      ExposedPorts=None,
+                      Labels={**config.get("Labels", {}), "com.docker.compose.oneoff": "True"})
+        host_config = dict(data["HostConfig"])
+        host_config["PortBindings"] = {}
+        networks = data["NetworkSettings"]["Networks"]
+        config["HostConfig"] = host_config
+        config["NetworkingConfig"] = {"EndpointsConfig": {
+            net: {"Aliases": value.get("Aliases") or []} for net, value in networks.items()}}
+        created = self.call("POST", f"/containers/create?name={name}", config)
+        try:
+            self.start(created["Id"])
+            return int(self.call("POST", f"/containers/{created['Id']}/wait")["StatusCode"])
+        finally:
+            self.call("DELETE", f"/containers/{created['Id']}?force=1")
+
     def service_containers(self, project: str) -> dict[str, str]:
         filters = json.dumps({"label": [f"com.docker.compose.project={project}"]})
         listing = self.call("GET", f"/containers/json?all=1&filters={_quote(filters)}")
@@ -148,8 +174,13 @@ def _quote(text: str) -> str:
     return quote(text, safe="")
 
 
-def docker_floor(project: str, secrets: dict[str, str], db_user: str, db_name: str) -> dict[str, float]:
-    """Start the created containers of ``project`` and time each service until it answers."""
+def docker_floor(project: str, secrets: dict[str, str], db_user: str, db_name: str,
+                 migrate: list[list[str]] | None = None) -> dict[str, float]:
+    """Start the created containers of ``project`` and time each service until it answers.
+
+    Between db/redis answering and the backend's start, ``migrate`` (the schema migrations,
+    each a one-off container made like the backend's) runs: the backend refuses an
+    unmigrated database, so no tool can start it sooner on a new host."""
     api = EngineAPI()
     ids = api.service_containers(project)
     t0 = time.perf_counter()
@@ -166,12 +197,22 @@ def docker_floor(project: str, secrets: dict[str, str], db_user: str, db_name: s
         if time.perf_counter() - t0 > DEADLINE:
             raise TimeoutError(f"db/redis did not answer within {DEADLINE:.0f} s")
         time.sleep(POLL)
+    t_migrate = time.perf_counter()
+    for number, argv in enumerate(migrate or []):
+        code = api.run_oneoff(ids["backend"], argv, f"{project}-migrate-{number}")
+        if code != 0:
+            raise RuntimeError(f"migration {' '.join(argv)} exited with code {code}")
     t1 = time.perf_counter()
     api.start(ids["backend"])
+    for service in ids:
+        if service not in ("db", "redis", "backend"):
+            api.start(ids[service])  # the workers start with the backend; nothing waits for them
     backend_ip = api.address(ids["backend"])
     t2 = wait_until(lambda: http_ok(backend_ip, 8000), "backend /ready")
     db, redis, backend = ready["db"] - t0, ready["redis"] - t0, t2 - t1
-    return {"db": db, "redis": redis, "backend": backend, "floor": max(db, redis) + backend}
+    migrated = t1 - t_migrate
+    return {"db": db, "redis": redis, "migrate": migrated, "backend": backend,
+            "floor": max(db, redis) + migrated + backend}
 
 
 # ---- native: initdb, then PostgreSQL and Redis as local processes -----------------------------

@@ -76,6 +76,8 @@ PIXSIM = "pixsim-host"
 COMPOSE = "compose"
 TOOLS = (PIXSIM, COMPOSE)
 OPERATIONS = ("cold_up", "nochange_up", "down")
+# The reference backend's schema migrations (its default backend.migrate).
+MIGRATE = ["python", "-m", "pixsim_reference_backend", "migrate"]
 LABELS = {
     "cold_up": "cold up (nothing -> healthy)",
     "nochange_up": "no-change up",
@@ -144,11 +146,12 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def timed(cmd: list[str], what: str, index: int) -> Sample:
-    """Wall clock of the command, and the CPU time its processes used."""
+def timed(cmds: list[list[str]], what: str, index: int) -> Sample:
+    """Wall clock of the commands (one after the other), and the CPU time their processes used."""
     cpu = children_cpu()
     started = time.perf_counter()
-    run(cmd, what)
+    for cmd in cmds:
+        run(cmd, what)
     wall = time.perf_counter() - started
     return Sample(wall, children_cpu() - cpu, index)
 
@@ -239,6 +242,16 @@ def yaml_db_env(compose_file: Path) -> tuple[str, str]:
     return user, str(env.get("POSTGRES_DB", user))
 
 
+def compose_services(compose_file: Path) -> tuple[list[str], list[str]]:
+    """The file's services, and those of them whose healthcheck is disabled."""
+    import yaml
+
+    services = yaml.safe_load(compose_file.read_text())["services"]
+    unchecked = [name for name, spec in services.items()
+                 if (spec.get("healthcheck") or {}).get("disable")]
+    return sorted(services), sorted(unchecked)
+
+
 def compose_at_best(rendered: Path, target: Path) -> Path:
     """A copy of the rendered file whose healthchecks run every second during their start
     period (``start_interval``, honoured from API 1.44 on), which is how a user who tuned
@@ -283,6 +296,7 @@ class Bench:
         self.floor_compose = ["docker", "compose", *files, "-p", floor_project]
         self.secrets = read_env(hostdir / ".env")
         db_env = yaml_db_env(compose_file)
+        self.services, self.unchecked = compose_services(compose_file)
         self.db_user, self.db_name = db_env
 
     def floor(self, index: int) -> dict[str, float]:
@@ -290,7 +304,8 @@ class Bench:
         assert_nothing(self.fp, "floor")
         try:
             run([*self.floor_compose, "create", "--pull", "never"], "floor: compose create")
-            return floor.docker_floor(self.fp, self.secrets, self.db_user, self.db_name)
+            return floor.docker_floor(self.fp, self.secrets, self.db_user, self.db_name,
+                                      migrate=[MIGRATE])
         except TimeoutError as exc:
             # Say why: the state and last log lines of each container.
             states = run(["docker", "ps", "-a", "--filter", f"label={PROJECT_LABEL}={self.fp}",
@@ -304,18 +319,31 @@ class Bench:
     def project(self, tool: str) -> str:
         return self.pp if tool == PIXSIM else self.cp
 
-    def commands(self, tool: str) -> dict[str, list[str]]:
+    def commands(self, tool: str) -> dict[str, list[list[str]]]:
+        """Each operation's commands, run one after the other."""
         if tool == PIXSIM:
             d = ["--dir", str(self.dir)]
             up = [*self.px, "up", *d, "--pull", "never"]
-            return {"cold_up": up, "nochange_up": up, "down": [*self.px, "down", *d],
-                    "clean": [*self.px, "down", *d, "--volumes", "--yes"]}
+            return {"cold_up": [up], "nochange_up": [up], "down": [[*self.px, "down", *d]],
+                    "clean": [[*self.px, "down", *d, "--volumes", "--yes"]]}
         up = [*self.compose, "up", "-d", "--wait", "--pull", "never"]
-        return {"cold_up": up, "nochange_up": up, "down": [*self.compose, "down"],
-                "clean": [*self.compose, "down", "-v", "--remove-orphans"]}
+        # `up --wait` fails on a service without a healthcheck (Compose 2.26: the worker's is
+        # disabled), so those are brought up by a second `up` that does not wait.
+        checked = [name for name in self.services if name not in self.unchecked]
+        both = [[*up, *checked], [*self.compose, "up", "-d", "--pull", "never", *self.unchecked]]
+        if not self.unchecked:
+            both = [up]
+        # The backend refuses an unmigrated database (as PixSim7's does): a Compose user
+        # starts the data services, runs the migrations once, then brings up the rest.
+        cold = [[*up, "db", "redis"],
+                [*self.compose, "run", "--rm", "--no-deps", "backend", *MIGRATE],
+                *both]
+        return {"cold_up": cold, "nochange_up": both, "down": [[*self.compose, "down"]],
+                "clean": [[*self.compose, "down", "-v", "--remove-orphans"]]}
 
     def clean(self, tool: str) -> None:
-        run(self.commands(tool)["clean"], f"{tool} clean-up", check=False)
+        for cmd in self.commands(tool)["clean"]:
+            run(cmd, f"{tool} clean-up", check=False)
 
     def round(self, tool: str, index: int) -> dict[str, Sample]:
         """One cold up / no-change up / down; leaves the project empty (volumes removed).
@@ -337,8 +365,9 @@ class Bench:
                 moved = changed_images(images, now)
                 images = now
                 after = container_ids(project)
-                if op == "cold_up" and len(after) != 3:
-                    raise StepFailed(f"{tool} cold up", None, f"{len(after)} containers instead of 3")
+                if op == "cold_up" and len(after) != len(self.services):
+                    raise StepFailed(f"{tool} cold up", None,
+                                     f"{len(after)} containers instead of {len(self.services)}")
                 if op == "nochange_up" and after != ids:
                     sample.flag("containers were recreated")
                 if moved:
@@ -381,7 +410,7 @@ def floor_summary(results: Results) -> dict[str, Any] | None:
     if not results.floor:
         return None
     out: dict[str, Any] = {}
-    for part in ("db", "redis", "backend", "floor"):
+    for part in ("db", "redis", "migrate", "backend", "floor"):
         values = [r[part] for r in results.floor]
         out[part] = {"median": statistics.median(values), "min": min(values), "max": max(values),
                      "n": len(values), "samples": [round(v, 4) for v in values]}
@@ -466,7 +495,7 @@ def print_table(ops: dict[str, Any], meta: dict[str, Any], results: Results) -> 
     print("times: median (min-max) seconds of wall clock; CPU: median user+sys seconds of the client")
     if floor_stats:
         parts = ", ".join(f"{part} {fmt(floor_stats[part], len(results.floor))}"
-                          for part in ("db", "redis", "backend"))
+                          for part in ("db", "redis", "migrate", "backend"))
         print(f"floor parts (from each container's start to answering): {parts}")
     print(f"load average before/after: {meta['load_before']} / {meta['load_after']} on {os.cpu_count()} CPUs")
     for op in OPERATIONS:
@@ -600,7 +629,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.profile:
             import profile_up
 
-            meta["profile"] = profile_up.profile(px, hostdir, bench.commands(PIXSIM)["clean"])
+            meta["profile"] = profile_up.profile(px, hostdir, bench.commands(PIXSIM)["clean"][0])
     except KeyboardInterrupt:
         interrupted = True
         results.notes.append("interrupted (Ctrl-C): partial results")

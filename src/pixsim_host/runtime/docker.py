@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from pixsim_host import tls
 from pixsim_host.errors import ContainerCommandFailed, HostError
 from pixsim_host.progress import Progress
 from pixsim_host.runtime import LocalRuntime, RuntimeWords, context_digest, reference_build_context
@@ -44,6 +45,7 @@ HOME_MOUNT = "/data"  # where compose.yaml mounts backend-data, the backend's PI
 # effective config: a digest of it, as a label, makes `up` recreate the backend when a
 # package was added, removed or edited there (by hand, or by `plugins install --no-restart`).
 PLUGINS_DIGEST_LABEL = "org.pixsim-host.plugins-digest"
+CADDYFILE_DIGEST_LABEL = "org.pixsim-host.caddyfile-digest"
 
 
 class ServiceFailure(HostError):
@@ -190,6 +192,11 @@ class DockerRuntime(LocalRuntime):
             shown = compose_plugin_view(host, config)
             backend.labels[PLUGINS_DIGEST_LABEL] = context_digest(host.plugins_dir) + (
                 f"-{hashlib.sha256(shown.encode()).hexdigest()[:12]}" if shown else "")
+        proxy = project.services.get(tls.PROXY)
+        caddyfile = host.root / tls.CADDYFILE
+        if proxy is not None and caddyfile.is_file():
+            # The Caddyfile is bind-mounted: a new one must recreate the proxy to be read.
+            proxy.labels[CADDYFILE_DIGEST_LABEL] = hashlib.sha256(caddyfile.read_bytes()).hexdigest()[:32]
         builds = {REFERENCE_BACKEND_IMAGE: ImageBuild(reference_build_context(), "Dockerfile")}
         if config.backend.dockerfile and config.backend.source:
             # The operator's own checkout and Dockerfile, like Compose's `build:`.
@@ -600,6 +607,9 @@ class DockerRuntime(LocalRuntime):
         check = spec.healthcheck
         progress(service, "waiting for health")
         active = check is not None and check.test != ["NONE"]
+        # PostgreSQL and Redis are asked directly, in their own protocol, every 0.1 s: the
+        # engine runs their healthchecks once a second at best (readiness.py).
+        ready_now = self._readiness_probe(service, state.id) if active else None
         while True:
             watcher.raise_if_died(self, state.id, service)
             current = self._state(state.id, service)
@@ -614,13 +624,33 @@ class DockerRuntime(LocalRuntime):
                     return
                 if current.health == "unhealthy":
                     raise self.failure(service, "is unhealthy (its healthcheck keeps failing)")
-                if not self.engine.supports_start_interval and check is not None \
-                        and self._probe(state.id, check.test, check.timeout):
+                if ready_now is not None and ready_now():
+                    progress(service, "healthy")
+                    return
+                if ready_now is None and not self.engine.supports_start_interval \
+                        and check is not None and self._probe(state.id, check.test, check.timeout):
                     progress(service, "healthy")
                     return
             if time.monotonic() > deadline:
                 raise self.failure(service, "did not become healthy before the timeout (--timeout)")
-            time.sleep(0.2)
+            time.sleep(0.1 if ready_now is not None else 0.2)
+
+    def _readiness_probe(self, service: str, container_id: str) -> Callable[[], bool] | None:
+        """A direct readiness check of db or redis at its container's address, if it has one."""
+        from pixsim_host.runtime import readiness
+
+        if service not in ("db", "redis"):
+            return None
+        networks = (self.api.inspect_container(container_id).get("NetworkSettings") or {}) \
+            .get("Networks") or {}
+        address = next((str(net["IPAddress"]) for net in networks.values() if net.get("IPAddress")),
+                       None)
+        if address is None:
+            return None
+        if service == "db":
+            return lambda: readiness.postgres_ready(address, 5432, self.db_user, self.db_name)
+        password = self.secrets.get("REDIS_PASSWORD")
+        return lambda: readiness.redis_ready(address, 6379, password)
 
     def probe_health(self, state: ContainerState) -> str | None:
         """The health the service would report if its check ran now."""
@@ -749,6 +779,27 @@ class DockerRuntime(LocalRuntime):
 
 
     # ---- data in and out (backup and restore) ------------------------------------
+
+    def export_proxy_ca(self, target: Path, deadline: float) -> None:
+        """Copy the proxy's local CA root certificate (made by Caddy as it starts) out of its
+        container to ``target`` (0600)."""
+        import tempfile
+
+        container = self.running_container(tls.PROXY)
+        with tempfile.TemporaryDirectory(dir=target.parent) as work:
+            copy = Path(work) / "root.crt"
+            while True:
+                try:
+                    self.copy_out(container, tls.container_root_certificate(), copy)
+                    break
+                except HostError:
+                    if time.monotonic() > deadline:
+                        raise self.failure(tls.PROXY, "made no local CA before the timeout "
+                                                      "(--timeout)") from None
+                    time.sleep(0.2)
+            from pixsim_host.fsutil import atomic_write
+
+            atomic_write(target, copy.read_bytes(), mode=0o600)
 
     def running_container(self, service: str) -> str:
         state = self.containers().get(service)
