@@ -520,12 +520,15 @@ def _unpack(source: Path, into: Path) -> Path:
 
 
 def install_package(host: HostDir, source: Path, *, config: HostConfig | None = None,
-                    known: Iterable[str] = ()) -> PluginPackage:
+                    known: Iterable[str] = (),
+                    on_place: Callable[[Path], None] | None = None) -> PluginPackage:
     """Copy a validated plugin package into the host's plugins/; return it (id from its manifest).
 
     Refused when its id is one the backend already has (``known``: the catalog's ids) or
     another package here holds, or its folder name is taken (installed or bundled with
-    the checkout: the backend sees both in one directory).
+    the checkout: the backend sees both in one directory). The package is unpacked and
+    checked in a staging directory and then renamed into place whole; ``on_place`` is told
+    the folder it is about to become (to journal it) just before.
     """
     source = source.expanduser()
     if not source.exists():
@@ -566,6 +569,8 @@ def install_package(host: HostDir, source: Path, *, config: HostConfig | None = 
         for path in [folder, *folder.rglob("*")]:
             path.chmod(0o755 if path.is_dir() else 0o644)  # the backend runs as another user
         target = host.plugins_dir / name
+        if on_place is not None:
+            on_place(target)
         folder.rename(target)
     return PluginPackage(target, "external", package.manifest)
 

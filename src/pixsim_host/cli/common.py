@@ -215,7 +215,38 @@ def locked_host(directory: Path | None, *, no_wait: bool,
 
     host, _ = open_host(directory)  # a broken config fails now, not after waiting
     with host_lock(host, wait=not no_wait, command=command):
+        finish_interrupted_changes(host, applies_next=command == "up")
         yield host, load_config(host.config_file)
+
+
+def finish_interrupted_changes(host: HostDir, *, applies_next: bool) -> None:
+    """Roll back or finish what a killed command left halfway (the caller holds the lock),
+    saying so in one line each."""
+    from pixsim_host.cli.output import warn
+    from pixsim_host.plugin_change import recover
+
+    done = recover(host, applies_next=applies_next)
+    if done is not None:
+        warn(done.message)
+
+
+def finish_interrupted_for_status(host: HostDir) -> list[str]:
+    """For ``status`` (which waits for no lock): finish or roll back what a killed command
+    left when the host's lock is free; what stops the host from counting as verified, one
+    line each (a change rolled back whose backend may still run it, or one in progress)."""
+    from pixsim_host.journal import journal_path
+    from pixsim_host.locking import host_lock
+    from pixsim_host.plugin_change import JOURNAL, pending, recover
+
+    if not journal_path(host, JOURNAL).exists():
+        return []
+    try:
+        with host_lock(host, wait=False, command="status"):
+            done = recover(host, applies_next=False)
+    except HostError:  # another command holds the lock: its change is in progress
+        left = pending(host)
+        return [f"{left}: it is still running or was interrupted"] if left else []
+    return [done.message] if done is not None and done.rolled_back else []
 
 
 def host_identity(host: HostDir, config: HostConfig) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from pixsim_host.cli.common import (
     add_command,
     complete_services,
     confirm,
+    finish_interrupted_for_status,
     host_identity,
     locked_host,
     open_host,
@@ -212,8 +213,17 @@ def status(directory: DirOption = None, as_json: JsonOption = False) -> None:
     from pixsim_host.cli.output import iso_time
 
     host, config = open_host(directory)
+    unfinished = finish_interrupted_for_status(host)
+    if unfinished:  # a rolled-back change put the config from before it back
+        from pixsim_host.config import load_config
+
+        config = load_config(host.config_file)
     report = stack.status(host, config)
     backend = report["backend"]
+    for line in unfinished:  # the backend may run a set its files no longer say: not verified
+        warn(line)
+        report["healthy"] = backend["verified"] = False
+        backend["problem"] = line
     backend_health = HEALTHY if backend.get("verified") else UNHEALTHY
     services: dict[str, dict[str, Any]] = {}
     for name, service in report["services"].items():

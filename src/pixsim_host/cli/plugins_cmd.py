@@ -21,6 +21,7 @@ from pixsim_host.cli.output import Progress, emit, info, iso_time, table, warn, 
 if TYPE_CHECKING:
     from pixsim_host.config import HostConfig
     from pixsim_host.hostdir import HostDir
+    from pixsim_host.plugin_change import PluginChangeRun
     from pixsim_host.plugins import Catalog
 
 app = typer.Typer(help="List, enable, disable, install and remove this host's plugins.",
@@ -156,7 +157,8 @@ def enable(
         change = plan_enable(config, catalog, ids)
         if change.also:
             info(f"Also enabling {', '.join(change.also)} (required by {', '.join(ids)}).")
-        applied = _apply(host, config, change.enabled, change.disabled, no_restart, timeout)
+        applied = _apply(_run(host, config, f"plugins enable {' '.join(ids)}"), change.enabled,
+                         change.disabled, no_restart, timeout)
     if not emit({"enabled": list(ids), "also": change.also, **applied}):
         info(f"Enabled {', '.join(ids)}.")
 
@@ -181,30 +183,39 @@ def disable(
         change = plan_disable(config, catalog, ids, cascade)
         if change.also:
             info(f"Also disabling {', '.join(change.also)} (they depend on {', '.join(ids)}).")
-        applied = _apply(host, config, change.enabled, change.disabled, no_restart, timeout)
+        applied = _apply(_run(host, config, f"plugins disable {' '.join(ids)}"), change.enabled,
+                         change.disabled, no_restart, timeout)
     if not emit({"disabled": list(ids), "also": change.also, **applied}):
         info(f"Disabled {', '.join(ids)}.")
 
 
-def _apply(host: HostDir, config: HostConfig, enabled: list[str], disabled: list[str],
-           no_restart: bool, timeout: float, *,
-           undo: object = None) -> dict[str, Any]:
+def _run(host: HostDir, config: HostConfig, command: str) -> PluginChangeRun:
+    """A journaled plugin change, begun: from here on an interrupt is undone or finished."""
+    from pixsim_host.plugin_change import PluginChangeRun
+
+    run = PluginChangeRun(host, config, command)
+    run.begin()
+    return run
+
+
+def _apply(run: PluginChangeRun, enabled: list[str], disabled: list[str],
+           no_restart: bool, timeout: float) -> dict[str, Any]:
     """Save the new plugin set and apply it; the document fields saying what happened."""
-    from pixsim_host import stack
     from pixsim_host.config import parse_config
 
-    data = config.model_dump(mode="json")
+    data = run.old.model_dump(mode="json")
     data["plugins"] = {"enabled": enabled, "disabled": disabled}
-    new = parse_config(data, source="the new plugin set")
+    try:
+        new = parse_config(data, source="the new plugin set")
+    except BaseException:
+        run.abandon()
+        raise
     if no_restart:
-        from pixsim_host.render import apply_config
-
-        apply_config(host, new)
+        run.apply(new, restart=False, timeout=timeout, progress=lambda _service, _line: None)
         info("Recorded; it applies at the next `pixsim-host up`.")
         return {"applied": False, "restarted": False, "plugins_enabled": None}
-    with Progress(f"Applying plugins to {config.name}") as progress:
-        report = stack.change_host(host, config, new, progress=progress, timeout=timeout,
-                                   undo=undo if callable(undo) else None)
+    with Progress(f"Applying plugins to {run.old.name}") as progress:
+        report = run.apply(new, restart=True, timeout=timeout, progress=progress)
     if report is None:
         info("The host is not running; the change applies at the next `pixsim-host up`.")
         return {"applied": False, "restarted": False, "plugins_enabled": None}
@@ -228,10 +239,9 @@ def install(
       pixsim-host plugins install ./hello_external --dir my-host
       pixsim-host plugins install hello.tar.gz --host my-host
     """
-    import shutil
-
     from pixsim_host import stack
     from pixsim_host.errors import HostError
+    from pixsim_host.journal import terminate_as_interrupt
     from pixsim_host.plugins import install_package, trap_problems, with_installed
 
     with locked_host(directory, no_wait=no_wait, command="plugins install") as (host, config):
@@ -240,36 +250,37 @@ def install(
             before = _catalog(host, config)
         except HostError:
             before = None  # never up: the collision check has only the packages on disk
-        package = install_package(host, source, config=config,
-                                  known=before.plugins if before else ())
-        name = package.id
-        assert name is not None
-
-        def undo() -> None:
-            shutil.rmtree(package.folder, ignore_errors=True)
-
+        run = _run(host, config, f"plugins install {source}")
         try:
-            catalog = with_installed(before, host, config) if before else _catalog(host, config)
-            needs = catalog.requirements(name)
-            missing = sorted(d for d in needs if d not in catalog.plugins)
-            if missing:
-                raise HostError(f"{name} needs {', '.join(missing)}, which this host does not have; "
-                                "install those first")
-            revived = sorted(needs & set(config.plugins.disabled))
-            disabled = sorted(set(config.plugins.disabled) - needs)
-            problems = trap_problems(catalog, set(disabled))
-            if problems:
-                raise HostError(f"installing {name} would abort the backend's start-up "
-                                f"({'; '.join(problems)}); nothing was installed")
-        except HostError:
-            undo()
+            with terminate_as_interrupt():
+                package = install_package(host, source, config=config,
+                                          known=before.plugins if before else (),
+                                          on_place=run.installing)
+                name = package.id
+                assert name is not None
+                catalog = with_installed(before, host, config) if before else _catalog(host, config)
+                needs = catalog.requirements(name)
+                missing = sorted(d for d in needs if d not in catalog.plugins)
+                if missing:
+                    raise HostError(f"{name} needs {', '.join(missing)}, which this host does not "
+                                    "have; install those first")
+                revived = sorted(needs & set(config.plugins.disabled))
+                disabled = sorted(set(config.plugins.disabled) - needs)
+                problems = trap_problems(catalog, set(disabled))
+                if problems:
+                    raise HostError(f"installing {name} would abort the backend's start-up "
+                                    f"({'; '.join(problems)}); nothing was installed")
+        except KeyboardInterrupt:
+            run.abandon()
+            raise HostError("interrupted: nothing was installed", exit_code=130) from None
+        except BaseException:
+            run.abandon()
             raise
         info(f"Installed {name} into {package.folder}.")
         if revived:
             info(f"Also enabling {', '.join(revived)} (required by {name}).")
         enabled = sorted(set(config.plugins.enabled) | set(revived))
-        applied = _apply(host, config, enabled, disabled, no_restart, timeout,
-                         undo=undo)
+        applied = _apply(run, enabled, disabled, no_restart, timeout)
     emit({"installed": name, "folder": str(package.folder), "also": revived, **applied})
 
 
@@ -284,9 +295,6 @@ def remove(
     Examples:
       pixsim-host plugins remove hello_external --dir my-host
     """
-    import shutil
-    import tempfile
-
     from pixsim_host import stack
     from pixsim_host.errors import HostError
     from pixsim_host.plugins import installed_package, load_catalog, with_installed
@@ -302,17 +310,14 @@ def remove(
             # disabled one, depends on a missing plugin.
             raise HostError(f"cannot remove {plugin_id}: {', '.join(dependents)} depend on it; "
                             f"remove those first (`pixsim-host plugins remove {dependents[0]}`)")
-        host.state_dir.mkdir(parents=True, exist_ok=True)
-        parked = Path(tempfile.mkdtemp(dir=host.state_dir, prefix="removed-")) / package.folder.name
-        package.folder.rename(parked)
-
-        def undo() -> None:
-            parked.rename(package.folder)
-
+        run = _run(host, config, f"plugins remove {plugin_id}")
+        try:
+            run.park(package.folder)  # deleted once the change is verified
+        except BaseException:
+            run.abandon()
+            raise
         enabled = [p for p in config.plugins.enabled if p != plugin_id]
         disabled = [p for p in config.plugins.disabled if p != plugin_id]
-        applied = _apply(host, config, enabled, disabled, no_restart, timeout,
-                         undo=undo)
-        shutil.rmtree(parked.parent, ignore_errors=True)
+        applied = _apply(run, enabled, disabled, no_restart, timeout)
     if not emit({"removed": plugin_id, **applied}):
         info(f"Removed {plugin_id}.")
