@@ -25,10 +25,13 @@ from pixsim_host.envfile import SECRET_KEYS
 from pixsim_host.errors import HostError
 from pixsim_host.fsutil import atomic_write
 from pixsim_host.hostdir import COMPOSE_FILE, FRONTEND_FILE, HostDir
+from pixsim_host.journal import fault_point
 from pixsim_host.plugins import compose_plugin_mounts
 from pixsim_host.services import resolve_http_services, resolve_workers, service_urls
 
 INPUTS_KEY = "_inputs"
+# Record entries of files being written right now (see write_rendered).
+PENDING_PREFIX = "_pending/"
 # Where compose.yaml mounts the backend's data volume and the host's plugins/.
 COMPOSE_BACKEND_HOME = "/data"
 COMPOSE_PLUGINS_DIR = "/srv/pixsim/external-plugins"
@@ -281,14 +284,16 @@ def write_rendered(host: HostDir, rendered: Rendered) -> list[str]:
     The digest of what was written is recorded, so later commands can tell a file that
     is merely stale (re-render it) from one a user edited by hand (respect it).
     """
-    changed = []
-    for name, content in rendered.files.items():
-        path = host.root / name
-        if _on_disk(path) == content:
-            continue
-        atomic_write(path, content, mode=0o644)
-        changed.append(name)
-    _update_record(host, {name: _digest(content) for name, content in rendered.files.items()})
+    changed = [name for name, content in rendered.files.items()
+               if _on_disk(host.root / name) != content]
+    # What is about to be written is recorded first: a command killed between two files
+    # leaves files the next one recognises as its own (re-rendered), not as hand edits.
+    _update_record(host, {PENDING_PREFIX + name: _digest(rendered.files[name]) for name in changed})
+    for name in changed:
+        atomic_write(host.root / name, rendered.files[name], mode=0o644)
+        fault_point("render.file-written")
+    _update_record(host, {name: _digest(content) for name, content in rendered.files.items()},
+                   drop=[PENDING_PREFIX + name for name in changed])
     return changed
 
 
@@ -300,6 +305,9 @@ def apply_config(host: HostDir, config: HostConfig, rendered: Rendered | None = 
 
     rendered = rendered or render_host(host, config)
     save_config(config, host.config_file)
+    # Killed here, the config is newer than its rendered files: the next command's
+    # refresh_rendered sees that and renders them.
+    fault_point("config.saved")
     return write_rendered(host, rendered)
 
 
@@ -339,7 +347,8 @@ def refresh_rendered(host: HostDir, config: HostConfig) -> tuple[list[str], list
         current = _on_disk(path)
         if current == content:
             continue
-        if current is None or recorded.get(name) == _digest(current):
+        if current is None or _digest(current) in (recorded.get(name),
+                                                   recorded.get(PENDING_PREFIX + name)):
             stale[name] = content
         else:
             edited.append(name)
@@ -350,9 +359,9 @@ def refresh_rendered(host: HostDir, config: HostConfig) -> tuple[list[str], list
     return sorted(stale), edited
 
 
-def _update_record(host: HostDir, entries: dict[str, str]) -> None:
+def _update_record(host: HostDir, entries: dict[str, str], drop: list[str] | None = None) -> None:
     previous = _recorded(host)
-    record = {**previous, **entries}
+    record = {key: value for key, value in {**previous, **entries}.items() if key not in (drop or ())}
     if record != previous:
         atomic_write(_record_file(host), json.dumps(record, indent=2, sort_keys=True) + "\n")
 

@@ -71,6 +71,8 @@ def set_(
     """
     from pixsim_host import hosts
     from pixsim_host.config import get_key, load_config, set_key
+    from pixsim_host.errors import HostError
+    from pixsim_host.journal import deferred_interrupts
     from pixsim_host.locking import host_lock
     from pixsim_host.render import apply_config
 
@@ -79,8 +81,16 @@ def set_(
     with host_lock(host, command="config set"):
         updated = set_key(load_config(host.config_file), key, value)  # re-read under the lock
         hosts.check_claims(updated)  # another registered host's name or port is refused
-        written = apply_config(host, updated)  # a value that cannot render writes nothing
-        hosts.record(host, updated)
+        try:
+            # Ctrl-C and SIGTERM wait until the config, its rendered files and the registry
+            # agree: the change is made whole or not at all.
+            with deferred_interrupts():
+                written = apply_config(host, updated)  # a value that cannot render writes nothing
+                hosts.record(host, updated)
+        except KeyboardInterrupt:
+            raise HostError(f"interrupted after the change was made: {key} is set and the "
+                            "generated files are rendered; run `pixsim-host up` to apply it to a "
+                            "running host", exit_code=130) from None
     import json
 
     value_set = get_key(updated, key)
