@@ -262,7 +262,19 @@ def host_identity(host: HostDir, config: HostConfig) -> dict[str, Any]:
         "backend_url": config.client_url,
         "local_url": config.local_url,
         "frontend": f"VITE_BACKEND_URL={config.client_url}",
+        "service_urls": http_service_urls(config),
     }
+
+
+def http_service_urls(config: HostConfig) -> dict[str, str]:
+    """Where this machine reaches the host's HTTP services beside the backend (by name);
+    none when their declarations cannot be read (up and doctor say why)."""
+    from pixsim_host.services import service_urls
+
+    try:
+        return service_urls(config)
+    except HostError:
+        return {}
 
 
 def stdin_is_tty() -> bool:

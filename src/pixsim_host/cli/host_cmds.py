@@ -19,6 +19,7 @@ from pixsim_host.cli.common import (
     YesOption,
     add_command,
     host_identity,
+    http_service_urls,
     open_host,
     stdin_is_tty,
     usage_error,
@@ -247,8 +248,10 @@ def host_info(directory: DirOption = None, as_json: JsonOption = False) -> None:
     if emit(data):
         return
     for key, value in data.items():
-        if key not in ("friend_urls", "friend_frontend"):
+        if key not in ("friend_urls", "friend_frontend", "service_urls"):
             info(f"{key:12} {value}")
+    for name, url in http_service_urls(config).items():
+        info(f"{name:12} {url}")
     if config.model == "friend":
         if not friends:
             warn(f"friends cannot reach this host: it listens on {config.backend.bind} only; run "

@@ -20,6 +20,7 @@ from pixsim_host.cli.common import (
     confirm,
     finish_interrupted_for_status,
     host_identity,
+    http_service_urls,
     locked_host,
     open_host,
     seconds,
@@ -139,6 +140,8 @@ def up(
     wrapped("plugins  ", ", ".join(report.plugins) or "none")
     info(f"  backend  {report.url}")
     info(f"  client   VITE_BACKEND_URL={report.client_url}")
+    for name, url in http_service_urls(config).items():
+        info(f"  {name}  {url}")
     for url in others:
         info(f"  others   {client_line(url)}")
 

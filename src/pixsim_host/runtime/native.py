@@ -505,11 +505,13 @@ class NativeRuntime(LocalRuntime):
         self._pg_bin: Path | None = None
         # The operator's environment (its venv's interpreter) runs backend, workers, migrations.
         self.python = config.native.python or sys.executable
-        from pixsim_host.services import resolve_workers
+        from pixsim_host.services import resolve_http_services, resolve_workers
 
         self.workers = {w.name: w for w in resolve_workers(config, python=self.python)}
-        self.services: tuple[str, ...] = (*SERVICES, *self.workers)
-        self.levels = [[DB, REDIS], [BACKEND, *self.workers]]
+        # HTTP services beside the backend (backend.services): the same code, their own ports.
+        self.http_services = {s.name: s for s in resolve_http_services(config, python=self.python)}
+        self.services: tuple[str, ...] = (*SERVICES, *self.workers, *self.http_services)
+        self.levels = [[DB, REDIS], [BACKEND, *self.workers, *self.http_services]]
 
     # ---- paths and parameters ----------------------------------------------------------
 
@@ -791,6 +793,8 @@ class NativeRuntime(LocalRuntime):
                           stdin=conf.encode())
         if service in self.workers:
             return self._worker_launch(service)
+        if service in self.http_services:
+            return self._http_service_launch(service)
         return self._backend_launch()
 
     def backend_environment(self) -> dict[str, str]:
@@ -891,6 +895,30 @@ class NativeRuntime(LocalRuntime):
                                           self.backend_code()])
         return Launch(argv, self.process_environment(), self.workdir(), config_hash)
 
+    def _http_service_launch(self, service: str) -> Launch:
+        http = self.http_services[service]
+        argv = http.argv(self.config.backend.bind, http.port)
+        env = {**self.process_environment(), **http.environment(http.port)}
+        config_hash = self._keyed_digest([argv, str(self.workdir()), self.backend_environment(),
+                                          http.environment(http.port), self.backend_code()])
+        return Launch(argv, env, self.workdir(), config_hash)
+
+    def _http_service_answers(self, service: str) -> bool:
+        """Whether the service answers 2xx on its health endpoint (its declared one)."""
+        import urllib.error
+        import urllib.request
+
+        http = self.http_services[service]
+        bind = self.config.backend.bind
+        address = {"0.0.0.0": LOCALHOST, "::": "::1"}.get(bind, bind)
+        host = f"[{address}]" if ":" in address else address
+        try:
+            with urllib.request.urlopen(f"http://{host}:{http.port}{http.health_endpoint}",
+                                        timeout=2.0) as answer:
+                return 200 <= int(answer.status) < 300
+        except (OSError, urllib.error.URLError, ValueError):
+            return False
+
     def _levels_with_leftovers(self) -> list[list[str]]:
         """The levels, plus workers no longer configured whose processes still have pid files."""
         known = set(self.services)
@@ -962,6 +990,14 @@ class NativeRuntime(LocalRuntime):
             bind, port, key = LOCALHOST, self.redis_port, "native.redis_port"
         elif service == BACKEND:
             bind, port, key = self.config.backend.bind, self.config.backend.port, "backend.port"
+        elif service in self.http_services:
+            bind, port = self.config.backend.bind, self.http_services[service].port
+            if _port_free(bind, port) or (own is not None and _holds_port(own.pid, port) is not False):
+                return
+            raise HostError(
+                f"port {port} on {bind} ({service}) is already in use by another program (see "
+                f"`ss -ltnp 'sport = :{port}'`); free it, or give {service} another port in "
+                f"backend.services ({{name: {service}, port: PORT}})")
         else:
             return  # a worker listens nowhere
         if _port_free(bind, port) or (own is not None and _holds_port(own.pid, port) is not False):
@@ -987,6 +1023,10 @@ class NativeRuntime(LocalRuntime):
                 progress("host", "started the supervisor (it restarts what crashes, until `down`)")
         elif only is None and supervisor.stop(self.host):
             progress("host", "stopped the supervisor (native.restart is no)")
+        for name in self.http_services:
+            # Their ports are checked before anything starts (db and redis come first).
+            record = procs.read_record(self.pid_file(name))
+            self._preflight(name, own=record if procs.alive(record) else None)
         for level in self.levels:
             names = [name for name in level if only is None or name in only]
             launched: dict[str, PidRecord] = {}
@@ -1120,6 +1160,8 @@ class NativeRuntime(LocalRuntime):
                     return bool(redis.command("PING") == "PONG")
             except (OSError, RespError):
                 return False
+        if service in self.http_services:
+            return self._http_service_answers(service)
         return True
 
     def states(self) -> dict[str, ProcessState]:
@@ -1135,11 +1177,13 @@ class NativeRuntime(LocalRuntime):
                 ports = [f"{LOCALHOST}:{self.config.native.redis_port}"]
             elif service == BACKEND:
                 ports = [f"{self.config.backend.bind}:{self.config.backend.port}"]
+            elif service in self.http_services:
+                ports = [f"{self.config.backend.bind}:{self.http_services[service].port}"]
             else:
                 ports = []  # a worker listens nowhere
             if procs.alive(record):
-                health = ("healthy" if self._healthy(service) else "starting") if service in (DB, REDIS) \
-                    else None
+                health = ("healthy" if self._healthy(service) else "starting") \
+                    if service in (DB, REDIS, *self.http_services) else None
                 program = Path(record.command[0]).name if record.command else service
                 found[service] = ProcessState(service, f"{program} (pid {record.pid})", "running", health,
                                               record.started_at or None, ports, record.pid)
@@ -1165,7 +1209,7 @@ class NativeRuntime(LocalRuntime):
         return found
 
     def probe_health(self, state: Any) -> str | None:
-        if state.service not in (DB, REDIS):
+        if state.service not in (DB, REDIS, *self.http_services):
             return None
         return "healthy" if self._healthy(state.service) else "starting"
 
