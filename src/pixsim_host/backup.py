@@ -434,6 +434,7 @@ UNTRUSTED_SETTINGS: dict[str, str] = {
     "model": REACH, "backend.bind": REACH, "backend.public_url": REACH, "backend.cors_origins": REACH,
     "backend.image": RUNS, "backend.command": RUNS, "backend.source": WORKDIR,
     "backend.dockerfile": RUNS, "backend.migrate": RUNS, "backend.workers": RUNS, "backend.env": RUNS,
+    "backend.services": RUNS,
     "database.image": RUNS, "database.url": ELSEWHERE, "redis.image": RUNS, "redis.url": ELSEWHERE,
     "native.postgres_bin_dir": BINARY, "native.redis_server": BINARY, "native.python": BINARY,
     "native.backend_command": RUNS, "native.backend_workdir": WORKDIR,

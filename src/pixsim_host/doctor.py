@@ -219,6 +219,51 @@ def _suggest_port(bind: str, claimed: set[int], start: int) -> int | None:
 
 
 def check_port(ctx: Context) -> Check:
+    """The backend's port, then the ports of the HTTP services beside it (backend.services)."""
+    backend = _check_backend_port(ctx)
+    if backend.status != PASS:
+        return backend
+    return _check_service_ports(ctx) or backend
+
+
+def _check_service_ports(ctx: Context) -> Check | None:
+    from pixsim_host.hosts import load_registry
+    from pixsim_host.services import resolve_http_services, service_urls
+
+    assert ctx.config is not None
+    config = ctx.config
+    try:
+        services, urls = resolve_http_services(config), service_urls(config)
+    except HostError:
+        return None  # backend-code reports it
+    try:
+        claims = load_registry().port_claims(exclude_host_id=config.host_id)
+    except HostError:
+        claims = {}
+    hint = "give it another port in backend.services: {name: NAME, port: PORT}"
+    for service in services:
+        port, bind = service.port, config.backend.bind
+        if port in claims:
+            return Check("port", FAIL, f"port {port} ({service.name}) is also claimed by host "
+                                       f"{claims[port].name!r} ({claims[port].directory})", hint)
+        if _bind_problem(bind, port) != errno.EADDRINUSE:
+            continue
+        holder = _container_on_port(ctx.engine, port)
+        if holder and f"pixsim host {config.name!r}" in holder:
+            continue
+        if _answers_as(urls[service.name], config.host_id, ctx.probe_timeout) == config.host_id:
+            continue
+        if holder:
+            return Check("port", FAIL, f"port {port} on {bind} ({service.name}) is in use by {holder}",
+                         f"stop it, or {hint}")
+        return Check("port", WARN, f"port {port} on {bind} ({service.name}) is in use by another program, "
+                                   "or by this host's service (which does not say which host it is)",
+                     f"see `ss -ltnp 'sport = :{port}'` and `pixsim-host status`; if it is not this "
+                     f"host's, {hint}")
+    return None
+
+
+def _check_backend_port(ctx: Context) -> Check:
     from pixsim_host.hosts import load_registry
 
     assert ctx.host is not None and ctx.config is not None
@@ -414,12 +459,14 @@ def check_health(ctx: Context) -> Check:
 
 
 def check_backend_code(ctx: Context) -> Check:
-    """The backend's own code: its declared workers resolve, and no stray .env feeds it."""
-    from pixsim_host.services import migrate_lines, resolve_workers, stray_dotenv_notes
+    """The backend's own code: its declared workers and services resolve, and no stray .env
+    feeds it."""
+    from pixsim_host.services import migrate_lines, resolve_http_services, resolve_workers, stray_dotenv_notes
 
     assert ctx.config is not None
     try:
         workers = resolve_workers(ctx.config)
+        services = resolve_http_services(ctx.config)
     except HostError as exc:
         return _failed("backend-code", exc)
     stray = stray_dotenv_notes(ctx.config)
@@ -428,7 +475,9 @@ def check_backend_code(ctx: Context) -> Check:
         return Check("backend-code", WARN, message, hint)
     names = ", ".join(w.name for w in workers) or "none"
     migrations = len(migrate_lines(ctx.config))
-    return Check("backend-code", PASS, f"workers: {names}; migrations: {migrations} command(s)")
+    served = ", ".join(f"{s.name} (port {s.port})" for s in services) or "none"
+    return Check("backend-code", PASS, f"workers: {names}; services: {served}; migrations: "
+                                       f"{migrations} command(s)")
 
 
 # ---- running them ---------------------------------------------------------------------------

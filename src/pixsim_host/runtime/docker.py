@@ -582,6 +582,12 @@ class DockerRuntime(LocalRuntime):
                     continue
                 holder = self._port_holder(port.published)
                 suggestion = pick_port(port.host_ip, set(), start=port.published + 1)
+                if service.labels.get("org.pixsim-host.role") == "http-service":
+                    raise HostError(
+                        f"port {port.published} on {port.host_ip} ({service.name}) is already in use "
+                        f"by {holder}; free it, or give {service.name} another port in backend.services "
+                        f"({{name: {service.name}, port: {suggestion}}})"
+                    )
                 raise HostError(
                     f"port {port.published} on {port.host_ip} is already in use by {holder}; "
                     f"free it, or move this host with `pixsim-host config set backend.port "
