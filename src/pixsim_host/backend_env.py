@@ -54,12 +54,20 @@ def backend_environment(config: HostConfig, endpoints: Endpoints) -> dict[str, s
         "PLUGIN_DENYLIST": compact_json(list(config.plugins.disabled)),
         # PixSim7 defaults to DEBUG=true; a host never runs that way.
         "DEBUG": "false",
-        "CORS_ORIGINS": compact_json(list(config.backend.cors_origins)),
+        "CORS_ORIGINS": compact_json(_cors_origins(config)),
         "PIXSIM_HOME": endpoints.home,
         "EXTERNAL_PLUGINS_DIR": endpoints.plugins_dir,
         # The operator's own additions (validated never to shadow a contract variable).
         **config.backend.env,
     }
+
+
+def _cors_origins(config: HostConfig) -> list[str]:
+    """backend.cors_origins, plus the TLS proxy's own origin (a client served through it)."""
+    origins = list(config.backend.cors_origins)
+    if config.tls_url and config.tls_url not in origins and "*" not in origins:
+        origins.append(config.tls_url)
+    return origins
 
 
 def without_secrets(environment: dict[str, str]) -> dict[str, str]:

@@ -13,15 +13,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pixsim_host import tls
 from pixsim_host.config import HostConfig
 from pixsim_host.errors import HostError
 from pixsim_host.hostdir import HostDir
 from pixsim_host.progress import Progress, quiet
 from pixsim_host.runtime import BACKEND, DataRuntime, job_runtime, require_data_movement
-from pixsim_host.services import stray_dotenv_notes
+from pixsim_host.services import migrate_lines, stray_dotenv_notes
 
 if TYPE_CHECKING:
-    from pixsim_host.runtime import Runtime, RuntimeType
+    from pixsim_host.health import BackendReport
+    from pixsim_host.runtime import Runtime, RuntimeType, Started
 
 PULL_POLICIES = ("missing", "always", "never")
 
@@ -171,27 +173,32 @@ def up(host: HostDir, config: HostConfig, *, pull: str = "missing", timeout: flo
     for note in notes:
         progress("host", note)
     check_plugin_lists(host, config)
-    config = prepare(runtime, host, pull, progress) or config
-    _restart_if_hung(runtime, config, progress)
+    unchanged = _unchanged_and_verified(runtime, host, config, pull)
+    if unchanged is None:
+        config = prepare(runtime, host, pull, progress) or config
+        _restart_if_hung(runtime, config, progress)
     for note in stray_dotenv_notes(config):
         progress("host", note)
         notes.append(note)
     jobs = job_runtime(runtime)
-    if jobs is not None:
+    data_actions: dict[str, str] = {}
+    if jobs is not None and unchanged is None:
         # The backend never starts on an unmigrated database: db and redis first, then the
         # extensions check and the migrations, and only then the backend and its workers.
         from pixsim_host.schema import prepare_database
 
-        schema = prepare_database(jobs, host, config, deadline, progress)
-        data_actions = schema.actions
-        if not schema.commands:
-            note = (f"backend.migrate is empty: no schema migrations run for {config.backend.image}; "
-                    "set it to the image's own (PixSim7: `python scripts/migrate_all.py --scope all`)")
-            progress("host", note)
-            notes.append(note)
+        data_actions = prepare_database(jobs, host, config, deadline, progress).actions
+    if jobs is not None and not migrate_lines(config):
+        note = (f"backend.migrate is empty: no schema migrations run for {config.backend.image}; "
+                "set it to the image's own (PixSim7: `python scripts/migrate_all.py --scope all`)")
+        progress("host", note)
+        notes.append(note)
+    if unchanged is None:
+        result = runtime.start(progress, deadline, verified_elsewhere=frozenset({BACKEND}))
+        verified = None
     else:
-        data_actions = {}
-    result = runtime.start(progress, deadline, verified_elsewhere=frozenset({BACKEND}))
+        result, verified = unchanged
+        progress(BACKEND, "healthy, identity verified")
     notes += result.notes
     try:
         with runtime.backend_endpoint(config, progress) as endpoint:
@@ -201,7 +208,8 @@ def up(host: HostDir, config: HostConfig, *, pull: str = "missing", timeout: flo
                 endpoint.check()
 
             try:
-                report = wait_for_backend(endpoint.url, config.host_id, deadline, still_running, progress)
+                report = verified or wait_for_backend(endpoint.url, config.host_id, deadline,
+                                                      still_running, progress)
             except ProbeError as exc:
                 raise runtime.failure(BACKEND, f"did not pass its checks before the timeout ({exc})") \
                     from None
@@ -209,6 +217,8 @@ def up(host: HostDir, config: HostConfig, *, pull: str = "missing", timeout: flo
                                           backend_log=lambda: runtime.log_tail(BACKEND, 80))
     finally:
         result.close()
+    if tls.enabled(config):  # the same identity through the proxy, over HTTPS
+        notes += tls.verify_proxy(host, config, runtime, deadline, progress)
     url, client_url = runtime.public_backend(config)
     return UpReport(
         host_id=config.host_id,
@@ -225,6 +235,33 @@ def up(host: HostDir, config: HostConfig, *, pull: str = "missing", timeout: flo
         elapsed=time.monotonic() - started,
         notes=notes,
     )
+
+
+def _unchanged_and_verified(runtime: Runtime, host: HostDir, config: HostConfig,
+                            pull: str) -> tuple[Started, BackendReport] | None:
+    """A host already running as configured, with its backend passing every contract check
+    now: nothing to prepare, migrate or converge (``runtime.unchanged``). None when ``up``
+    has work to do, or the backend does not pass yet (converging then waits, restarts a
+    hung one, and says why)."""
+    from pixsim_host.health import ProbeError, verify_now
+    from pixsim_host.schema import migrations_due
+
+    started = runtime.unchanged(pull)
+    if started is None:
+        return None
+    try:
+        jobs = job_runtime(runtime)
+        if jobs is not None and migrations_due(host, config, jobs.backend_code()):
+            started.close()
+            return None
+        with runtime.backend_endpoint(config, quiet) as endpoint:
+            return started, verify_now(endpoint.url, config.host_id)
+    except ProbeError:
+        started.close()
+        return None
+    except BaseException:
+        started.close()
+        raise
 
 
 def _restart_if_hung(runtime: Runtime, config: HostConfig, progress: Progress) -> None:

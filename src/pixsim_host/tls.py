@@ -12,12 +12,14 @@ import os
 import shutil
 import sys
 import sysconfig
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from pixsim_host.config import HostConfig
 from pixsim_host.errors import HostError
 from pixsim_host.hostdir import HostDir
+from pixsim_host.progress import Progress
 
 CADDYFILE = "Caddyfile"
 # The exported root certificate of an internal-mode host's CA: what a friend pins.
@@ -146,3 +148,87 @@ def validate_caddyfile(binary: Path, caddyfile: Path, work: Path) -> str | None:
 def pin_hint(config: HostConfig, ca_file: Path) -> str:
     """How a friend checks this host over HTTPS with its own CA."""
     return f"pixsim-host connect {config.client_url} --ca-cert {ca_file}"
+
+
+# ---- after `up`: the local CA exported, the backend checked through the proxy -----------------
+
+
+@runtime_checkable
+class ProxyRuntime(Protocol):
+    """A runtime that runs the TLS proxy (Docker, native)."""
+
+    def export_proxy_ca(self, target: Path, deadline: float) -> None: ...
+
+    def failure(self, service: str, reason: str, tail: int = 30) -> HostError: ...
+
+
+def ca_file(host: HostDir) -> Path:
+    return host.root / CA_FILE
+
+
+def local_proxy_url(config: HostConfig) -> str:
+    """Where this machine reaches the proxy (its certificate covers 127.0.0.1 in internal mode)."""
+    return f"https://127.0.0.1:{config.tls.port}"
+
+
+def verify_proxy(host: HostDir, config: HostConfig, runtime: object, deadline: float,
+                 progress: Progress) -> list[str]:
+    """The backend's identity through the proxy over HTTPS, trusting only the host's own
+    local CA (exported first to ``tls-ca.crt``); returns notes for the report."""
+    if config.tls.mode == "acme":
+        # The certificate comes from the ACME CA once DNS points here and ports 80/443 are
+        # reachable from the internet: nothing this machine can check on its own.
+        return [f"the proxy asks the ACME CA for a certificate for {config.tls.domain}; check "
+                f"{config.client_url} from another machine once DNS points here (docs/tls.md)"]
+    if not isinstance(runtime, ProxyRuntime):
+        raise HostError("this runtime does not run the TLS proxy; set tls.mode off")
+    target = ca_file(host)
+    runtime.export_proxy_ca(target, deadline)
+    url = local_proxy_url(config)
+    progress(PROXY, f"checking the backend through {url}")
+    last = ""
+    from pixsim_host import webclient as web
+    from pixsim_host.health import check_identity
+
+    with web.WebClient(timeout=3.0, max_bytes=1_000_000, verify=web.tls_context(target)) as client:
+        while True:
+            client.reset_deadline(client.timeout)
+            try:
+                info = client.get_json(url + "/api/v1/server/info")
+                check_identity(dict(info), url, config.host_id)
+                break
+            except web.WebError as exc:
+                last = f"{exc.kind} ({exc.reason})"
+            if time.monotonic() > deadline:
+                raise runtime.failure(PROXY, f"the backend did not answer through the proxy at {url} "
+                                             f"before the timeout: {last}")
+            time.sleep(0.15)
+    progress(PROXY, "healthy, identity verified over HTTPS")
+    return []
+
+
+def tls_document(host: HostDir, config: HostConfig) -> dict[str, Any] | None:
+    """What `info` and `up` say about the proxy: its URL, and in internal mode the CA file
+    and the line a friend runs to pin it (null until the first `up` exported it)."""
+    if not enabled(config):
+        return None
+    exported = ca_file(host) if config.tls.mode == "internal" and ca_file(host).is_file() else None
+    return {
+        "mode": config.tls.mode,
+        "url": config.tls_url,
+        "ca_cert": str(exported) if exported else None,
+        "connect": pin_hint(config, exported) if exported else None,
+    }
+
+
+def tls_lines(host: HostDir, config: HostConfig) -> list[str]:
+    """The same for people, one line each."""
+    document = tls_document(host, config)
+    if document is None:
+        return []
+    if config.tls.mode == "acme":
+        return [f"HTTPS ({config.tls.domain}) with a certificate from the ACME CA"]
+    if document["connect"] is None:
+        return ["HTTPS with this host's own CA: `pixsim-host up` exports it to " + CA_FILE]
+    return [f"HTTPS with this host's own CA ({document['ca_cert']}); a friend pins it with:",
+            f"  {document['connect']}"]

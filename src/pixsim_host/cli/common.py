@@ -231,27 +231,35 @@ def finish_interrupted_changes(host: HostDir, *, applies_next: bool) -> None:
 
 
 def finish_interrupted_for_status(host: HostDir) -> list[str]:
-    """For ``status`` (which waits for no lock): finish or roll back what a killed command
-    left when the host's lock is free; what stops the host from counting as verified, one
-    line each (a change rolled back whose backend may still run it, or one in progress)."""
+    """For ``status`` and the plugin listings (which wait for no lock): finish or roll back
+    what a killed command left when the host's lock is free, saying so; what stops the host
+    from counting as verified, one line each (a change rolled back whose backend may still
+    run it, or one in progress)."""
+    from pixsim_host.cli.output import warn
     from pixsim_host.journal import journal_path
     from pixsim_host.locking import host_lock
     from pixsim_host.plugin_change import JOURNAL, pending, recover
 
     if not journal_path(host, JOURNAL).exists():
         return []
+    done = None
     try:
         with host_lock(host, wait=False, command="status"):
             done = recover(host, applies_next=False)
     except HostError:  # another command holds the lock: its change is in progress
         left = pending(host)
-        return [f"{left}: it is still running or was interrupted"] if left else []
-    return [done.message] if done is not None and done.rolled_back else []
+        lines = [f"{left}: it is still running or was interrupted"] if left else []
+    else:
+        lines = [done.message] if done is not None else []
+    for line in lines:
+        warn(line)
+    return [line for line in lines if done is None or done.rolled_back]
 
 
 def host_identity(host: HostDir, config: HostConfig) -> dict[str, Any]:
     """The fields every document about one host starts with (docs/json.md: the vocabulary)."""
     from pixsim_host.stack import runtime_type
+    from pixsim_host.tls import tls_document
 
     return {
         "host_id": config.host_id,
@@ -263,6 +271,7 @@ def host_identity(host: HostDir, config: HostConfig) -> dict[str, Any]:
         "local_url": config.local_url,
         "frontend": f"VITE_BACKEND_URL={config.client_url}",
         "service_urls": http_service_urls(config),
+        **({"tls": proxy} if (proxy := tls_document(host, config)) else {}),
     }
 
 

@@ -248,8 +248,12 @@ def host_info(directory: DirOption = None, as_json: JsonOption = False) -> None:
     if emit(data):
         return
     for key, value in data.items():
-        if key not in ("friend_urls", "friend_frontend", "service_urls"):
+        if key not in ("friend_urls", "friend_frontend", "service_urls", "tls"):
             info(f"{key:12} {value}")
+    from pixsim_host.tls import tls_lines
+
+    for line in tls_lines(host, config):
+        info(f"{'tls':12} {line}")
     for name, url in http_service_urls(config).items():
         info(f"{name:12} {url}")
     if config.model == "friend":

@@ -140,6 +140,10 @@ def up(
     wrapped("plugins  ", ", ".join(report.plugins) or "none")
     info(f"  backend  {report.url}")
     info(f"  client   VITE_BACKEND_URL={report.client_url}")
+    from pixsim_host.tls import tls_lines
+
+    for line in tls_lines(host, config):
+        info(f"  tls      {line}")
     for name, url in http_service_urls(config).items():
         info(f"  {name}  {url}")
     for url in others:
@@ -224,7 +228,6 @@ def status(directory: DirOption = None, as_json: JsonOption = False) -> None:
     report = stack.status(host, config)
     backend = report["backend"]
     for line in unfinished:  # the backend may run a set its files no longer say: not verified
-        warn(line)
         report["healthy"] = backend["verified"] = False
         backend["problem"] = line
     backend_health = HEALTHY if backend.get("verified") else UNHEALTHY

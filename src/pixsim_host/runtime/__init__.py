@@ -109,6 +109,11 @@ class Runtime(Protocol):
         """The config with what ``prepare`` settled (ports it allocated), for the caller to
         save; None when nothing changed. A runtime never writes the config itself."""
 
+    def unchanged(self, pull: str) -> Started | None:
+        """What ``start`` would find when every service already runs, healthy, exactly as
+        configured (checked by reading only, cheaply); None when ``prepare`` and ``start``
+        have work to do, or the runtime cannot tell. The caller still verifies the backend."""
+
     def start(self, progress: Progress, deadline: float, *,
               verified_elsewhere: frozenset[str] = frozenset(),
               only: frozenset[str] | None = None) -> Started:
@@ -298,6 +303,10 @@ class LocalRuntime:
     def settled_config(self) -> HostConfig | None:
         return None
 
+    def unchanged(self, pull: str) -> Started | None:
+        del pull
+        return None
+
     def service_report(self, started: Started) -> dict[str, dict[str, Any]]:
         del started
         services = {}
@@ -309,7 +318,8 @@ class LocalRuntime:
         return services
 
     def public_backend(self, config: HostConfig) -> tuple[str, str]:
-        return config.local_url, config.client_url
+        # Behind the TLS proxy, reports give its https:// URL (the backend's is loopback's).
+        return config.tls_url or config.local_url, config.client_url
 
     @contextlib.contextmanager
     def backend_endpoint(self, config: HostConfig, progress: Progress) -> Iterator[BackendEndpoint]:

@@ -157,6 +157,28 @@ def checkout_digest(checkout: Path) -> str:
     return digest.hexdigest()[:32]
 
 
+def state_of(data: dict[str, Any], service: str) -> ContainerState:
+    """A container's state from the engine's inspect answer."""
+    state = data.get("State") or {}
+    health = (state.get("Health") or {}).get("Status")
+    ports = []
+    for port, bindings in sorted(((data.get("NetworkSettings") or {}).get("Ports") or {}).items()):
+        for binding in bindings or []:
+            ports.append(f"{binding.get('HostIp')}:{binding.get('HostPort')}->{port}")
+    return ContainerState(
+        service=service,
+        id=data["Id"],
+        name=data["Name"].lstrip("/"),
+        status=str(state.get("Status", "unknown")),
+        health=health,
+        started_at=state.get("StartedAt") if state.get("Running") else None,
+        exit_code=state.get("ExitCode"),
+        restart_count=int(data.get("RestartCount") or 0),
+        ports=ports,
+        config_hash=(data.get("Config") or {}).get("Labels", {}).get(HASH_LABEL, ""),
+    )
+
+
 class DockerRuntime(LocalRuntime):
     """Runs one host's project on one engine; touches only that host's resources."""
 
@@ -175,7 +197,6 @@ class DockerRuntime(LocalRuntime):
         """The runtime for ``host``'s rendered compose.yaml, on the engine from the environment."""
         from pixsim_host.config import REFERENCE_BACKEND_IMAGE
         from pixsim_host.runtime.compose import load_project
-        from pixsim_host.runtime.engine import connect
 
         project = load_project(host.compose_file, secrets)
         if project.name != config.project:
@@ -202,7 +223,8 @@ class DockerRuntime(LocalRuntime):
             # The operator's own checkout and Dockerfile, like Compose's `build:`.
             builds[config.backend.image] = ImageBuild(Path(config.backend.source).expanduser(),
                                                       config.backend.dockerfile, checkout=True)
-        return cls(connect(), project, config.host_id, secrets, builds=builds,
+        # The SDK connects on first use: an unchanged host's `up` never needs it.
+        return cls(None, project, config.host_id, secrets, builds=builds,
                    db_user=config.database.user, db_name=config.database.name)
 
     @classmethod
@@ -213,11 +235,12 @@ class DockerRuntime(LocalRuntime):
         check_project_unused(connect().api, config.project)
     python = "python"  # what `python` in backend.migrate is, inside the backend's image
 
-    def __init__(self, engine: Engine, project: ProjectSpec, host_id: str,
+    def __init__(self, engine: Engine | None, project: ProjectSpec, host_id: str,
                  secrets: dict[str, str], builds: dict[str, ImageBuild] | None = None,
                  db_user: str = "pixsim", db_name: str = "pixsim") -> None:
-        self.engine = engine
-        self.api = engine.api
+        self._engine = engine  # None: connected on first use
+        self._read_api_version: tuple[int, int] | None = None  # from a SocketEngine read
+        self._known_states: dict[str, ContainerState] | None = None
         self.project = project
         self.host_id = host_id
         self.secrets = secrets
@@ -225,6 +248,33 @@ class DockerRuntime(LocalRuntime):
         self.db_user = db_user
         self.db_name = db_name
         self._image_ids: dict[str, str] | None = None
+
+    @property
+    def engine(self) -> Engine:
+        """The Docker SDK's connection, made on first use."""
+        if self._engine is None:
+            from pixsim_host.runtime.engine import connect
+
+            self._engine = connect()
+        return self._engine
+
+    @property
+    def api(self) -> Any:
+        return self.engine.api
+
+    def _supports_start_interval(self) -> bool:
+        if self._engine is None and self._read_api_version is not None:
+            from pixsim_host.runtime.engine import START_INTERVAL_API
+
+            return self._read_api_version >= START_INTERVAL_API
+        return self.engine.supports_start_interval
+
+    def unchanged(self, pull: str) -> ApplyResult | None:
+        """The running host as it is, when every container already matches the spec
+        (see docker_unchanged.py); None when ``up`` has to converge."""
+        from pixsim_host.runtime.docker_unchanged import unchanged_start
+
+        return unchanged_start(self, pull)
 
     # ---- the runtime protocol (see pixsim_host.runtime) --------------------------------
 
@@ -247,6 +297,8 @@ class DockerRuntime(LocalRuntime):
                           only=only)
 
     def states(self) -> dict[str, ContainerState]:
+        if self._engine is None and self._known_states is not None:
+            return dict(self._known_states)  # read by `unchanged` just now, SDK not needed
         return self.containers()
 
     # ---- inspection -------------------------------------------------------------
@@ -276,25 +328,7 @@ class DockerRuntime(LocalRuntime):
         return found
 
     def _state(self, container_id: str, service: str) -> ContainerState:
-        data = self.api.inspect_container(container_id)
-        state = data.get("State") or {}
-        health = (state.get("Health") or {}).get("Status")
-        ports = []
-        for port, bindings in sorted(((data.get("NetworkSettings") or {}).get("Ports") or {}).items()):
-            for binding in bindings or []:
-                ports.append(f"{binding.get('HostIp')}:{binding.get('HostPort')}->{port}")
-        return ContainerState(
-            service=service,
-            id=data["Id"],
-            name=data["Name"].lstrip("/"),
-            status=str(state.get("Status", "unknown")),
-            health=health,
-            started_at=state.get("StartedAt") if state.get("Running") else None,
-            exit_code=state.get("ExitCode"),
-            restart_count=int(data.get("RestartCount") or 0),
-            ports=ports,
-            config_hash=(data.get("Config") or {}).get("Labels", {}).get(HASH_LABEL, ""),
-        )
+        return state_of(self.api.inspect_container(container_id), service)
 
     # ---- images -----------------------------------------------------------------
 
@@ -425,7 +459,7 @@ class DockerRuntime(LocalRuntime):
             if check.test != ["NONE"]:
                 health.update(Interval=int(check.interval * NS), Timeout=int(check.timeout * NS),
                               Retries=check.retries, StartPeriod=int(check.start_period * NS))
-                if self.engine.supports_start_interval:
+                if self._supports_start_interval():
                     # Docker 25+: probe every second while starting, so health is not bound to
                     # the interval. Older engines get active probing from wait_ready instead.
                     health["StartInterval"] = int((check.start_interval or 1.0) * NS)

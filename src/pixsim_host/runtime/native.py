@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pixsim_host import tls
 from pixsim_host.config import HostConfig
 from pixsim_host.errors import EngineUnavailable, HostError
 from pixsim_host.hostdir import HostDir
@@ -51,6 +52,7 @@ from pixsim_host.runtime.procs import PidRecord
 
 LOCALHOST = "127.0.0.1"
 DB, REDIS, BACKEND = "db", "redis", "backend"
+PROXY = tls.PROXY
 SERVICES = (DB, REDIS, BACKEND)
 LEVELS = [[DB, REDIS], [BACKEND]]
 STOP_GRACE = 10.0
@@ -512,6 +514,9 @@ class NativeRuntime(LocalRuntime):
         self.http_services = {s.name: s for s in resolve_http_services(config, python=self.python)}
         self.services: tuple[str, ...] = (*SERVICES, *self.workers, *self.http_services)
         self.levels = [[DB, REDIS], [BACKEND, *self.workers, *self.http_services]]
+        if tls.enabled(config):  # the TLS proxy (Caddy), started once the backend is
+            self.services = (*self.services, PROXY)
+            self.levels.append([PROXY])
 
     # ---- paths and parameters ----------------------------------------------------------
 
@@ -638,6 +643,8 @@ class NativeRuntime(LocalRuntime):
                                 (self.logs, 0o700), (self.run, 0o700)):
             directory.mkdir(parents=True, exist_ok=True)
             os.chmod(directory, mode)
+        if PROXY in self.services:
+            self._prepare_proxy()
         if not (self.pgdata / "PG_VERSION").is_file():
             self._initdb(progress)
         else:
@@ -791,11 +798,65 @@ class NativeRuntime(LocalRuntime):
             ]) + "\n"
             return Launch(argv, _minimal_env(), self.redis_dir, self._keyed_digest([argv, conf]),
                           stdin=conf.encode())
+        if service == PROXY:
+            return self._proxy_launch()
         if service in self.workers:
             return self._worker_launch(service)
         if service in self.http_services:
             return self._http_service_launch(service)
         return self._backend_launch()
+
+    def _proxy_account(self) -> tuple[int, int] | None:
+        """As root, Caddy runs as the host's own account (like its PostgreSQL), unless it
+        must bind a port below 1024 (ACME's 80, or 443), which only root may."""
+        account = _host_account(self.host, self.config.host_id)
+        if account is None or min(self.config.tls_ports) < 1024:
+            return None
+        return account[0], account[1]
+
+    def _proxy_launch(self) -> Launch:
+        caddyfile = self.host.root / tls.CADDYFILE
+        if not caddyfile.is_file():
+            raise HostError(f"{caddyfile} is missing; run `pixsim-host render`")
+        argv = tls.caddy_argv(tls.caddy_binary(self.config), caddyfile)
+        storage = tls.storage_dir(self.host)
+        # The Caddyfile's content is part of the config: a change restarts the proxy.
+        digest = _digest([argv, caddyfile.read_text(encoding="utf-8"), self._proxy_account()])
+        return Launch(argv, tls.caddy_environment(self.host), storage, digest, self._proxy_account())
+
+    def _prepare_proxy(self) -> None:
+        """Caddy's binary found, its storage (keys of the local CA) private to it."""
+        tls.caddy_binary(self.config)
+        account = self._proxy_account()
+        for directory in (tls.storage_dir(self.host), tls.config_dir(self.host)):
+            directory.mkdir(parents=True, exist_ok=True)
+            os.chmod(directory, 0o700)
+            if account is not None:
+                for path in [directory, *directory.rglob("*")]:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.lchown(path, account[0], account[1])
+
+    def export_proxy_ca(self, target: Path, deadline: float) -> None:
+        """Copy the local CA's root certificate (made by Caddy when it starts) to ``target``."""
+        source = tls.native_root_certificate(self.host)
+        while not source.is_file():
+            if time.monotonic() > deadline:
+                raise self.failure(PROXY, "made no local CA before the timeout (--timeout)")
+            time.sleep(0.1)
+        from pixsim_host.fsutil import atomic_write
+
+        atomic_write(target, source.read_bytes(), mode=0o600)
+
+    def _proxy_listening(self) -> bool:
+        import socket
+
+        bind = self.config.backend.bind
+        address = {"0.0.0.0": LOCALHOST, "::": "::1"}.get(bind, bind)
+        try:
+            with socket.create_connection((address, self.config.tls.port), timeout=1.0):
+                return True
+        except OSError:
+            return False
 
     def backend_environment(self) -> dict[str, str]:
         """The backend's contract environment, built in memory from the config and .env."""
@@ -819,7 +880,7 @@ class NativeRuntime(LocalRuntime):
         return {
             **backend_environment(config, where),
             # A process, not a container: it listens where the config says, unbuffered logs.
-            "HOST": config.backend.bind,
+            "HOST": config.backend_listen_address,
             "PORT": str(config.backend.port),
             "PYTHONUNBUFFERED": "1",
         }
@@ -854,7 +915,7 @@ class NativeRuntime(LocalRuntime):
     def backend_argv(self) -> list[str]:
         config = self.config
         command = config.native.backend_command
-        port, bind = str(config.backend.port), config.backend.bind
+        port, bind = str(config.backend.port), config.backend_listen_address
         if command:
             return [part.replace("{port}", port).replace("{bind}", bind) for part in command]
         if config.backend.source:
@@ -924,7 +985,7 @@ class NativeRuntime(LocalRuntime):
         known = set(self.services)
         leftovers = sorted(path.stem for path in self.run.glob("*.pid") if path.stem not in known) \
             if self.run.is_dir() else []
-        return [self.levels[0], [*self.levels[1], *leftovers]]
+        return [self.levels[0], [*self.levels[1], *leftovers], *self.levels[2:]]
 
     # ---- the backend's own jobs (migrations) and exec ----------------------------------------
 
@@ -989,7 +1050,9 @@ class NativeRuntime(LocalRuntime):
         elif service == REDIS:
             bind, port, key = LOCALHOST, self.redis_port, "native.redis_port"
         elif service == BACKEND:
-            bind, port, key = self.config.backend.bind, self.config.backend.port, "backend.port"
+            bind, port, key = self.config.backend_listen_address, self.config.backend.port, "backend.port"
+        elif service == PROXY:
+            bind, port, key = self.config.backend.bind, self.config.tls.port, "tls.port"
         elif service in self.http_services:
             bind, port = self.config.backend.bind, self.http_services[service].port
             if _port_free(bind, port) or (own is not None and _holds_port(own.pid, port) is not False):
@@ -1160,6 +1223,8 @@ class NativeRuntime(LocalRuntime):
                     return bool(redis.command("PING") == "PONG")
             except (OSError, RespError):
                 return False
+        if service == PROXY:
+            return self._proxy_listening()
         if service in self.http_services:
             return self._http_service_answers(service)
         return True
@@ -1171,19 +1236,21 @@ class NativeRuntime(LocalRuntime):
             record = procs.read_record(self.pid_file(service))
             if record is None:
                 continue
-            if service == DB:
+            if service == PROXY:
+                ports = [f"{self.config.backend.bind}:{port}" for port in self.config.tls_ports]
+            elif service == DB:
                 ports = [f"{LOCALHOST}:{self.config.native.postgres_port}"]
             elif service == REDIS:
                 ports = [f"{LOCALHOST}:{self.config.native.redis_port}"]
             elif service == BACKEND:
-                ports = [f"{self.config.backend.bind}:{self.config.backend.port}"]
+                ports = [f"{self.config.backend_listen_address}:{self.config.backend.port}"]
             elif service in self.http_services:
                 ports = [f"{self.config.backend.bind}:{self.http_services[service].port}"]
             else:
                 ports = []  # a worker listens nowhere
             if procs.alive(record):
                 health = ("healthy" if self._healthy(service) else "starting") \
-                    if service in (DB, REDIS, *self.http_services) else None
+                    if service in (DB, REDIS, PROXY, *self.http_services) else None
                 program = Path(record.command[0]).name if record.command else service
                 found[service] = ProcessState(service, f"{program} (pid {record.pid})", "running", health,
                                               record.started_at or None, ports, record.pid)
@@ -1209,7 +1276,7 @@ class NativeRuntime(LocalRuntime):
         return found
 
     def probe_health(self, state: Any) -> str | None:
-        if state.service not in (DB, REDIS, *self.http_services):
+        if state.service not in (DB, REDIS, PROXY, *self.http_services):
             return None
         return "healthy" if self._healthy(state.service) else "starting"
 
