@@ -12,6 +12,7 @@ from pixsim_host.cli.common import (
     JsonOption,
     NoWaitOption,
     complete_plugin_ids,
+    finish_interrupted_for_status,
     locked_host,
     open_host,
     seconds,
@@ -39,6 +40,17 @@ PluginIds = Annotated[list[str], typer.Argument(metavar="ID...", help="Plugin id
                                                 autocompletion=complete_plugin_ids)]
 PluginId = Annotated[str, typer.Argument(metavar="ID", help="A plugin id (`plugins list`).",
                                          autocompletion=complete_plugin_ids)]
+
+
+def _open_for_listing(directory: Path | None) -> tuple[HostDir, HostConfig]:
+    """The host and its config, after what an interrupted plugin change left was rolled
+    back or finished (when no other command holds the host)."""
+    host, config = open_host(directory)
+    if finish_interrupted_for_status(host):
+        from pixsim_host.config import load_config
+
+        config = load_config(host.config_file)
+    return host, config
 
 
 def _catalog(host: HostDir, config: HostConfig) -> Catalog:
@@ -86,7 +98,7 @@ def list_(directory: DirOption = None, as_json: JsonOption = False) -> None:
       pixsim-host plugins list --dir my-host
       pixsim-host plugins list --host my-host --json
     """
-    host, config = open_host(directory)
+    host, config = _open_for_listing(directory)
     catalog = _catalog(host, config)
     rows = []
     for plugin in sorted(catalog.plugins.values(), key=lambda p: p.id):
@@ -119,7 +131,7 @@ def show(plugin_id: PluginId, directory: DirOption = None, as_json: JsonOption =
     Examples:
       pixsim-host plugins show romance --dir my-host
     """
-    host, config = open_host(directory)
+    host, config = _open_for_listing(directory)
     catalog = _catalog(host, config)
     plugin = catalog.get(plugin_id)
     plugin_id = plugin.id
