@@ -4,8 +4,9 @@ An upgrade is a config change that ``up`` carries out (it builds or gets the ima
 the migrations when the backend's code is new to the database, and verifies everything),
 wrapped so that nothing is lost: a safety bundle first (``backup``'s own), kept privately
 in ``.pixsim-host/upgrades/``; on any failure the previous config goes back and, when the
-migrations had touched the database, the database is emptied and restored from that bundle;
-then ``up`` proves the old host healthy again. Every attempt is recorded, versions before
+migrations had touched the database, all the data (database, Redis, PIXSIM_HOME: the new
+version may have written to each) is put back from that bundle; then ``up`` proves the old
+host healthy again. Every attempt is recorded, versions before
 and after, in ``.pixsim-host/upgrades.json``; ``rollback`` reads it to return to the
 version before the last successful upgrade.
 
@@ -348,21 +349,15 @@ def safety_backup(host: HostDir, config: HostConfig, stamp: str, progress: Progr
     return backup(host, config, output=target, include_secrets=True, progress=progress).path, True
 
 
-def _restore_database(host: HostDir, config: HostConfig, bundle: Path, progress: Progress,
-                      timeout: float) -> None:
-    """Stop the services, empty the database and restore it from ``bundle``'s dump."""
-    from pixsim_host import stack
-    from pixsim_host.backup import DATABASE_MEMBER, verified_bundle
+def _put_data_back(host: HostDir, config: HostConfig, bundle: Path, migrations_state: str | None,
+                   progress: Progress, timeout: float) -> None:
+    """All the host's data (database, Redis, PIXSIM_HOME) back from ``bundle``, the services
+    stopped but db and Redis; the migration record as it was when that bundle was made."""
+    from pixsim_host.backup import put_data_back
 
-    with verified_bundle(bundle) as verified:
-        runtime = stack.open_data_runtime(host, config)
-        runtime.stop_and_remove(progress)  # no backend or worker writes meanwhile; data kept
-        stack.prepare(runtime, host, "missing", progress)
-        runtime.start(progress, time.monotonic() + timeout, verified_elsewhere=frozenset({"backend"}),
-                      only=frozenset({"db", "redis"})).close()
-        progress("db", f"emptying the database and restoring it from {bundle.name}")
-        runtime.empty_database()
-        runtime.restore_database(verified.staging / DATABASE_MEMBER, progress)
+    progress("host", f"putting the database, Redis and PIXSIM_HOME back from {bundle.name}")
+    put_data_back(host, config, bundle, progress, timeout, bring_up=False)
+    _write_migrations_state(host, migrations_state)
 
 
 # ---- upgrade and rollback -------------------------------------------------------------------
@@ -397,8 +392,7 @@ def _change(host: HostDir, old: HostConfig, new: HostConfig, entry: dict[str, An
             apply_config(host, new)
             if restore_first is not None:
                 database_changed = True
-                _restore_database(host, new, restore_first[0], progress, timeout)
-                _write_migrations_state(host, restore_first[1])
+                _put_data_back(host, new, restore_first[0], restore_first[1], progress, timeout)
             report = stack.up(host, new, timeout=timeout, progress=progress)
     except BaseException as failure:
         database_changed = database_changed or isinstance(failure, MigrationFailed) or \
@@ -427,8 +421,7 @@ def _put_old_back(host: HostDir, old: HostConfig, safety: Path, migrations_befor
 
     apply_config(host, old)
     if database_changed:
-        _restore_database(host, old, safety, progress, timeout)
-        _write_migrations_state(host, migrations_before)
+        _put_data_back(host, old, safety, migrations_before, progress, timeout)
     if checkout_code_changed(host, old):
         # The new code is the operator's checkout, which pixsim-host never changes: an `up`
         # now would run (and migrate) that same code again. The host stays stopped.
@@ -469,8 +462,8 @@ def _put_back(host: HostDir, old: HostConfig, safety: Path, migrations_before: s
             details=details, exit_code=130 if interrupted else 1) from None
     entry.update(rolled_back=True)
     _record(host, entry)
-    database = "; the database was restored from the safety backup" if database_changed else \
-        "; the database was not changed"
+    database = "; the database, Redis and PIXSIM_HOME were restored from the safety backup" \
+        if database_changed else "; the database was not changed"
     if checkout_code_changed(host, old):
         before = (entry.get("before") or {}).get("code_revision")
         source = old.backend.source
@@ -627,8 +620,7 @@ def _recover(host: HostDir, plan: RollbackPlan, entry: dict[str, Any],
         with terminate_as_interrupt():
             apply_config(host, plan.config)
             if restore is not None:
-                _restore_database(host, plan.config, restore[0], progress, timeout)
-                _write_migrations_state(host, restore[1])
+                _put_data_back(host, plan.config, restore[0], restore[1], progress, timeout)
             report = stack.up(host, plan.config, timeout=timeout, progress=progress)
     except BaseException as failure:
         why = failure.message if isinstance(failure, HostError) else (

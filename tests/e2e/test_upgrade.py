@@ -42,6 +42,14 @@ PROBE_TABLE = "upgrade_probe"
 # A new migration of the "next version": it leaves a table behind, so a restore shows.
 GOOD_MIGRATION = f"CREATE TABLE {PROBE_TABLE} (id integer);"
 BROKEN_MIGRATION = "SELECT no_such_function_in_this_schema();"
+TRACE = "left-by-the-failed-version"
+LEAVE_TRACES = "; ".join([
+    "import os, pathlib",
+    "from pixsim_reference_backend.redis_client import Redis",
+    f"pathlib.Path(os.environ['PIXSIM_HOME'], 'uploads', '{TRACE}.txt').write_text('x')",
+    f"Redis(os.environ['REDIS_URL']).command('SET', '{TRACE}', 'x')",
+    "raise SystemExit(1)",
+])
 
 
 def _build(client: docker.DockerClient, tag: str, *, migration: str | None = None,
@@ -55,7 +63,9 @@ def _build(client: docker.DockerClient, tag: str, *, migration: str | None = Non
                   "/app/pixsim_reference_backend/migrations/main/0099_next.sql",
                   "USER pixsim"]
     if failing_backend:
-        lines.append('CMD ["python", "-c", "raise SystemExit(1)"]')
+        # Before it dies it leaves a file in PIXSIM_HOME and a key in Redis: the way back
+        # must take those away with the database.
+        lines.append(f'CMD ["python", "-c", "{LEAVE_TRACES}"]')
     image, _ = client.images.build(fileobj=io.BytesIO("\n".join(lines).encode()), tag=tag, rm=True,
                                    pull=False)
     return str(image.id)
@@ -192,8 +202,8 @@ def test_broken_migration_is_rolled_back(docker_client: docker.DockerClient, hos
     line = error_line(failed)
     assert line.startswith("Error: migration `"), line
     assert "no_such_function_in_this_schema" in line, line
-    assert "the previous version was put back; the database was restored from the safety backup " \
-           "and the host is verified healthy again (safety backup " in line, line
+    assert "the previous version was put back; the database, Redis and PIXSIM_HOME were restored " \
+           "from the safety backup and the host is verified healthy again (safety backup " in line, line
     assert config_image(host) == REFERENCE_BACKEND_IMAGE
     assert backend_image(docker_client, host) == running
     assert_answers_as(host)
@@ -212,12 +222,17 @@ def test_failing_backend_is_rolled_back_and_its_migration_undone(
     print(f"failed upgrade (backend exits) rolled back in {seconds:.1f} s")
     assert failed.code == 1, str(failed)
     line = error_line(failed)
-    assert "the previous version was put back; the database was restored from the safety backup" \
-        in line, line
+    assert "the previous version was put back; the database, Redis and PIXSIM_HOME were restored " \
+           "from the safety backup" in line, line
     assert config_image(host) == REFERENCE_BACKEND_IMAGE
     assert backend_image(docker_client, host) == running
-    # Its migration ran, and the restore took it away again.
+    # Its migration ran, and the restore took it away again; so went what it wrote elsewhere.
     assert PROBE_TABLE not in tables(host)
+    home = assert_ok(cli("exec", "--dir", host.dir, "backend", "--", "ls", "/data/uploads", home=host.home))
+    assert f"{TRACE}.txt" not in home.stdout and "before-upgrade.txt" in home.stdout, home.stdout
+    key = assert_ok(cli("exec", "--dir", host.dir, "redis", "--", "redis-cli", "EXISTS", TRACE,
+                        home=host.home))
+    assert key.stdout.strip() == "0", key.stdout
     assert_answers_as(host)
     assert_data_kept(host, data["job"], data["upload"], data["body"].encode())
 

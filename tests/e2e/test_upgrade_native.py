@@ -100,7 +100,8 @@ def test_failing_migration_of_a_new_revision_leaves_the_database(
     assert failed.code == 1, str(failed)
     line = next(line for line in failed.stderr.splitlines() if line.startswith("Error: "))
     assert "no_such_function_in_this_schema" in line, line
-    assert "the database was restored from the safety backup; the host is stopped" in line, line
+    assert "the database, Redis and PIXSIM_HOME were restored from the safety backup; the host is " \
+           "stopped" in line, line
     assert f"git -C {source} checkout {first}" in line and "safety backup " in line, line
     git(source, "checkout", "-q", first)
     host.up()
