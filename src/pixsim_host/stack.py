@@ -9,7 +9,6 @@ does the HTTP probes.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -371,41 +370,3 @@ def _uptime(started_at: str | None) -> float | None:
     except ValueError:
         return None
     return round((datetime.now(UTC) - started).total_seconds(), 1)
-
-
-def change_host(host: HostDir, old: HostConfig, new: HostConfig, *, progress: Progress,
-                timeout: float = 120.0,
-                undo: Callable[[], None] | None = None) -> UpReport | None:
-    """Save ``new``, apply it to a running host and verify; on failure put ``old`` back.
-
-    ``undo`` reverts files the change made (installed plugins); ``up`` recreates the
-    backend when the plugins folder changed, since it reads it only at start-up.
-    Returns None when the host is not running (the change waits for the next ``up``).
-    """
-    from pixsim_host.render import apply_config, render_host
-
-    rendered = render_host(host, new)  # a config that cannot render changes nothing
-    running = backend_running(host, old)
-    apply_config(host, new, rendered)
-    if not running:
-        return None
-    try:
-        return up(host, new, timeout=timeout, progress=progress)
-    except HostError as failure:
-        progress("host", "rolling back to the previous configuration")
-        apply_config(host, old)
-        if undo is not None:
-            undo()
-        try:
-            up(host, old, timeout=timeout, progress=progress)
-        except HostError as again:
-            raise HostError(
-                f"{failure.message}; rolling back failed too ({again.message}); "
-                "see `pixsim-host status` and `pixsim-host logs backend`",
-                details=failure.details,
-            ) from None
-        raise HostError(
-            f"{failure.message}. The previous configuration was put back and the host is "
-            "healthy again",
-            details=failure.details,
-        ) from None
