@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pixsim_host.backend_env import Endpoints, backend_environment, without_secrets
 from pixsim_host.errors import HostError
-from pixsim_host.services import Worker, migrate_commands, resolve_workers
+from pixsim_host.services import HttpService, Worker, migrate_commands, resolve_http_services, resolve_workers
 
 if TYPE_CHECKING:
     from pixsim_host.config import HostConfig
@@ -145,7 +145,14 @@ def workloads(config: HostConfig) -> dict[str, str]:
     services["backend"] = f"deployment/{n.backend}"
     for worker in kubernetes_workers(config):
         services[worker.name] = f"deployment/{config.project}-{worker.name}"
+    for http in kubernetes_http_services(config):
+        services[http.name] = f"deployment/{config.project}-{http.name}"
     return services
+
+
+def kubernetes_http_services(config: HostConfig) -> list[HttpService]:
+    """The HTTP services beside the backend, as they run inside the backend's image."""
+    return resolve_http_services(config, python="python")
 
 
 def kubernetes_workers(config: HostConfig) -> list[Worker]:
@@ -207,6 +214,15 @@ def template_context(config: HostConfig) -> dict[str, Any]:
                      "labels": labels(config, worker.name),
                      "selector": selector(config, worker.name)}
                     for worker in kubernetes_workers(config)],
+        # Each its own Deployment and Service (the in-cluster name is the object's), listening
+        # on its declared port, with its port variable beside the backend's environment.
+        "http_services": [{"name": http.name, "object": f"{config.project}-{http.name}",
+                           "args": [env_escape(arg) for arg in http.argv("0.0.0.0", http.listen_port)],
+                           "port": http.listen_port, "health": http.health_endpoint,
+                           "environment": http.environment(http.listen_port),
+                           "labels": labels(config, http.name),
+                           "selector": selector(config, http.name)}
+                          for http in kubernetes_http_services(config)],
         "ingress": config.kubernetes.ingress_host is not None,
         "requests": {
             "db": {"cpu": "100m", "memory": "256Mi"},

@@ -148,3 +148,25 @@ def test_config_set_claims_its_port_in_the_registry(tmp_path: Path) -> None:
                       "--dir", str(second))
     assert refused.returncode != 0
     assert "port 18795 is claimed by host 'http-first'" in refused.stderr
+
+
+def test_kubernetes_runs_it_as_a_deployment_and_a_service(tmp_path: Path) -> None:
+    from kubernetes_helpers import make_k8s_host, rendered_documents
+
+    from pixsim_host.kubernetes_manifests import workloads
+
+    host, config = make_k8s_host(tmp_path / "k8s", backend={"services": ["generation-api"]})
+    docs = [doc for docs in rendered_documents(host).values() for doc in docs]
+    name = f"{config.project}-generation-api"
+    [service] = [d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == name]
+    [deployment] = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == name]
+    assert service["spec"]["ports"] == [{"name": "http", "port": 8001, "targetPort": "http"}]
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["python", "-m", "pixsim_reference_backend", "serve-generation"]
+    assert container["ports"] == [{"name": "http", "containerPort": 8001}]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/health"
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    assert env["GENERATION_API_PORT"] == "8001" and "DATABASE_URL" in env
+    assert container["envFrom"] == [{"configMapRef": {"name": f"{config.project}-backend-env"}}]
+    assert workloads(config)["generation-api"] == f"deployment/{name}"

@@ -29,7 +29,7 @@ from pixsim_host.config import HostConfig
 from pixsim_host.errors import HostError
 from pixsim_host.hostdir import HostDir
 from pixsim_host.render import diff_rendered, render_host
-from pixsim_host.services import resolve_workers
+from pixsim_host.services import resolve_http_services, resolve_workers
 
 K8S_VERSION = kubernetes_validate.latest_version()
 SPECIAL_NAME = "Bob's \"$HOME\" {{ x }} #1: $(SECRET_KEY) $$ 😀 - [a] &b *c"
@@ -57,6 +57,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "name": SPECIAL_NAME,
         "description": SPECIAL_DESCRIPTION,
         "backend": {"command": ["uvicorn", "app:main", "--root-path", "$(NOT_EXPANDED)"]},
+    },
+    "http-services": {
+        "backend": {"services": ["generation-api",
+                                 {"name": "media-api", "command": "python -m media --port {port}",
+                                  "port": 8031, "port_env": "MEDIA_PORT", "health_endpoint": "/ok"}]},
     },
 }
 
@@ -111,6 +116,8 @@ def test_every_built_object_validates_against_the_api_schemas(variant: tuple[Hos
     # One Deployment for the backend and one per worker (the reference backend has one).
     workers = resolve_workers(config)
     expected = ["ConfigMap", "Deployment", "Secret", "Service", *["Deployment"] * len(workers)]
+    # And a Deployment and a Service per HTTP service beside the backend.
+    expected += ["Deployment", "Service"] * len(resolve_http_services(config))
     if config.database.url is None:
         expected += ["Service", "StatefulSet"]
     if config.redis.url is None:
@@ -298,8 +305,10 @@ def test_the_deployment_probes_scales_and_requests(variant: tuple[HostDir, HostC
     services = {o["metadata"]["name"]: o for o in _by_kind(built, "Service")}
     assert services[f"{config.project}-backend"]["spec"]["type"] == config.kubernetes.service_type
     for name, service in services.items():
-        if not name.endswith("-backend"):
+        if service["metadata"]["labels"]["app.kubernetes.io/component"] in ("database", "redis"):
             assert service["spec"]["clusterIP"] == "None"  # headless, for the StatefulSets
+        else:  # the backend's, and those of the HTTP services beside it
+            assert service["spec"]["type"] == config.kubernetes.service_type
     for sts in _by_kind(built, "StatefulSet"):
         assert sts["spec"]["replicas"] == 1  # one primary, one Redis: they do not scale
         [claim] = sts["spec"]["volumeClaimTemplates"]
