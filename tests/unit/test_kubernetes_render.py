@@ -304,7 +304,7 @@ def test_the_deployment_probes_scales_and_requests(variant: tuple[HostDir, HostC
                 assert set(c["resources"]["requests"]) == {"cpu", "memory"}, obj["metadata"]["name"]
     services = {o["metadata"]["name"]: o for o in _by_kind(built, "Service")}
     assert services[f"{config.project}-backend"]["spec"]["type"] == config.kubernetes.service_type
-    for name, service in services.items():
+    for service in services.values():
         if service["metadata"]["labels"]["app.kubernetes.io/component"] in ("database", "redis"):
             assert service["spec"]["clusterIP"] == "None"  # headless, for the StatefulSets
         else:  # the backend's, and those of the HTTP services beside it
