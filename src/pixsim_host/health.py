@@ -112,6 +112,14 @@ def wait_for_backend(url: str, host_id: str, deadline: float,
             time.sleep(0.15)
 
 
+def verify_now(url: str, host_id: str) -> BackendReport:
+    """Every check of :func:`wait_for_backend` once, now; ProbeError if one does not pass."""
+    with make_client() as client:
+        report = probe_once(client, url, host_id)
+        report.version = get_json(client, url, "/api/v1/version")
+    return report
+
+
 def probe_status(url: str, host_id: str) -> tuple[BackendReport | None, str]:
     """One quick check for ``status``: the report, or why there is none."""
     with make_client(timeout=2.0) as client:

@@ -31,6 +31,7 @@ from pixsim_host.runtime.engine import Engine
 if TYPE_CHECKING:
     from pixsim_host.config import HostConfig
     from pixsim_host.hostdir import HostDir
+    from pixsim_host.runtime.engine_socket import SocketEngine
 
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
@@ -197,6 +198,8 @@ class DockerRuntime(LocalRuntime):
         """The runtime for ``host``'s rendered compose.yaml, on the engine from the environment."""
         from pixsim_host.config import REFERENCE_BACKEND_IMAGE
         from pixsim_host.runtime.compose import load_project
+        from pixsim_host.runtime.engine import connect
+        from pixsim_host.runtime.engine_socket import open_socket_engine
 
         project = load_project(host.compose_file, secrets)
         if project.name != config.project:
@@ -223,9 +226,13 @@ class DockerRuntime(LocalRuntime):
             # The operator's own checkout and Dockerfile, like Compose's `build:`.
             builds[config.backend.image] = ImageBuild(Path(config.backend.source).expanduser(),
                                                       config.backend.dockerfile, checkout=True)
-        # The SDK connects on first use: an unchanged host's `up` never needs it.
-        return cls(None, project, config.host_id, secrets, builds=builds,
-                   db_user=config.database.user, db_name=config.database.name)
+        # The SDK connects on first use (an unchanged host's `up` never needs it) when the
+        # engine answers on its unix socket; otherwise it connects now, to say why not.
+        reader = open_socket_engine()
+        runtime = cls(None if reader is not None else connect(), project, config.host_id, secrets,
+                      builds=builds, db_user=config.database.user, db_name=config.database.name)
+        runtime.reader = reader
+        return runtime
 
     @classmethod
     def check_unused(cls, config: HostConfig) -> None:
@@ -241,6 +248,7 @@ class DockerRuntime(LocalRuntime):
         self._engine = engine  # None: connected on first use
         self._read_api_version: tuple[int, int] | None = None  # from a SocketEngine read
         self._known_states: dict[str, ContainerState] | None = None
+        self.reader: SocketEngine | None = None  # reads on the engine's unix socket, if it has one
         self.project = project
         self.host_id = host_id
         self.secrets = secrets
@@ -271,9 +279,7 @@ class DockerRuntime(LocalRuntime):
 
     def unchanged(self, pull: str) -> ApplyResult | None:
         """The running host as it is, when every container already matches the spec
-        (see docker_unchanged.py); None when ``up`` has to converge."""
-        from pixsim_host.runtime.docker_unchanged import unchanged_start
-
+        (see ``unchanged_start``); None when ``up`` has to converge."""
         return unchanged_start(self, pull)
 
     # ---- the runtime protocol (see pixsim_host.runtime) --------------------------------
@@ -1346,3 +1352,124 @@ def _pull_error(image: str, reason: str) -> str:
     first = reason.strip().splitlines()[0] if reason.strip() else "unknown error"
     return (f"cannot pull image {image}: {first}; check the image name and your network, or "
             "load/build it locally and run with --pull never")
+
+
+# ---- `up` on a host that already runs as configured --------------------------------------
+# `up` on a Docker host that already runs exactly as configured: read, don't converge.
+#
+# Most `up`s change nothing (a boot unit, a script, a user making sure). Converging reads the
+# same things and then does nothing, but through the Docker SDK (imported and connected:
+# about a quarter of a second) and a dozen engine calls. Here the engine's view is read over
+# its unix socket with the standard library (``engine_socket``): the project's containers
+# (one list call, filtered by the project's label), each one's inspect, and each image's. The
+# host counts as unchanged only when
+#
+# * every service of the spec has exactly one container, this host's, and no other service
+#   has one;
+# * every image is present (and a built one was built from the current context), and each
+#   container carries the config hash that converging would give it now, image id included
+#   (so a re-tagged image, an edited compose.yaml or plugins folder means converging);
+# * every container runs, and every service with a healthcheck (the backend aside, which the
+#   caller verifies over HTTP) reports healthy.
+#
+# Anything else, a failed read included, returns None and `up` converges as always. Nothing
+# here writes to the engine. The caller still verifies the backend's health, identity and
+# plugins over HTTP, as on every `up`.
+
+
+class _NoEvents(EventWatcher):
+    """Nothing was started, so there are no deaths to hear of; check_alive reads instead."""
+
+    def __init__(self) -> None:  # no event stream
+        pass
+
+    def raise_if_died(self, runtime: DockerRuntime, container_id: str, service: str) -> None:
+        del runtime, container_id, service
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class UnchangedResult(ApplyResult):
+    reader: SocketEngine | None = field(default=None, repr=False)
+
+    def check_alive(self, service: str) -> None:
+        assert self.runtime is not None and self.reader is not None
+        started = self.containers[service]
+        from pixsim_host.runtime.engine_socket import EngineReadError
+
+        try:
+            data = self.reader.inspect_container(started.id)
+        except EngineReadError:
+            return  # the engine is busy: the HTTP probes that follow tell the truth anyway
+        if data is None:
+            raise self.runtime.failure(service, "lost its container while being verified")
+        current = state_of(data, service)
+        if current.status in ("exited", "dead") or current.restart_count > started.restart_count:
+            raise self.runtime.failure(service, f"exited with code {current.exit_code} while starting")
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+
+
+def unchanged_start(runtime: DockerRuntime, pull: str) -> UnchangedResult | None:
+    """The host's containers if nothing needs converging (module docstring), else None."""
+    from pixsim_host.runtime.engine_socket import EngineReadError, open_socket_engine
+
+    if pull == "always":
+        return None  # the images may have moved upstream: only a pull can tell
+    reader = runtime.reader or open_socket_engine()
+    if reader is None:
+        return None
+    try:
+        states = _matching_states(runtime, reader)
+    except EngineReadError:
+        states = None
+    if states is None:
+        reader.close()
+        return None
+    runtime._known_states = states
+    return UnchangedResult({name: "unchanged" for name in states}, states, _NoEvents(), runtime,
+                           reader=reader)
+
+
+def _matching_states(runtime: DockerRuntime, reader: SocketEngine) -> dict[str, ContainerState] | None:
+    services = runtime.project.services
+    summaries: dict[str, str] = {}  # service -> container id
+    for summary in reader.containers(f"{PROJECT_LABEL}={runtime.project.name}"):
+        labels = summary.get("Labels") or {}
+        if labels.get("com.docker.compose.oneoff") == "True":
+            continue
+        name = labels.get(SERVICE_LABEL)
+        if labels.get(HOST_ID_LABEL) != runtime.host_id or name not in services or name in summaries:
+            return None  # another host's, a service the spec dropped, a duplicate: converge
+        summaries[str(name)] = str(summary["Id"])
+    if set(summaries) != set(services):
+        return None
+    image_ids: dict[str, str] = {}
+    for image in sorted({service.image for service in services.values()}):
+        found = reader.inspect_image(image)
+        if found is None:
+            return None
+        build = runtime.builds.get(image)
+        if build is not None and ((found.get("Config") or {}).get("Labels") or {}) \
+                .get(CONTEXT_LABEL) != build.digest():
+            return None  # the build context changed: converging rebuilds it
+        image_ids[image] = str(found["Id"])
+    runtime._read_api_version = reader.api_version
+    states: dict[str, ContainerState] = {}
+    for name, service in sorted(services.items()):
+        wanted = runtime._create_body(service, image_ids[service.image])["Labels"][HASH_LABEL]
+        data = reader.inspect_container(summaries[name])
+        if data is None:
+            return None
+        state = state_of(data, name)
+        checked = service.healthcheck is not None and service.healthcheck.test != ["NONE"]
+        if state.config_hash != wanted or state.status != "running" or (
+                checked and name != BACKEND and state.health != "healthy"):
+            return None
+        states[name] = state
+    runtime._image_ids = {name: image_ids[service.image] for name, service in services.items()}
+    return states

@@ -552,6 +552,10 @@ class KubernetesRuntime:
     def settled_config(self) -> HostConfig | None:
         return None
 
+    def unchanged(self, pull: str) -> Started | None:
+        del pull
+        return None  # `kubectl apply` is the check: an unchanged apply changes nothing
+
     def start(self, progress: Progress, deadline: float, *,
               verified_elsewhere: frozenset[str] = frozenset(),
               only: frozenset[str] | None = None) -> Applied:
