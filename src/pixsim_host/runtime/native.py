@@ -1037,6 +1037,9 @@ class NativeRuntime(LocalRuntime):
             cwd = self.host.root
         else:
             env, cwd = self.process_environment(), self.workdir()
+            if service in self.http_services:  # its own port variable too, as it runs
+                http = self.http_services[service]
+                env.update(http.environment(http.port))
         try:
             return subprocess.run(argv, env=env, cwd=cwd, check=False).returncode
         except OSError as exc:
