@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pixsim_host import tls
+from pixsim_host import replace_journal, tls
 from pixsim_host.config import HostConfig
 from pixsim_host.errors import HostError
 from pixsim_host.hostdir import HostDir
@@ -172,6 +172,7 @@ def up(host: HostDir, config: HostConfig, *, pull: str = "missing", timeout: flo
     for note in notes:
         progress("host", note)
     check_plugin_lists(host, config)
+    progress = replace_journal.watching(host, progress)  # status never verifies a half replacement
     unchanged = _unchanged_and_verified(runtime, host, config, pull)
     if unchanged is None:
         config = prepare(runtime, host, pull, progress) or config
@@ -218,6 +219,7 @@ def up(host: HostDir, config: HostConfig, *, pull: str = "missing", timeout: flo
         result.close()
     if tls.enabled(config):  # the same identity through the proxy, over HTTPS
         notes += tls.verify_proxy(host, config, runtime, deadline, progress)
+    replace_journal.finished(host)
     url, client_url = runtime.public_backend(config)
     return UpReport(
         host_id=config.host_id,
@@ -286,7 +288,9 @@ def down(host: HostDir, config: HostConfig, *, progress: Progress,
          runtime: Runtime | None = None) -> list[str]:
     """Stop and remove the host's services; its data is kept. What was removed."""
     runtime = runtime or open_runtime(host, config)
-    return list(runtime.stop_and_remove(progress))
+    removed = list(runtime.stop_and_remove(progress))
+    replace_journal.finished(host)  # nothing is left half-replaced
+    return removed
 
 
 def host_volumes(host: HostDir, config: HostConfig, runtime: Runtime | None = None) -> list[str]:
@@ -346,6 +350,9 @@ def status(host: HostDir, config: HostConfig) -> dict[str, Any]:
     else:
         backend["verified"] = False
         healthy = False
+    half = replace_journal.unfinished(host)
+    if half is not None:  # never "verified" while up's replacement of a service is unfinished
+        backend["verified"], backend["problem"], healthy = False, half, False
     return {"host_id": config.host_id, "name": config.name, "healthy": healthy,
             **runtime.status_fields(), "services": services, "backend": backend}
 

@@ -46,6 +46,7 @@ from pixsim_host import tls
 from pixsim_host.config import HostConfig
 from pixsim_host.errors import EngineUnavailable, HostError
 from pixsim_host.hostdir import HostDir
+from pixsim_host.journal import fault_point
 from pixsim_host.runtime import LocalRuntime, Progress, RuntimeWords, procs
 from pixsim_host.runtime import supervisor_control as supervisor
 from pixsim_host.runtime.procs import PidRecord
@@ -1113,6 +1114,7 @@ class NativeRuntime(LocalRuntime):
                     actions[name] = "recreated"
                 else:
                     actions[name] = "started"
+                    self._stop_unrecorded(name, launch, progress)
                 self._preflight(name)
                 progress(name, "starting")
                 launched[name] = self._spawn(name, launch)
@@ -1122,6 +1124,17 @@ class NativeRuntime(LocalRuntime):
                     continue
                 self._wait_ready(name, launched.get(name), deadline, progress)
         return started
+
+    def _stop_unrecorded(self, service: str, launch: Launch, progress: Progress) -> None:
+        """Stop ``service``'s process that a command killed between starting it and writing its
+        pid file left running (PostgreSQL's is adopted by its own lock file instead): a second
+        one would fail on the port, or run beside it unseen."""
+        if service == DB:
+            return
+        for pid in _unrecorded_processes(launch, self.config.host_id, by_directory=service == REDIS):
+            progress(service, f"stopping the {service} an interrupted command left running without "
+                              f"a pid file (pid {pid})")
+            _end_process(pid)
 
     def _reconcile_postmaster_pid(self) -> None:
         """PostgreSQL's own lock file, when our record does not show a running server.
@@ -1173,6 +1186,7 @@ class NativeRuntime(LocalRuntime):
                            mask=list(self.secrets.values()) if runs_backend_code else None,
                            relay_file=self.relay_file(service) if runs_backend_code else None)
         record = procs.record_for(proc, launch.argv, launch.config_hash)
+        fault_point(f"native.spawned.{service}")
         try:
             procs.write_record(self.pid_file(service), record)
         except BaseException:
@@ -1624,6 +1638,29 @@ def _processes_in(directory: Path) -> list[int]:
             continue
         if cwd == base or cwd.startswith(base + os.sep):
             found.append(int(entry.name))
+    return found
+
+
+def _unrecorded_processes(launch: Launch, host_id: str, *, by_directory: bool) -> list[int]:
+    """Processes that are ``launch`` run earlier: working in exactly its directory and, unless
+    ``by_directory`` (Redis, alone in its data directory, rewrites its command line), with its
+    command line and this host's id in their environment (a checkout may serve two hosts)."""
+    where = os.path.realpath(launch.cwd)
+    found: list[int] = []
+    for pid in _processes_in(Path(where)):
+        entry = Path(f"/proc/{pid}")
+        try:
+            if os.readlink(entry / "cwd") != where:
+                continue
+            if not by_directory:
+                argv = [part.decode("utf-8", "replace")
+                        for part in (entry / "cmdline").read_bytes().split(b"\0")[:-1]]
+                environ = (entry / "environ").read_bytes().split(b"\0")
+                if argv != launch.argv or f"PIXSIM_HOST_ID={host_id}".encode() not in environ:
+                    continue
+        except OSError:
+            continue  # gone, or another user's: not this host's to stop
+        found.append(pid)
     return found
 
 
