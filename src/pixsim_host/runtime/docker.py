@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pixsim_host import tls
 from pixsim_host.errors import ContainerCommandFailed, HostError
+from pixsim_host.journal import fault_point
 from pixsim_host.progress import Progress
 from pixsim_host.runtime import LocalRuntime, RuntimeWords, context_digest, reference_build_context
 from pixsim_host.runtime.compose import ProjectSpec, ServiceSpec
@@ -569,7 +570,10 @@ class DockerRuntime(LocalRuntime):
         action = "created"
         if existing is not None:
             progress(service.name, "recreating (config changed)")
+            # v=False: a recreate never takes a volume with it. Killed before the create below,
+            # the service has no container: the next `up` creates it.
             self.api.remove_container(existing.id, force=True, v=False)
+            fault_point(f"docker.removed.{service.name}")
             action = "recreated"
         else:
             progress(service.name, "creating")
