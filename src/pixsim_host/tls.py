@@ -8,8 +8,12 @@ values, where Caddy keeps its data, which binary runs it, where the local CA's r
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
+import socket
+import ssl
 import sys
 import sysconfig
 import time
@@ -48,6 +52,20 @@ def site_names(config: HostConfig) -> list[str]:
     return names
 
 
+def _default_sni(config: HostConfig) -> str:
+    """ACME: its one name. Internal: the address friends dial when tls.domain is one, else
+    127.0.0.1 (a DNS name is always sent by clients, an address never)."""
+    import ipaddress
+
+    domain = config.tls.domain
+    if domain and config.tls.mode == "acme":
+        return domain
+    with contextlib.suppress(ValueError):
+        if domain and ipaddress.ip_address(domain):
+            return domain
+    return "127.0.0.1"
+
+
 def caddyfile_context(config: HostConfig) -> dict[str, Any]:
     """The values the Caddyfile template needs beyond the config (all validated text)."""
     port = config.tls.port
@@ -63,6 +81,9 @@ def caddyfile_context(config: HostConfig) -> dict[str, Any]:
         # zero-downtime switch would go.
         "upstreams": [upstream],
         "bind": bind,
+        # The certificate for a client that sends no server name (an https://IP URL): in a
+        # container the proxy cannot tell which address was dialled, so it is named here.
+        "default_sni": _default_sni(config),
         "acme_email": config.tls.acme_email if config.tls.mode == "acme" else None,
         "acme_ca": config.tls.acme_ca if config.tls.mode == "acme" else None,
     }
@@ -171,6 +192,43 @@ def local_proxy_url(config: HostConfig) -> str:
     return f"https://127.0.0.1:{config.tls.port}"
 
 
+def ssl_context(ca_file: Path) -> ssl.SSLContext:
+    """Trust only ``ca_file`` (the host's own CA)."""
+    try:
+        return ssl.create_default_context(cafile=str(ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise HostError(f"cannot read the exported CA {ca_file} ({exc}); run `pixsim-host up` "
+                        "again to export it anew") from None
+
+
+def https_get(port: int, path: str, context: ssl.SSLContext, *, server_name: str = "localhost",
+              timeout: float = 3.0, limit: int = 1_000_000) -> tuple[int, dict[str, str], bytes]:
+    """GET ``path`` from the proxy on 127.0.0.1:``port``, asking for ``server_name``'s
+    certificate (a name is sent: in a container the proxy cannot see which address was
+    dialled). Returns (status, headers, body)."""
+    import http.client
+
+    connection = http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=context)
+    # The address to dial, the name to verify and ask for: http.client takes both from one
+    # host, so the socket is wrapped here.
+    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        connection.sock = context.wrap_socket(raw, server_hostname=server_name)
+    except BaseException:
+        raw.close()
+        raise
+    try:
+        connection.request("GET", path, headers={"Host": f"{server_name}:{port}",
+                                                 "Accept": "application/json"})
+        response = connection.getresponse()
+        body = response.read(limit + 1)
+        if len(body) > limit:
+            raise ValueError(f"{path} answered more than {limit} bytes")
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, body
+    finally:
+        connection.close()
+
+
 def verify_proxy(host: HostDir, config: HostConfig, runtime: object, deadline: float,
                  progress: Progress) -> list[str]:
     """The backend's identity through the proxy over HTTPS, trusting only the host's own
@@ -186,23 +244,25 @@ def verify_proxy(host: HostDir, config: HostConfig, runtime: object, deadline: f
     runtime.export_proxy_ca(target, deadline)
     url = local_proxy_url(config)
     progress(PROXY, f"checking the backend through {url}")
-    last = ""
-    from pixsim_host import webclient as web
     from pixsim_host.health import check_identity
 
-    with web.WebClient(timeout=3.0, max_bytes=1_000_000, verify=web.tls_context(target)) as client:
-        while True:
-            client.reset_deadline(client.timeout)
-            try:
-                info = client.get_json(url + "/api/v1/server/info")
-                check_identity(dict(info), url, config.host_id)
-                break
-            except web.WebError as exc:
-                last = f"{exc.kind} ({exc.reason})"
-            if time.monotonic() > deadline:
-                raise runtime.failure(PROXY, f"the backend did not answer through the proxy at {url} "
-                                             f"before the timeout: {last}")
-            time.sleep(0.15)
+    context = ssl_context(target)
+    while True:
+        try:
+            status, _, body = https_get(config.tls.port, "/api/v1/server/info", context)
+            if status != 200:
+                raise ValueError(f"HTTP {status}")
+            info = json.loads(body)
+            if not isinstance(info, dict):
+                raise ValueError("not a JSON object")
+            check_identity(info, url, config.host_id)
+            break
+        except (OSError, ValueError) as exc:
+            last = " ".join(str(exc).split()) or type(exc).__name__
+        if time.monotonic() > deadline:
+            raise runtime.failure(PROXY, f"the backend did not answer through the proxy at {url} "
+                                         f"before the timeout: {last}")
+        time.sleep(0.15)
     progress(PROXY, "healthy, identity verified over HTTPS")
     return []
 
