@@ -32,6 +32,7 @@ from e2e_helpers import (
 )
 from native_support import Host as NativeHost
 from native_support import Hosts
+from native_support import cli as native_cli
 
 SERVICE = "generation-api"
 
@@ -83,12 +84,13 @@ def make_host(docker_client: docker.DockerClient, require_images: Callable[..., 
 
 @pytest.mark.engine
 def test_docker_generation_api_comes_up_beside_the_backend_as_the_host(
-        make_host: Callable[..., Host], docker_client: docker.DockerClient, registry_home: Path) -> None:
+        make_host: Callable[..., Host], docker_client: docker.DockerClient,
+        request: pytest.FixtureRequest) -> None:
     host = make_host()
     port = free_port()
     select_generation_api(host.run, port)
     assert f"{port}" in (host.dir / "frontend.env").read_text()
-    assert port in registry_claims(registry_home)
+    assert registry_claims(request.getfixturevalue("registry_home"))[port] == host.name
     report = host.up_ok()
     url = f"http://127.0.0.1:{port}"
     assert report["service_urls"] == {SERVICE: url}
@@ -108,7 +110,7 @@ def test_docker_generation_api_comes_up_beside_the_backend_as_the_host(
     assert any(f"127.0.0.1:{port}" in p for p in service["ports"]), service
     logs = assert_ok(host.run("logs", SERVICE, "--tail", "50"))
     assert "/api/v1/generation/status" in logs.stdout
-    assert_ok(host.run("info", "--json")).json()["service_urls"] == {SERVICE: url}
+    assert assert_ok(host.run("info", "--json")).json()["service_urls"] == {SERVICE: url}
 
     # A crash is reported by status, and `up` brings it back.
     running[SERVICE].kill()
@@ -151,8 +153,9 @@ def test_native_generation_api_runs_is_reported_and_is_restarted_after_a_crash(h
     assert (service["state"], service["health"], service["ports"]) == \
         ("running", "healthy", [f"127.0.0.1:{port}"])
     assert "/api/v1/generation/status" in assert_ok(host.run("logs", SERVICE)).stdout
-    probe = assert_ok(host.run("exec", SERVICE, "--", "python", "-c",
-                               "import os; print(os.environ['GENERATION_API_PORT'])"))
+    # --dir before the service: everything after `--` is the command's own.
+    probe = assert_ok(native_cli("exec", "--dir", host.dir, SERVICE, "--", "python", "-c",
+                                 "import os; print(os.environ['GENERATION_API_PORT'])"))
     assert probe.stdout.strip() == str(port)
 
     # Crashed: the supervisor starts it again and status says so.
@@ -169,7 +172,7 @@ def test_native_generation_api_runs_is_reported_and_is_restarted_after_a_crash(h
     assert "restarted" in (service.get("detail") or "") or service.get("restarts"), service
     answers_as_the_host(url, host.host_id)
     down = assert_ok(host.run("down", "--json")).json()
-    assert SERVICE in down["stopped"], down
+    assert any(stopped.startswith(f"{SERVICE} (pid ") for stopped in down["stopped"]), down
 
 
 @pytest.mark.native
