@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from . import API_VERSION, __version__
+from . import API_VERSION, __version__, websocket
 from .jobs import (
     JOB_COLUMNS,
     QUEUE_KEY,
@@ -394,6 +394,12 @@ class Handler(BaseHTTPRequestHandler):
         pass  # one line per request is written by _dispatch instead
 
     def do_GET(self) -> None:
+        if urlsplit(self.path).path.rstrip("/") == websocket.GENERATIONS_PATH:
+            started = time.monotonic()
+            status = websocket.serve_generations(self, self.app.settings.server_id)
+            log(f"{self.client_address[0]} GET {websocket.GENERATIONS_PATH} {status} "
+                f"{(time.monotonic() - started) * 1000:.1f}ms")
+            return
         self._dispatch("GET")
 
     def do_HEAD(self) -> None:
