@@ -51,7 +51,7 @@ def unfinished(host: HostDir) -> str | None:
                           "run `pixsim-host up` to finish bringing the host up")
     if record is None:
         return None
-    services = ", ".join(str(s) for s in record.get("replacing") or []) or "services"
+    services = ", ".join(sorted(str(s) for s in record.get("replacing") or [])) or "services"
     when = record.get("started_at") or "earlier"
     if _other_process_alive(record):
         return f"`pixsim-host up` (pid {record.get('pid')}, started {when}) is replacing {services}"
