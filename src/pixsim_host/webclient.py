@@ -8,15 +8,18 @@ safeload allows.
 
 Time has two bounds: ``timeout`` for each connect, read and write, and ONE overall
 ``deadline`` across everything a client does until it is reset (connect, TLS, headers and
-body of every request): the network layer under httpx gets, for every socket operation, the
-smaller of the two, so a server that sends one header line every few seconds cannot hold a
-caller past the deadline. httpx stays the transport, so tests can pass an
-``httpx.MockTransport`` (``transport=``).
+body of every request): the network layer gets, for every socket operation, the smaller of
+the two, so a server that sends one header line every few seconds cannot hold a caller past
+the deadline. Plain ``http://`` goes through the standard library's http.client (no import
+cost: most requests are a host's own loopback probes); https, and every request of a client
+given a ``transport`` (tests pass an ``httpx.MockTransport``), through httpx.
 """
 
 from __future__ import annotations
 
+import http.client
 import re
+import socket
 import ssl
 import time
 from dataclasses import dataclass
@@ -244,16 +247,27 @@ class WebClient:
                  max_bytes: int = MAX_BYTES, verify: ssl.SSLContext | bool = True,
                  max_connections: int | None = None,
                  transport: httpx.BaseTransport | None = None) -> None:
-        import httpx
-
         self.timeout = timeout
         self.deadline = Deadline(deadline)
         self.max_bytes = max_bytes
-        self._client = httpx.Client(
-            timeout=httpx.Timeout(timeout), follow_redirects=False, trust_env=False,
-            headers={"Accept": "application/json"},
-            transport=transport or TRANSPORT or _transport(verify, max_connections, self.deadline),
-        )
+        self._verify = verify
+        self._max_connections = max_connections
+        self._transport_given = transport
+        self._httpx_client: httpx.Client | None = None
+
+    @property
+    def _client(self) -> httpx.Client:
+        """httpx, made on first use: plain-http requests do without it (see ``plain_get``)."""
+        if self._httpx_client is None:
+            import httpx
+
+            self._httpx_client = httpx.Client(
+                timeout=httpx.Timeout(self.timeout), follow_redirects=False, trust_env=False,
+                headers={"Accept": "application/json"},
+                transport=self._transport_given or TRANSPORT or _transport(
+                    self._verify, self._max_connections, self.deadline),
+            )
+        return self._httpx_client
 
     def __enter__(self) -> WebClient:
         return self
@@ -263,7 +277,8 @@ class WebClient:
         self.close()
 
     def close(self) -> None:
-        self._client.close()
+        if self._httpx_client is not None:
+            self._httpx_client.close()
 
     def reset_deadline(self, seconds: float | None) -> None:
         """Start a new overall deadline (a new round of probes)."""
@@ -271,9 +286,11 @@ class WebClient:
 
     def get(self, url: str, *, max_bytes: int | None = None) -> Reply:
         """The reply to ``GET url`` whatever its status (redirects are not followed)."""
+        limit = self.max_bytes if max_bytes is None else max_bytes
+        if url.startswith("http://") and self._transport_given is None and TRANSPORT is None:
+            return _plain_get(url, limit, self.timeout, self.deadline)
         import httpx
 
-        limit = self.max_bytes if max_bytes is None else max_bytes
         try:
             with self._client.stream("GET", url) as response:
                 declared = response.headers.get("content-length", "")
@@ -312,6 +329,109 @@ class WebClient:
 
 # Tests (in-process) may set a transport every new client uses, e.g. httpx.MockTransport.
 TRANSPORT: httpx.BaseTransport | None = None
+
+
+# ---- plain http with the standard library --------------------------------------------------
+# Most requests are plain http to loopback (a host's own probes, `hosts` probes): they go
+# through http.client, which costs nothing to import, instead of httpx (about a tenth of a
+# second to import). The same rules hold: no proxy, no redirect, the size cap, every socket
+# operation bounded by the smaller of the timeout and the overall deadline, typed failures.
+
+
+class _LateError(TimeoutError):
+    """The overall deadline passed before a socket operation could start."""
+
+
+class _BoundedSocket(socket.socket):
+    """Every receive and send bounded by the smaller of the timeout and the deadline's rest."""
+
+    deadline: Deadline
+    limit: float
+
+    def bound(self) -> None:
+        limit = self.limit
+        if self.deadline.end is not None:
+            remaining = self.deadline.end - time.monotonic()
+            if remaining <= 0:
+                raise _LateError(f"the overall deadline of {self.deadline.seconds:.0f} s passed")
+            limit = min(limit, remaining)
+        self.settimeout(limit)
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        self.bound()
+        return super().recv_into(buffer, nbytes, flags)
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        self.bound()
+        super().sendall(data, flags)
+
+
+class _PlainConnection(http.client.HTTPConnection):
+    def __init__(self, host: str, port: int | None, timeout: float, deadline: Deadline) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self._deadline = deadline
+        self._limit = timeout
+
+    def connect(self) -> None:
+        last: OSError | None = None
+        for family, socktype, proto, _, address in socket.getaddrinfo(
+                self.host, self.port, type=socket.SOCK_STREAM):
+            sock = _BoundedSocket(family, socktype, proto)
+            sock.deadline, sock.limit = self._deadline, self._limit
+            try:
+                sock.bound()
+                sock.connect(address)
+            except OSError as exc:
+                sock.close()
+                last = exc
+                continue
+            self.sock = sock
+            return
+        raise last or OSError(f"no address for {self.host}")
+
+
+def _plain_get(url: str, limit: int, timeout: float, deadline: Deadline) -> Reply:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    conn = _PlainConnection(parts.hostname or "", parts.port, timeout, deadline)
+    late = f"no complete answer within the {deadline.seconds or 0:g} s deadline"
+    phase = "connect"
+    try:
+        try:
+            conn.connect()
+        except ConnectionRefusedError:
+            raise Refused(url, "connection refused: nothing listens there") from None
+        except socket.gaierror:
+            raise Unreachable(url, "the host name does not resolve") from None
+        phase = "write"
+        conn.request("GET", target, headers={"Accept": "application/json"})
+        phase = "read"
+        response = conn.getresponse()
+        declared = response.getheader("content-length", "") or ""
+        if declared.isdigit() and int(declared) > limit:
+            raise TooBig(url, limit, int(declared))
+        body = bytearray()
+        while chunk := response.read1(65536):
+            body += chunk
+            if len(body) > limit:
+                raise TooBig(url, limit)
+        headers: dict[str, str] = {}
+        for name, value in response.getheaders():
+            key = name.lower()
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        return Reply(url, response.status, headers, bytes(body))
+    except TimeoutError:
+        passed = deadline.passed
+        reason = late if passed else (
+            "connecting timed out" if phase == "connect" else "did not answer in time")
+        raise Timeout(url, reason, phase=phase, deadline_passed=passed) from None
+    except (OSError, http.client.HTTPException) as exc:
+        text = str(exc) or type(exc).__name__
+        raise Unreachable(url, safe_text(text.splitlines()[0], 160)) from None
+    finally:
+        conn.close()
 
 
 def _classify(url: str, exc: BaseException) -> WebError:
