@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import tarfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -111,6 +112,19 @@ def test_docker_generation_api_comes_up_beside_the_backend_as_the_host(
     logs = assert_ok(host.run("logs", SERVICE, "--tail", "50"))
     assert "/api/v1/generation/status" in logs.stdout
     assert assert_ok(host.run("info", "--json")).json()["service_urls"] == {SERVICE: url}
+    restarted = assert_ok(host.run("restart", SERVICE, "--json")).json()
+    assert SERVICE in restarted["restarted"], restarted
+    answers_as_the_host(url, host.host_id)
+    # A bundle records it among the services the origin ran.
+    bundle = host.dir.parent / f"{host.name}.tar.gz"
+    assert_ok(host.run("backup", "-o", bundle))
+    try:
+        with tarfile.open(bundle) as archive:
+            member = archive.extractfile("manifest.json")
+            assert member is not None
+            assert SERVICE in json.load(member)["services"]
+    finally:
+        bundle.unlink()
 
     # A crash is reported by status, and `up` brings it back.
     running[SERVICE].kill()
@@ -153,6 +167,9 @@ def test_native_generation_api_runs_is_reported_and_is_restarted_after_a_crash(h
     assert (service["state"], service["health"], service["ports"]) == \
         ("running", "healthy", [f"127.0.0.1:{port}"])
     assert "/api/v1/generation/status" in assert_ok(host.run("logs", SERVICE)).stdout
+    assert_ok(host.run("restart", SERVICE))
+    service = host.status()["services"][SERVICE]
+    assert (service["state"], service["health"]) == ("running", "healthy"), service
     # --dir before the service: everything after `--` is the command's own.
     probe = assert_ok(native_cli("exec", "--dir", host.dir, SERVICE, "--", "python", "-c",
                                  "import os; print(os.environ['GENERATION_API_PORT'])"))
