@@ -315,8 +315,21 @@ class DockerRuntime(LocalRuntime):
 
     def containers(self) -> dict[str, ContainerState]:
         """This host's containers by service (all states)."""
+        from pixsim_host.runtime.engine_socket import EngineReadError
+
+        if self.reader is not None:
+            try:
+                return self._containers(self.reader.containers(f"{PROJECT_LABEL}={self.project.name}"),
+                                        self.reader.inspect_container)
+            except EngineReadError:
+                pass  # the SDK's path gives the engine's own error
+        return self._containers(self.api.containers(all=True, filters=self._owned_filters()),
+                                self.api.inspect_container)
+
+    def _containers(self, summaries: list[dict[str, Any]],
+                    inspect: Callable[[str], dict[str, Any] | None]) -> dict[str, ContainerState]:
         found: dict[str, ContainerState] = {}
-        for summary in self.api.containers(all=True, filters=self._owned_filters()):
+        for summary in summaries:
             labels = summary.get("Labels") or {}
             owner = labels.get(HOST_ID_LABEL)
             if owner and owner != self.host_id:
@@ -331,7 +344,9 @@ class DockerRuntime(LocalRuntime):
                 # One-off containers (a migration, `docker compose run`) are not the service
                 # itself, even when they carry its name and its image.
                 continue
-            found[service] = self._state(summary["Id"], service)
+            data = inspect(summary["Id"])
+            if data is not None:  # None: removed since the list
+                found[service] = state_of(data, service)
         return found
 
     def _state(self, container_id: str, service: str) -> ContainerState:
@@ -747,14 +762,20 @@ class DockerRuntime(LocalRuntime):
         SIGTERM), and nothing is served meanwhile, so waiting for one before signalling
         the next only makes `down` slower.
         """
-        from docker.errors import APIError, NotFound
-
         targets = sorted(self.containers().values(), key=lambda state: state.service)
         for state in targets:
             progress(state.service, "stopping")
         with ThreadPoolExecutor(max_workers=max(1, len(targets))) as pool:
             list(pool.map(self._remove, targets))
         removed = [state.name for state in targets]
+        if self.reader is not None:  # the SDK is not needed to stop and remove
+            status, message = self.reader.change("DELETE", f"/networks/{network_name(self.project.name)}")
+            if status not in (204, 404):
+                raise HostError(f"cannot remove network {network_name(self.project.name)}: "
+                                f"{message or f'HTTP {status}'}")
+            return removed
+        from docker.errors import APIError, NotFound
+
         try:
             self.api.remove_network(network_name(self.project.name))
         except NotFound:
@@ -767,6 +788,16 @@ class DockerRuntime(LocalRuntime):
     def _remove(self, state: ContainerState) -> None:
         spec = self.project.services.get(state.service)
         timeout = int(spec.stop_grace_period) if spec else 10
+        if self.reader is not None:
+            steps = [("POST", f"/containers/{state.id}/stop?t={timeout}", (204, 304, 404), "stop"),
+                     ("DELETE", f"/containers/{state.id}?force=1", (204, 404), "remove")]
+            if state.status not in ("running", "restarting", "paused"):
+                steps = steps[1:]
+            for method, path, fine, what in steps:
+                status, message = self.reader.change(method, path, timeout=timeout + 60)
+                if status not in fine:
+                    raise HostError(f"cannot {what} {state.name}: {message or f'HTTP {status}'}")
+            return
         if state.status in ("running", "restarting", "paused"):
             self.api.stop(state.id, timeout=timeout)
         self.api.remove_container(state.id, v=False, force=True)

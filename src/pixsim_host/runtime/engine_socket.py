@@ -1,12 +1,12 @@
-"""Read-only Engine API calls over a local unix socket, with the standard library.
+"""Engine API calls over a local unix socket, with the standard library.
 
 The Docker SDK costs about a quarter of a second to import and connect (it brings
 requests and urllib3). A `pixsim-host up` on a host that is already running as configured
-only needs to read the engine's view of it (a container list, a few inspects), so those
-reads go through this client: one keep-alive connection, JSON answers. Everything that
-changes something, and every engine not on a local unix socket (TCP, TLS, contexts), goes
-through the SDK (``engine.connect``). ``None`` from :func:`open_socket_engine` means "use
-the SDK".
+only needs to read the engine's view of it (a container list, a few inspects), and `down`
+only stops and removes containers, so those go through this client: reads on one
+keep-alive connection (JSON answers), each change on a connection of its own. Everything
+else, and every engine not on a local unix socket (TCP, TLS, contexts), goes through the
+SDK (``engine.connect``). ``None`` from :func:`open_socket_engine` means "use the SDK".
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import threading
 from typing import Any
 from urllib.parse import quote
 
@@ -46,15 +47,18 @@ class SocketEngine:
     """GET requests to the engine at ``path``, parsed as JSON (404 gives None)."""
 
     def __init__(self, path: str, timeout: float = TIMEOUT) -> None:
+        self._path = path
+        self._lock = threading.Lock()
         self._conn = _UnixConnection(path, timeout)
         self.api_version = api_tuple(str(self.get("/version")["ApiVersion"]))
         self.close()  # held open only while in use: the next request connects again
 
     def get(self, path: str) -> Any:
         try:
-            self._conn.request("GET", path)
-            response = self._conn.getresponse()
-            body = response.read()
+            with self._lock:  # one connection: one request at a time
+                self._conn.request("GET", path)
+                response = self._conn.getresponse()
+                body = response.read()
         except (OSError, http.client.HTTPException) as exc:
             self._conn.close()
             raise EngineReadError(f"GET {path}: {exc}") from None
@@ -79,6 +83,25 @@ class SocketEngine:
     def inspect_image(self, image: str) -> dict[str, Any] | None:
         found = self.get(f"/images/{quote(image, safe=':/@')}/json")
         return dict(found) if found is not None else None
+
+    def change(self, method: str, path: str, timeout: float = 120.0) -> tuple[int, str]:
+        """One POST or DELETE without a body, on a connection of its own (so threads may
+        call it at once): the HTTP status (404 included: the caller decides) and the
+        engine's message, if it gave one."""
+        conn = _UnixConnection(self._path, timeout)
+        try:
+            conn.request(method, path, headers={"Content-Length": "0"})
+            response = conn.getresponse()
+            body = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise EngineReadError(f"{method} {path}: {exc}") from None
+        finally:
+            conn.close()
+        try:
+            message = str(json.loads(body).get("message") or "") if body else ""
+        except (ValueError, AttributeError):
+            message = body[:200].decode("utf-8", "replace")
+        return response.status, message
 
     def close(self) -> None:
         self._conn.close()
