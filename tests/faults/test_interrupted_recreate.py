@@ -9,12 +9,14 @@ commands run in a subprocess and stop at a named step with ``PIXSIM_HOST_FAULT_P
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 from pathlib import Path
 
 import pytest
+from fault_helpers import error_lines
 from native_support import Host, Hosts, assert_ok
 
 pytestmark = pytest.mark.native
@@ -90,3 +92,18 @@ def test_status_does_not_verify_a_replacement_up_did_not_finish(hosts: Hosts) ->
     assert host.plugins_enabled()["game_stealth"] is False
     assert len(service_processes(host, "backend")) == 1
     assert host.run("status").code == 0
+
+
+@pytest.mark.parametrize(("service", "how"), [("redis", "TERM"), ("backend", "INT2")])
+def test_sigterm_or_two_ctrl_c_as_a_process_starts_wait_for_its_pid_file(
+        hosts: Hosts, service: str, how: str) -> None:
+    host = hosts.init()
+    stopped = host.run("up", env={FAULT: f"native.spawned.{service}:{how}"})
+    assert stopped.code == 130, str(stopped)
+    assert error_lines(stopped.stderr) == [
+        "Error: interrupted before the host was verified; run `pixsim-host up` again to finish"]
+    [running] = service_processes(host, service)
+    assert json.loads(host.pid_file(service).read_text())["pid"] == running  # recorded: not lost
+    second = assert_ok(host.run("up", "--json")).json()
+    assert second["actions"][service] == "unchanged"
+    assert service_processes(host, service) == [running]

@@ -109,10 +109,18 @@ def up(
       pixsim-host up --host my-host --pull never --timeout 300
     """
     from pixsim_host import stack
+    from pixsim_host.errors import HostError
+    from pixsim_host.journal import terminate_as_interrupt
 
     with locked_host(directory, no_wait=no_wait, command="up") as (host, config), \
             Progress(f"Starting {config.name}") as progress:
-        report = stack.up(host, config, pull=pull.value, timeout=timeout, progress=progress)
+        try:
+            # SIGTERM like Ctrl-C: a container being replaced is finished before the process ends.
+            with terminate_as_interrupt():
+                report = stack.up(host, config, pull=pull.value, timeout=timeout, progress=progress)
+        except KeyboardInterrupt:
+            raise HostError("interrupted before the host was verified; run `pixsim-host up` again "
+                            "to finish", exit_code=130) from None
     from pixsim_host.hosts import client_line, friend_urls
 
     # Friends and players of a shared host connect from other machines: show those URLs.

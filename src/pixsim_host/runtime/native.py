@@ -46,7 +46,7 @@ from pixsim_host import tls
 from pixsim_host.config import HostConfig
 from pixsim_host.errors import EngineUnavailable, HostError
 from pixsim_host.hostdir import HostDir
-from pixsim_host.journal import fault_point
+from pixsim_host.journal import deferred_interrupts, fault_point
 from pixsim_host.runtime import LocalRuntime, Progress, RuntimeWords, procs
 from pixsim_host.runtime import supervisor_control as supervisor
 from pixsim_host.runtime.procs import PidRecord
@@ -1180,20 +1180,23 @@ class NativeRuntime(LocalRuntime):
         # The backend's code logs secrets (PixSim7 prints its REDIS_URL): masked before they
         # reach the file. PostgreSQL and Redis never print them.
         runs_backend_code = service not in (DB, REDIS)
-        proc = procs.spawn(launch.argv, env=launch.env, cwd=launch.cwd, log=self.log_file(service),
-                           account=launch.account, stdin_data=launch.stdin,
-                           banner=f"starting {service}",
-                           mask=list(self.secrets.values()) if runs_backend_code else None,
-                           relay_file=self.relay_file(service) if runs_backend_code else None)
-        record = procs.record_for(proc, launch.argv, launch.config_hash)
-        fault_point(f"native.spawned.{service}")
-        try:
-            procs.write_record(self.pid_file(service), record)
-        except BaseException:
-            # Without its record the process would run on unseen by status and down, holding
-            # the host's port: it is stopped before the failure (a full disk, Ctrl-C) is told.
-            procs.terminate(record, grace=STOP_GRACE)
-            raise
+        # Ctrl-C and SIGTERM wait until the process has its pid file (then interrupt): a
+        # process without one would run on unseen by status and down.
+        with deferred_interrupts():
+            proc = procs.spawn(launch.argv, env=launch.env, cwd=launch.cwd,
+                               log=self.log_file(service), account=launch.account,
+                               stdin_data=launch.stdin, banner=f"starting {service}",
+                               mask=list(self.secrets.values()) if runs_backend_code else None,
+                               relay_file=self.relay_file(service) if runs_backend_code else None)
+            record = procs.record_for(proc, launch.argv, launch.config_hash)
+            fault_point(f"native.spawned.{service}")
+            try:
+                procs.write_record(self.pid_file(service), record)
+            except BaseException:
+                # A failed write (a full disk): the process, which holds the host's port, is
+                # stopped before the failure is told.
+                procs.terminate(record, grace=STOP_GRACE)
+                raise
         return record
 
     def _wait_ready(self, service: str, record: PidRecord | None, deadline: float,
