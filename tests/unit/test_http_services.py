@@ -170,3 +170,18 @@ def test_kubernetes_runs_it_as_a_deployment_and_a_service(tmp_path: Path) -> Non
     assert env["GENERATION_API_PORT"] == "8001" and "DATABASE_URL" in env
     assert container["envFrom"] == [{"configMapRef": {"name": f"{config.project}-backend-env"}}]
     assert workloads(config)["generation-api"] == f"deployment/{name}"
+
+
+def test_a_new_backend_image_keeps_its_services_as_commands() -> None:
+    from pixsim_host.upgrade import changed_config
+
+    old = host_with(services=[{"name": "generation-api", "port": 8011}])
+    new = changed_config(old, {"backend.image": "example/backend:2"})
+    # The new image's declarations cannot be read: the service is written down as it ran.
+    (entry,) = new.backend.services
+    assert not isinstance(entry, str)
+    assert (entry.command, entry.port, entry.port_env, entry.health_endpoint) == (
+        "python -m pixsim_reference_backend serve-generation", 8011, "GENERATION_API_PORT", "/health")
+    (before,), (after,) = resolve_http_services(old), resolve_http_services(new)
+    assert after.argv("0.0.0.0", after.listen_port) == before.argv("0.0.0.0", before.listen_port)
+    assert after.environment(after.port) == {"GENERATION_API_PORT": "8011"}
