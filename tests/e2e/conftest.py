@@ -42,6 +42,7 @@ STANDIN_IMAGES = {
     "pgvector/pgvector:pg16": "tests/images/postgres",
     "redis:7-alpine": "tests/images/redis",
     "python:3.11-slim": "tests/images/python",
+    "caddy:2.11": "tests/images/caddy",
 }
 
 
