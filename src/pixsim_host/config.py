@@ -320,17 +320,14 @@ class HttpServiceEntry(_Section):
     port_env: Annotated[str, AfterValidator(_variable_name)] | None = None
     health_endpoint: Annotated[str, AfterValidator(_health_path)] | None = None
 
-    @model_validator(mode="after")
-    def _command_needs_a_port(self) -> HttpServiceEntry:
-        if self.command is not None and self.port is None:
-            raise ValueError(f"{self.name}: a service given by its command needs its port too")
-        return self
-
 
 def _unique_services(values: list[str | HttpServiceEntry]) -> list[str | HttpServiceEntry]:
     names = [value if isinstance(value, str) else value.name for value in values]
     for name in names:
         _service_name(name)
+    for value in values:
+        if not isinstance(value, str) and value.command is not None and value.port is None:
+            raise ValueError(f"{value.name}: a service given by its command needs its port too")
     if len(set(names)) != len(names):
         raise ValueError("names a service twice")
     return values
