@@ -17,6 +17,11 @@ from pixsim_host.config import HostConfig
 from pixsim_host.errors import HostError
 from pixsim_host.hostdir import HostDir
 from pixsim_host.progress import Progress, quiet
+from pixsim_host.restore_journal import (
+    check_no_unfinished_restore,
+    unfinished_message,
+    unfinished_restore,
+)
 from pixsim_host.runtime import BACKEND, DataRuntime, job_runtime, require_data_movement
 from pixsim_host.services import migrate_lines, stray_dotenv_notes
 
@@ -161,8 +166,6 @@ def up(host: HostDir, config: HostConfig, *, pull: str = "missing", timeout: flo
 
     if pull not in PULL_POLICIES:
         raise HostError(f"--pull must be one of {', '.join(PULL_POLICIES)}, not {pull!r}")
-    from pixsim_host.restore_journal import check_no_unfinished_restore
-
     check_no_unfinished_restore(host)  # never "verified" on the half-replaced data of a restore
     started = time.monotonic()
     deadline = started + timeout
@@ -351,6 +354,9 @@ def status(host: HostDir, config: HostConfig) -> dict[str, Any]:
         backend["verified"] = False
         healthy = False
     half = replace_journal.unfinished(host)
+    restoring = unfinished_restore(host)
+    if restoring is not None:  # the data may be half replaced: never "verified"
+        half = unfinished_message(host, restoring)
     if half is not None:  # never "verified" while up's replacement of a service is unfinished
         backend["verified"], backend["problem"], healthy = False, half, False
     return {"host_id": config.host_id, "name": config.name, "healthy": healthy,

@@ -9,6 +9,7 @@ import stat
 from pathlib import Path
 
 from fault_helpers import error_lines
+from native_support import Hosts
 from unit_helpers import MakeHost, run_cli
 
 from pixsim_host.hostdir import HostDir
@@ -54,3 +55,21 @@ def test_a_damaged_journal_still_stops_up(make_host: MakeHost) -> None:
     assert result.returncode == 1, str(result)
     [error] = error_lines(result.stderr)
     assert error.startswith("Error: the restore journal ") and "is not UTF-8 text" in error
+
+
+def test_status_never_verifies_a_host_whose_restore_did_not_finish(hosts: Hosts) -> None:
+    host = hosts.init()
+    host.up("--timeout", "120")
+    safety = host.dir / "backups" / "safety-before-restore-20260101T000000Z.tar.gz"
+    write_journal(HostDir(host.dir), "over-existing", safety, None)
+    release(HostDir(host.dir))
+    status = host.run("status", "--json")
+    assert status.code == 4, str(status)  # the backend answers, on data that may be half replaced
+    backend = status.json()["backend"]
+    assert backend["verified"] is False
+    started = json.loads((host.dir / ".pixsim-host" / "restore-in-progress.json").read_text())[
+        "started_at"]
+    assert backend["problem"] == (
+        f"a restore of this host did not finish (started {started}), so its data may be incomplete "
+        f"and it is not verified; the data from before the restore is in the safety backup "
+        f"{safety}: put it back with `pixsim-host restore {safety} --dir {host.dir} --yes`")

@@ -1,0 +1,63 @@
+"""The journal tools themselves: private atomic journals, interrupts deferred across steps
+that must not be cut, and a fault point that does nothing unless asked."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+from pathlib import Path
+
+import pytest
+
+from pixsim_host import journal
+from pixsim_host.hostdir import HostDir
+
+
+def test_a_journal_is_private_and_remembers_when_its_change_began(tmp_path: Path) -> None:
+    host = HostDir(tmp_path)
+    journal.write(host, "demo", {"step": 1})
+    path = tmp_path / ".pixsim-host" / "demo-in-progress.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    first = journal.read(host, "demo", "the demo journal", "fix it")
+    assert first is not None and first["step"] == 1 and first["pid"] == os.getpid()
+    journal.write(host, "demo", {"step": 2})
+    second = journal.read(host, "demo", "the demo journal", "fix it")
+    assert second is not None and second["step"] == 2
+    assert second["started_at"] == first["started_at"]
+    assert journal.is_active(host, "demo")
+    journal.clear(host, "demo")
+    assert not path.exists() and not journal.is_active(host, "demo")
+    assert journal.read(host, "demo", "the demo journal", "fix it") is None
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupts_wait_until_the_steps_are_done(signum: int) -> None:
+    done = []
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt), journal.deferred_interrupts() as seen:
+        os.kill(os.getpid(), signum)
+        os.kill(os.getpid(), signum)  # a second one waits too
+        done.append("first step")
+        done.append("second step")
+    assert done == ["first step", "second step"]
+    assert seen.received == [signum, signum]
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+def test_steps_without_an_interrupt_go_on() -> None:
+    with journal.deferred_interrupts() as seen:
+        journal.fault_point("not-named")  # no PIXSIM_HOST_FAULT_POINT: nothing happens
+    assert seen.received == []
+
+
+def test_a_named_fault_point_signals_this_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(journal.FAULT_POINT_ENV, "elsewhere, here:INT")
+    journal._fault_points.cache_clear()
+    try:
+        journal.fault_point("elsewhere:nothing")
+        with pytest.raises(KeyboardInterrupt):
+            journal.fault_point("here")
+    finally:
+        monkeypatch.delenv(journal.FAULT_POINT_ENV)
+        journal._fault_points.cache_clear()
