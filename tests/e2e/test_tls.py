@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import httpx
 import pytest
 import tls_support
 from e2e_helpers import (
@@ -43,7 +44,8 @@ def tls_host(docker_client: docker.DockerClient, require_images: Callable[..., N
     tls_port = free_port()
     try:
         for key, value in (("model", "friend"), ("backend.bind", "0.0.0.0"),
-                           ("tls.mode", "internal"), ("tls.port", str(tls_port))):
+                           ("tls.mode", "internal"), ("tls.port", str(tls_port)),
+                           ("tls.max_body_size", "200KB")):
             assert_ok(host.run("config", "set", key, value))
         report = host.up_ok()
         yield host, tls_port, report
@@ -106,6 +108,12 @@ def test_security_headers_and_body_limit(tls_host: tuple[Host, int, dict[str, An
     assert answer.status_code == 200 and answer.json()["server_id"] == host.host_id
     tls_support.assert_security_headers(answer)
     assert "strict-transport-security" not in answer.headers  # only for ACME's public names
+    # The proxy's body limit (200KB here), below the backend's own 1 MiB upload limit.
+    with httpx.Client(verify=tls_support.trusting(host.dir / "tls-ca.crt"), timeout=10.0,
+                      trust_env=False) as client:
+        url = f"https://127.0.0.1:{port}/api/v1/uploads"
+        assert client.put(f"{url}/small.bin", content=b"x" * 100_000).status_code == 201
+        assert client.put(f"{url}/large.bin", content=b"x" * 300_000).status_code == 413
 
 
 @pytest.mark.engine
