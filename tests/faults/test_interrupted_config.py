@@ -77,3 +77,24 @@ def test_sigterm_or_two_ctrl_c_wait_until_the_change_is_whole(host: Host, how: s
     assert_rendered_from_config(host)
     registered = assert_ok(cli("hosts", "list", "--json")).json()["hosts"]
     assert [entry["port"] for entry in registered if entry["host_id"] == host.host_id] == [port]
+
+
+def test_config_set_first_rolls_back_a_plugin_change_a_killed_command_left(host: Host) -> None:
+    from pixsim_host.config import load_config
+    from pixsim_host.hostdir import HostDir
+    from pixsim_host.journal import release
+    from pixsim_host.plugin_change import JOURNAL, PluginChangeRun
+
+    config_file = host.dir / "pixsim-host.yaml"
+    run = PluginChangeRun(HostDir(host.dir), load_config(config_file), "plugins disable romance")
+    run.begin()
+    release(HostDir(host.dir), JOURNAL)  # as when its process was killed
+    config_file.write_text(config_file.read_text().replace("disabled: []", "disabled: [romance]"))
+    assert "romance" in config_file.read_text()
+    port = free_port()
+    changed = assert_ok(host.run("config", "set", "backend.port", str(port)))
+    assert "Warning: `pixsim-host plugins disable romance` (started " in changed.stderr
+    assert "it was rolled back: pixsim-host.yaml and plugins/ are as before it" in changed.stderr
+    assert "romance" not in config_file.read_text()  # the set was made on the config from before
+    assert host.run("config", "get", "backend.port").stdout.strip() == str(port)
+    assert_rendered_from_config(host)

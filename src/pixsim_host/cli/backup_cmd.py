@@ -15,7 +15,7 @@ from pixsim_host.cli.common import (
     YesOption,
     add_command,
     host_identity,
-    open_host,
+    locked_host,
     seconds,
 )
 from pixsim_host.cli.output import HEALTHY, Progress, emit, info
@@ -67,10 +67,11 @@ def backup(
       pixsim-host backup --host my-host -o my-host.tar.gz --include-secrets
     """
     from pixsim_host import backup as backups
-    from pixsim_host.locking import host_lock
 
-    host, config = open_host(directory)
-    with host_lock(host), Progress(f"Backing up {config.name}") as progress:
+    # Under the lock, after what a killed command left halfway is finished or rolled back:
+    # a bundle never holds half a change.
+    with locked_host(directory, no_wait=False, command="backup") as (host, config), \
+            Progress(f"Backing up {config.name}") as progress:
         result = backups.backup(host, config, output=output, include_secrets=include_secrets,
                                 progress=progress)
     if emit({**host_identity(host, config), "path": str(result.path), "size_bytes": result.size,

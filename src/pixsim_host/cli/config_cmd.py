@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from pixsim_host.cli.common import DirOption, JsonOption, open_host
+from pixsim_host.cli.common import DirOption, JsonOption, finish_interrupted_changes, open_host
 from pixsim_host.cli.output import emit, info
 
 app = typer.Typer(help="Show, read and change the host's pixsim-host.yaml, validated and re-rendered.",
@@ -79,6 +79,7 @@ def set_(
     host, config = open_host(directory)
     hosts.check_claims(set_key(config, key, value))  # a bad value neither waits nor writes
     with host_lock(host, command="config set"):
+        finish_interrupted_changes(host, applies_next=False)  # never set over half a change
         updated = set_key(load_config(host.config_file), key, value)  # re-read under the lock
         hosts.check_claims(updated)  # another registered host's name or port is refused
         try:
