@@ -75,6 +75,8 @@ def caddyfile_context(config: HostConfig) -> dict[str, Any]:
         upstream, bind = "backend:8000", None
     else:
         upstream, bind = f"127.0.0.1:{config.backend.port}", config.backend.bind
+        if ":" not in bind:
+            bind = f"tcp4/{bind}"  # Go would take 0.0.0.0 for every address, IPv6's too
     return {
         "site_addresses": [f"https://{_url_host(name)}:{port}" for name in site_names(config)],
         # A list: a second upstream (a new backend beside the old one) is where a
