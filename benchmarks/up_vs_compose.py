@@ -13,7 +13,10 @@ and the same rendered ``compose.yaml``:
   ``down --volumes --yes`` between rounds is not timed.
 * Compose at its best: ``docker compose -f FILE --env-file DIR/.env -p <other project>``
   ``up -d --wait --pull never`` from nothing, the same again (nothing changed) and ``down``;
-  ``down -v`` between rounds is not timed. ``--wait`` waits for the containers' own
+  ``down -v`` between rounds is not timed. From nothing, db and redis come first, then the
+  migrations (``run --rm --no-deps backend ...migrate``: the backend refuses an unmigrated
+  database), then the rest; services whose healthcheck is disabled (the worker) get an
+  ``up -d`` of their own, since Compose 2.26's ``--wait`` fails on them. ``--wait`` waits for the containers' own
   healthchecks. Where the engine honours ``start_interval`` (API >= 1.44, Docker 25), FILE is
   a copy of the rendered file with ``start_interval: 1s`` added to every healthcheck (the
   rendered 10-15 s intervals would otherwise hold Compose back); elsewhere FILE is the
@@ -21,7 +24,7 @@ and the same rendered ``compose.yaml``:
 * The floor, measured in the same run: ``docker compose create`` (untimed) makes the
   containers from the same file under a third project; then they are started through the
   Engine API and PostgreSQL, Redis and the backend are timed from their container's start
-  until each answers its own protocol (see floor.py): floor = max(db, redis) + backend.
+  until each answers its own protocol (see floor.py): floor = max(db, redis) + migrate + backend.
 
 Both tools publish the same host port, so they never run at the same time; the order
 alternates every round. The engine may be shared: a sample during which one of the
