@@ -93,6 +93,8 @@ class PluginChangeRun:
             raise
         try:
             with deferred_interrupts():
+                self.record["plugins_after"] = new.plugins.model_dump(mode="json")  # what is applied
+                self._save()
                 apply_config(self.host, new, rendered)
                 fault_point("plugins.config-written")
         except KeyboardInterrupt:

@@ -61,6 +61,8 @@ def test_sigkill_after_the_config_is_written_is_rolled_back_by_status_then_appli
     assert "game_stealth" in plugins_config(host)["disabled"]  # the new set, not yet applied
     record = json.loads(journal(host).read_text())
     assert record["command"] == "plugins disable game_stealth" and record["phase"] == "applying"
+    assert "game_stealth" in record["plugins_after"]["disabled"]  # what was being applied
+    assert "game_stealth" not in yaml.safe_load(record["config_before"])["plugins"]["disabled"]
     assert journal(host).stat().st_mode & 0o777 == 0o600
 
     status = host.run("status", "--json")
