@@ -42,6 +42,7 @@ from pixsim_host.restore_journal import (
 )
 from pixsim_host.schema import forget_migrations
 from pixsim_host.services import migrate_lines
+from pixsim_host.upgrade_history import finished_changes
 
 FORMAT = "pixsim-host-bundle"
 FORMAT_VERSION = 1
@@ -129,6 +130,8 @@ def backup(host: HostDir, config: HostConfig, *, output: Path | None, include_se
             # restore takes only when trusted) and which migrations built its schema.
             "services": sorted(runtime.service_names()),
             "migrations": migrate_lines(config),
+            # Every upgrade and rollback the origin went through: versions before and after.
+            "upgrades": finished_changes(host),
             "plugins_enabled": enabled,
             "plugins_enabled_from": enabled_from,
             "includes_secrets": include_secrets,

@@ -116,6 +116,9 @@ class HostEntry:
     registered_at: float = field(default_factory=time.time)
     # Other ports the host listens on (the native runtime's PostgreSQL and Redis).
     extra_ports: list[int] = field(default_factory=list)
+    # The last upgrade or rollback that finished: kind, id, finished_at, and the versions
+    # (images, checkout revision) before and after it. Written by upgrade, kept by record.
+    versions: dict[str, Any] | None = None
 
     @property
     def all_ports(self) -> list[int]:
@@ -137,6 +140,7 @@ class HostEntry:
                 project=str(data.get("project", "")),
                 registered_at=float(data.get("registered_at", 0.0)),
                 extra_ports=[int(p) for p in data.get("extra_ports") or []],
+                versions=data["versions"] if isinstance(data.get("versions"), dict) else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"an entry lacks or mangles {exc}") from None
@@ -335,6 +339,14 @@ def record(host: HostDir, config: HostConfig) -> list[str]:
         return _upsert(registry, HostEntry.of(host, config))
 
 
+def record_versions(host: HostDir, config: HostConfig, versions: dict[str, Any]) -> None:
+    """Put the versions before and after a finished upgrade or rollback in the host's entry."""
+    with edit_registry() as registry:
+        entry = HostEntry.of(host, config)
+        entry.versions = versions
+        _upsert(registry, entry)
+
+
 def _upsert(registry: Registry, entry: HostEntry) -> list[str]:
     _check_claims(registry, host_id=entry.host_id, directory=entry.directory,
                   name=entry.name, project=entry.project, port=entry.port)
@@ -353,6 +365,7 @@ def _upsert(registry: Registry, entry: HostEntry) -> list[str]:
                     "delete one of the copies"
                 )
             entry.registered_at = other.registered_at or entry.registered_at
+            entry.versions = entry.versions or other.versions
             continue
         if other.directory == entry.directory:
             warnings.append(f"replaced the registry entry of host {other.name!r} ({other.host_id}), "
@@ -449,6 +462,7 @@ class HostStatus:
             "model": self.model, "backend_url": self.backend_url, "local_url": self.local_url,
             "port": self.port, "status": self.status, "detail": self.detail,
             "registered_name": self.entry.name, "registry_stale": self.stale,
+            "versions": self.entry.versions,
         }
 
 

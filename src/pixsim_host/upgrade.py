@@ -17,7 +17,6 @@ directory, and the supported way is a bundle restored into a new host.
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -33,12 +32,13 @@ from pixsim_host.progress import Progress
 from pixsim_host.restore_journal import terminate_as_interrupt
 from pixsim_host.schema import STATE_FILE as MIGRATIONS_STATE
 from pixsim_host.schema import MigrationFailed, checkout_revision, recorded_revision
+from pixsim_host.upgrade_history import load_history, versions_summary
+from pixsim_host.upgrade_history import record as _record
 
 if TYPE_CHECKING:
     from pixsim_host.runtime import Runtime
     from pixsim_host.services import HttpService
 
-HISTORY_FILE = "upgrades.json"
 SAFETY_DIR = "upgrades"
 # The config keys an upgrade changes, and the options that change them.
 IMAGE_KEYS = ("backend.image", "database.image", "redis.image")
@@ -310,30 +310,12 @@ def plan_upgrade(host: HostDir, config: HostConfig, changes: dict[str, str]) -> 
 # ---- history -------------------------------------------------------------------------------
 
 
-def history_path(host: HostDir) -> Path:
-    return host.state_dir / HISTORY_FILE
+def _finished(host: HostDir, config: HostConfig, entry: dict[str, Any]) -> None:
+    """Record a successful upgrade or rollback in the history, then in the host registry."""
+    from pixsim_host.hosts import record_versions
 
-
-def load_history(host: HostDir) -> list[dict[str, Any]]:
-    try:
-        data = json.loads(history_path(host).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return []
-    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
-        raise HostError(f"{history_path(host)} is not readable JSON; move it aside (the upgrade "
-                        "history starts again) and retry") from None
-    entries = data.get("upgrades") if isinstance(data, dict) else None
-    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
-
-
-def _save_history(host: HostDir, entries: list[dict[str, Any]]) -> None:
-    host.state_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(history_path(host), json.dumps({"upgrades": entries}, indent=2) + "\n", mode=0o600)
-
-
-def _record(host: HostDir, entry: dict[str, Any]) -> None:
-    entries = [e for e in load_history(host) if e.get("id") != entry["id"]]
-    _save_history(host, [*entries, entry])
+    _record(host, entry)
+    record_versions(host, config, versions_summary(entry))
 
 
 def _now() -> str:
@@ -426,7 +408,7 @@ def _change(host: HostDir, old: HostConfig, new: HostConfig, entry: dict[str, An
     entry.update(outcome="succeeded", finished_at=_now(), after=versions(host, new),
                  migrated=database_changed or _read_migrations_state(host) != migrations_before,
                  elapsed_seconds=round(time.monotonic() - started, 1))
-    _record(host, entry)
+    _finished(host, new, entry)
     return Outcome(entry, report, time.monotonic() - started)
 
 
@@ -652,5 +634,5 @@ def _recover(host: HostDir, plan: RollbackPlan, entry: dict[str, Any],
     _record(host, upgrade_entry)
     entry.update(outcome="succeeded", finished_at=_now(), after=versions(host, plan.config),
                  migrated=restore is not None, elapsed_seconds=round(time.monotonic() - started, 1))
-    _record(host, entry)
+    _finished(host, plan.config, entry)
     return Outcome(entry, report, time.monotonic() - started)

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import re
 import sys
+import tarfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -138,11 +140,20 @@ def assert_data_kept(host: Host, job_id: str, upload: str, body: bytes) -> None:
 
 
 def history(host: Host) -> list[dict[str, Any]]:
-    import json
+
 
     entries: list[dict[str, Any]] = json.loads((host.dir / ".pixsim-host" / "upgrades.json")
                                                .read_text())["upgrades"]
     return entries
+
+
+def registry_versions(host: Host) -> dict[str, Any]:
+    """The versions the host registry records for the host (its last upgrade or rollback)."""
+    listed = assert_ok(cli("hosts", "list", "--json", home=host.home)).json()
+    check_schema("hosts-list", listed)
+    entry = next(h for h in listed["hosts"] if h["host_id"] == host.host_id)
+    versions: dict[str, Any] = entry["versions"]
+    return versions
 
 
 def error_line(run: Run) -> str:
@@ -256,6 +267,12 @@ def test_upgrade_then_rollback(docker_client: docker.DockerClient, host: Host,
     assert PROBE_TABLE in tables(host)
     assert_answers_as(host)
     assert_data_kept(host, data["job"], data["upload"], data["body"].encode())
+    last = history(host)[-1]
+    assert registry_versions(host) == {
+        "kind": "upgrade", "id": last["id"], "finished_at": last["finished_at"],
+        "before": {"images": done["before"]["images"], "code_revision": None},
+        "after": {"images": done["after"]["images"], "code_revision": None}}
+    assert done["after"]["images"]["backend.image"] == tag
 
     plan = assert_ok(host.run("rollback", "--dry-run", "--json")).json()
     check_schema("rollback", plan)
@@ -274,6 +291,22 @@ def test_upgrade_then_rollback(docker_client: docker.DockerClient, host: Host,
     assert_answers_as(host)
     assert_data_kept(host, data["job"], data["upload"], data["body"].encode())
     assert [e["kind"] for e in history(host)][-2:] == ["upgrade", "rollback"]
+    recorded = registry_versions(host)
+    assert (recorded["kind"], recorded["before"]["images"]["backend.image"],
+            recorded["after"]["images"]["backend.image"]) == ("rollback", tag, REFERENCE_BACKEND_IMAGE)
+    # A bundle carries the versions the host went through, without the safety backups' paths.
+    bundle = host.dir.parent / f"after-rollback-{uuid.uuid4().hex[:6]}.tar.gz"
+    assert_ok(host.run("backup", "-o", bundle))
+    try:
+        with tarfile.open(bundle) as archive:
+            member = archive.extractfile("manifest.json")
+            assert member is not None
+            manifest = json.load(member)
+    finally:
+        bundle.unlink()
+    assert [(u["kind"], u["after"]["images"]["backend.image"]) for u in manifest["upgrades"]][-2:] \
+        == [("upgrade", tag), ("rollback", REFERENCE_BACKEND_IMAGE)]
+    assert "upgrades" + "/" not in json.dumps(manifest["upgrades"]), manifest["upgrades"]
     # Nothing left to roll back.
     again = host.run("rollback", "--yes")
     assert again.code == 2 and "no successful upgrade to roll back" in again.stderr, str(again)
@@ -282,7 +315,7 @@ def test_upgrade_then_rollback(docker_client: docker.DockerClient, host: Host,
 def test_an_upgrade_killed_halfway_is_finished_by_rollback(
         docker_client: docker.DockerClient, host: Host, images: dict[str, tuple[str, str]],
         data: dict[str, str]) -> None:
-    import json
+
 
     tag, image_id = images["good"]
     old_id = backend_image(docker_client, host)

@@ -389,3 +389,31 @@ def test_a_registered_host_with_a_broken_config_gets_the_config_error(tmp_path: 
     assert "YAML syntax error" in result.stderr, str(result)
     status = hosts_list()["alpha"]
     assert status["status"] == "not a host" and "doctor" in status["detail"]
+
+
+# ---- versions of upgrades ---------------------------------------------------------------------
+
+
+def test_the_versions_of_the_last_upgrade_outlive_later_records(tmp_path: Path) -> None:
+    from pixsim_host.config import load_config
+    from pixsim_host.hostdir import HostDir
+    from pixsim_host.hosts import record, record_versions
+
+    directory = tmp_path / "upgraded"
+    assert init(directory, "upgraded", "--port", str(first_free_port())).returncode == 0
+    assert hosts_list()["upgraded"]["versions"] is None
+    host = HostDir(directory)
+    versions = {"kind": "upgrade", "id": "20261201T000000000000Z", "finished_at": "2026-12-01T00:00:00Z",
+                "before": {"images": {"backend.image": "old:1"}, "code_revision": None},
+                "after": {"images": {"backend.image": "new:2"}, "code_revision": None}}
+    record_versions(host, load_config(host.config_file), versions)
+    assert entries()["upgraded"]["versions"] == versions
+    # An up or a config change records the host again: its versions stay.
+    assert run_cli("config", "set", "description", "upgraded once", "--dir", str(directory)).returncode == 0
+    record(host, load_config(host.config_file))
+    assert hosts_list()["upgraded"]["versions"] == versions
+    # A hand-edited registry whose versions are not an object reads as none.
+    data = registry()
+    data["hosts"][0]["versions"] = ["not", "an", "object"]
+    (home() / "hosts.json").write_text(json.dumps(data), encoding="utf-8")
+    assert hosts_list()["upgraded"]["versions"] is None
