@@ -15,7 +15,9 @@ CLI start-up), db and redis at once, and the backend as soon as both answer (its
 ``depends_on``), after the schema migrations the backend needs (one-off containers of its
 image): floor = max(db, redis) + migrate + backend, each from its container's start.
 For the native runtime, ``native_floor`` runs initdb the way pixsim-host does and starts
-PostgreSQL and Redis at once: floor = initdb + max(db, redis).
+PostgreSQL and Redis at once: floor = initdb + max(db, redis); then the reference backend's
+migrations and its ``serve`` until ``/ready`` (as the Docker floor has them): full_floor =
+floor + migrate + backend.
 """
 
 from __future__ import annotations
@@ -299,8 +301,10 @@ def native_floor(work: Path, bin_dir: Path, redis_server: Path, pg_port: int, re
             if time.perf_counter() - t1 > DEADLINE:
                 raise TimeoutError(f"native PostgreSQL/Redis did not answer within {DEADLINE:.0f} s")
             time.sleep(POLL)
+        backend = _native_backend(work, f"postgresql://{user}:{password}@127.0.0.1:{pg_port}/{database}",
+                                  f"redis://:{password}@127.0.0.1:{redis_port}/0", servers)
     finally:
-        for server, stop in zip(servers, (signal.SIGINT, signal.SIGTERM), strict=False):
+        for server, stop in zip(servers, (signal.SIGINT, signal.SIGTERM, signal.SIGTERM), strict=False):
             server.send_signal(stop)  # PostgreSQL's fast shutdown; Redis's clean one
         for server in servers:
             try:
@@ -310,4 +314,33 @@ def native_floor(work: Path, bin_dir: Path, redis_server: Path, pg_port: int, re
                 server.wait()
     initdb = t1 - t0
     db, redis = ready["db"] - t1, ready["redis"] - t1
-    return {"initdb": initdb, "db": db, "redis": redis, "floor": initdb + max(db, redis)}
+    floor = initdb + max(db, redis)
+    return {"initdb": initdb, "db": db, "redis": redis, "floor": floor, **backend,
+            "full_floor": floor + backend["migrate"] + backend["backend"]}
+
+
+def _native_backend(work: Path, database_url: str, redis_url: str,
+                    servers: list[Any]) -> dict[str, float]:
+    """The reference backend's migrations (to completion), then its ``serve`` until ``GET
+    /ready`` answers 200, as local processes of this Python; the server joins ``servers``."""
+    import socket as sockets
+    import subprocess
+    import sys
+    import uuid
+
+    with sockets.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    home = work / "home"
+    home.mkdir()
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C", "DATABASE_URL": database_url, "REDIS_URL": redis_url,
+           "SECRET_KEY": uuid.uuid4().hex, "SERVER_ID": str(uuid.uuid4()), "PIXSIM_HOME": str(home),
+           "HOST": "127.0.0.1", "PORT": str(port)}
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "pixsim_reference_backend", "migrate"], check=True,
+                   capture_output=True, env=env, cwd=work, timeout=DEADLINE)
+    t1 = time.perf_counter()
+    servers.append(subprocess.Popen([sys.executable, "-m", "pixsim_reference_backend", "serve"],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=work))
+    t2 = wait_until(lambda: http_ok("127.0.0.1", port), "native backend /ready")
+    return {"migrate": t1 - t0, "backend": t2 - t1}

@@ -16,11 +16,11 @@ and the same rendered ``compose.yaml``:
   ``down -v`` between rounds is not timed. From nothing, db and redis come first, then the
   migrations (``run --rm --no-deps backend ...migrate``: the backend refuses an unmigrated
   database), then the rest; services whose healthcheck is disabled (the worker) get an
-  ``up -d`` of their own, since Compose 2.26's ``--wait`` fails on them. ``--wait`` waits for the containers' own
-  healthchecks. Where the engine honours ``start_interval`` (API >= 1.44, Docker 25), FILE is
-  a copy of the rendered file with ``start_interval: 1s`` added to every healthcheck (the
-  rendered 10-15 s intervals would otherwise hold Compose back); elsewhere FILE is the
-  rendered file itself.
+  ``up -d`` of their own, since Compose 2.26's ``--wait`` fails on them. ``--wait`` waits
+  for the containers' own healthchecks. Where the engine honours ``start_interval`` (API >=
+  1.44, Docker 25), FILE is a copy of the rendered file with ``start_interval: 1s`` added to
+  every healthcheck (the rendered 10-15 s intervals would otherwise hold Compose back);
+  elsewhere FILE is the rendered file itself.
 * The floor, measured in the same run: ``docker compose create`` (untimed) makes the
   containers from the same file under a third project; then they are started through the
   Engine API and PostgreSQL, Redis and the backend are timed from their container's start
