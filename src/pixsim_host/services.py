@@ -255,10 +255,8 @@ def resolve_http_services(config: HostConfig, python: str = "python") -> list[Ht
                                  declaration.default_port or port, port_env, health,
                                  asgi=declaration.asgi, declared_in=str(declaration.path)))
     taken = {config.backend.port: "backend.port"}
-    if config.runtime == "native":
-        taken.update({port: key for port, key in ((config.native.postgres_port, "native.postgres_port"),
-                                                  (config.native.redis_port, "native.redis_port"))
-                      if port is not None})
+    for port in config.local_service_ports:  # the native runtime's PostgreSQL and Redis
+        taken[port] = "native.postgres_port" if port == config.native.postgres_port else "native.redis_port"
     for service in found:
         if service.port in taken:
             raise HostError(f"backend.services {service.name} would listen on port {service.port}, "
