@@ -111,7 +111,7 @@ def check_secrets(ctx: Context) -> Check:
     return Check("secrets", PASS, f"{path.name} is private (0600) and holds every secret")
 
 
-PRIVATE_DIRS = ("data/redis", "data/home", "logs", ".pixsim-host/run", "backups")
+PRIVATE_DIRS = ("data/redis", "data/home", "data/caddy", "logs", ".pixsim-host/run", "backups")
 PRIVATE_FILES = (".pixsim-host/hash-key",)
 
 
@@ -308,6 +308,8 @@ def check_images(ctx: Context) -> Check:
         return Check("images", SKIP, "needs the Docker Engine")
     config = ctx.config
     wanted = {"backend": config.backend.image, "db": config.database.image, "redis": config.redis.image}
+    if config.tls.mode != "off":
+        wanted["proxy"] = config.tls.image
     from docker.errors import DockerException, ImageNotFound, NotFound
 
     missing: list[str] = []
@@ -480,6 +482,38 @@ def check_backend_code(ctx: Context) -> Check:
                                        f"{migrations} command(s)")
 
 
+def check_tls(ctx: Context) -> Check:
+    """The TLS proxy: Caddy to run it (native) and its image (Docker), the Caddyfile as
+    Caddy itself reads it, the proxy's port, the exported CA (internal mode)."""
+    import tempfile
+
+    from pixsim_host import tls
+
+    assert ctx.host is not None and ctx.config is not None
+    config = ctx.config
+    if not tls.enabled(config):
+        return Check("tls", SKIP, "tls.mode is off: the backend itself serves plain HTTP")
+    try:
+        binary = tls.caddy_binary(config)
+    except HostError as exc:
+        if not config.proxy_in_container:
+            return _failed("tls", exc)
+        binary = None  # the proxy runs from tls.image; the image check covers it
+    caddyfile = ctx.host.root / tls.CADDYFILE
+    if binary is not None and caddyfile.is_file():
+        with tempfile.TemporaryDirectory(prefix="pixsim-host-caddy-") as work:
+            problem = tls.validate_caddyfile(binary, caddyfile, Path(work))
+        if problem:
+            return Check("tls", FAIL, f"Caddy refuses {tls.CADDYFILE}: {problem}",
+                         "run `pixsim-host render` (or fix the template override)")
+    if config.tls.mode == "internal" and not tls.ca_file(ctx.host).is_file():
+        return Check("tls", WARN, f"the host's CA is not exported yet ({tls.CA_FILE})",
+                     "run `pixsim-host up`: it exports it and prints how friends pin it")
+    checked = "validated by Caddy" if binary is not None and caddyfile.is_file() else "rendered"
+    return Check("tls", PASS, f"HTTPS ({config.tls.mode}) on port {config.tls.port}; {tls.CADDYFILE} "
+                              f"{checked}")
+
+
 # ---- running them ---------------------------------------------------------------------------
 
 
@@ -496,6 +530,7 @@ HOST_CHECKS: list[tuple[str, Callable[[Context], Check], tuple[str, ...]]] = [
     ("registry", check_registry, ()),
     ("health", check_health, ("config",)),
     ("backend-code", check_backend_code, ("config",)),
+    ("tls", check_tls, ("config",)),
 ]
 MACHINE_CHECKS = ("engine", "disk", "registry")
 

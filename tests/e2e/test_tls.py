@@ -73,6 +73,9 @@ def test_up_reports_https_and_exports_the_ca(tls_host: tuple[Host, int, dict[str
     assert status["services"]["proxy"]["state"] == "running"
     # The backend's own plain-HTTP checks still pass on loopback.
     assert_answers_as(host)
+    checks = {check["name"]: check for check in host.run("doctor", "--json").json()["checks"]}
+    assert checks["tls"]["status"] == "pass", checks["tls"]
+    assert checks["images"]["status"] == "pass" and "4 images" in checks["images"]["message"]
 
 
 @pytest.mark.engine

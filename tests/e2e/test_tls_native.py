@@ -82,6 +82,10 @@ def test_native_tls_host_end_to_end(tls_host: tuple[Host, int], tmp_path: Path) 
     assert status["services"]["proxy"]["health"] == "healthy", status
     logs = assert_ok(host.run("logs", "proxy", "--tail", "200")).stdout
     assert "certificate obtained successfully" in logs
+    checks = {check["name"]: check for check in host.run("doctor", "--json").json()["checks"]}
+    assert checks["tls"]["status"] == "pass", checks["tls"]
+    assert "validated by Caddy" in checks["tls"]["message"]
+    assert checks["permissions"]["status"] == "pass", checks["permissions"]  # data/caddy included
     print(f"native TLS host: up in {up_seconds:.1f} s")  # a figure, not an assertion
 
 
