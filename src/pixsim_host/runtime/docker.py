@@ -359,6 +359,11 @@ class DockerRuntime(LocalRuntime):
         return str(data["Id"]) if data else None
 
     def _inspect_image(self, image: str) -> dict[str, Any] | None:
+        from pixsim_host.runtime.engine_socket import EngineReadError
+
+        if self.reader is not None:
+            with contextlib.suppress(EngineReadError):  # else the SDK gives the engine's error
+                return self.reader.inspect_image(image)
         from docker.errors import ImageNotFound, NotFound
 
         try:
@@ -369,8 +374,12 @@ class DockerRuntime(LocalRuntime):
     def ensure_images(self, policy: str, progress: Progress) -> dict[str, str]:
         """Image ids by service, pulling or building what the policy allows."""
         ids: dict[str, str] = {}
+        settled: dict[str, str] = {}  # image -> id, as the policy wants it (services share images)
         for service in self.project.services.values():
             image = service.image
+            if image in settled:
+                ids[service.name] = settled[image]
+                continue
             current = self.image_id(image)
             build = self.builds.get(image)
             if build is not None:
@@ -390,7 +399,7 @@ class DockerRuntime(LocalRuntime):
             image_id = self.image_id(image)
             if image_id is None:
                 raise HostError(f"image {image} is still missing after pulling; check its name")
-            ids[service.name] = image_id
+            ids[service.name] = settled[image] = image_id
         return ids
 
     def _pull(self, image: str) -> None:
