@@ -267,6 +267,15 @@ def holds(directory: str | Path, host_id: str) -> bool:
     return data is not None and data.get("host_id") == host_id
 
 
+def _proxy_url(tls: Any) -> str | None:
+    """The TLS proxy's URL from a config's raw ``tls`` section (as HostConfig.tls_url), or None."""
+    if not isinstance(tls, dict) or tls.get("mode", "off") == "off":
+        return None
+    name, port = str(tls.get("domain") or "127.0.0.1"), tls.get("port", 8443)
+    host = f"[{name}]" if ":" in name else name
+    return f"https://{host}" + ("" if port == 443 else f":{port}")
+
+
 def local_url(bind: str, port: int) -> str:
     """Where this machine reaches a backend bound to ``bind:port`` (as HostConfig.local_url)."""
     try:
@@ -494,9 +503,11 @@ def _current(entry: HostEntry) -> tuple[HostStatus, bool]:
     status.name = str(data.get("name", entry.name))
     status.model = str(data.get("model", entry.model))
     status.port = port
-    status.local_url = local_url(bind, port)
-    status.backend_url = str(backend.get("public_url") or status.local_url).rstrip("/")
-    if data.get("runtime", "docker") != "docker":
+    proxy = _proxy_url(data.get("tls"))
+    # Behind the TLS proxy the backend answers plain HTTP on loopback only.
+    status.local_url = local_url("127.0.0.1" if proxy else bind, port)
+    status.backend_url = str(backend.get("public_url") or proxy or status.local_url).rstrip("/")
+    if data.get("runtime", "docker") != "docker" and not proxy:
         status.local_url = status.backend_url  # no port on this machine: ask where clients go
     for key, now, then in (("name", status.name, entry.name), ("port", port, entry.port),
                            ("model", status.model, entry.model),

@@ -82,6 +82,10 @@ def test_native_tls_host_end_to_end(tls_host: tuple[Host, int], tmp_path: Path) 
     assert status["services"]["proxy"]["health"] == "healthy", status
     logs = assert_ok(host.run("logs", "proxy", "--tail", "200")).stdout
     assert "certificate obtained successfully" in logs
+    listed = assert_ok(cli("hosts", "list", "--json")).json()
+    mine = [entry for entry in listed["hosts"] if entry["host_id"] == host.host_id]
+    assert mine and mine[0]["status"] == "up" and mine[0]["registry_stale"] == [], listed
+    assert mine[0]["backend_url"] == url, mine
     checks = {check["name"]: check for check in host.run("doctor", "--json").json()["checks"]}
     assert checks["tls"]["status"] == "pass", checks["tls"]
     assert "validated by Caddy" in checks["tls"]["message"]
