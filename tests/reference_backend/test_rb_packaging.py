@@ -65,8 +65,14 @@ def test_services_are_declared_like_pixsim7s() -> None:
         assert declaration["id"] == path.parent.name
         assert set(declaration) >= SERVICE_FIELDS, path
         found[declaration["id"]] = declaration
-    assert set(found) == {"main-api", "worker"}
-    api, worker = found["main-api"], found["worker"]
+    assert set(found) == {"main-api", "generation-api", "worker"}
+    api, worker, generation = found["main-api"], found["worker"], found["generation-api"]
+    # A second HTTP service, declared as PixSim7 declares its generation-api.
+    assert (generation["type"], generation["module"], generation["args"]) == (
+        "backend", "pixsim_reference_backend", ["serve-generation"])
+    assert generation["ports"] == [{"name": "Generation API", "env": "GENERATION_API_PORT",
+                                    "default_port": 8001}]
+    assert generation["health_endpoint"] == "/health"
     assert (api["type"], api["module"], api["args"]) == ("backend", "pixsim_reference_backend",
                                                          ["serve"])
     assert api["ports"] == [{"name": "Backend API", "env": "PORT", "default_port": 8000}]
@@ -98,5 +104,5 @@ def test_each_declared_command_is_a_real_command(tmp_path: Path) -> None:
                            env=env, capture_output=True, text=True, timeout=30)
     assert wrong.returncode == 2
     assert wrong.stderr.splitlines() == [
-        "usage: python -m pixsim_reference_backend [serve|migrate|worker]",
+        "usage: python -m pixsim_reference_backend [serve|serve-generation|migrate|worker]",
         "unknown arguments: serve --now"]
