@@ -427,6 +427,10 @@ def _plain_get(url: str, limit: int, timeout: float, deadline: Deadline) -> Repl
         reason = late if passed else (
             "connecting timed out" if phase == "connect" else "did not answer in time")
         raise Timeout(url, reason, phase=phase, deadline_passed=passed) from None
+    except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected):
+        # A port published by a proxy (Docker's) accepts, then closes while nothing listens
+        # behind it: one wording however the close shows, so a waiting caller says it once.
+        raise Unreachable(url, "the connection was closed without an answer") from None
     except (OSError, http.client.HTTPException) as exc:
         text = str(exc) or type(exc).__name__
         raise Unreachable(url, safe_text(text.splitlines()[0], 160)) from None

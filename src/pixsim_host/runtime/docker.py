@@ -257,6 +257,8 @@ class DockerRuntime(LocalRuntime):
         self.db_user = db_user
         self.db_name = db_name
         self._image_ids: dict[str, str] | None = None
+        self._precreation: threading.Thread | None = None
+        self._precreated: set[str] = set()  # container ids _precreate made
 
     @property
     def engine(self) -> Engine:
@@ -316,6 +318,8 @@ class DockerRuntime(LocalRuntime):
     def containers(self) -> dict[str, ContainerState]:
         """This host's containers by service (all states)."""
         from pixsim_host.runtime.engine_socket import EngineReadError
+
+        self._await_precreation()  # all of them, also those being created for a later start
 
         if self.reader is not None:
             try:
@@ -552,9 +556,23 @@ class DockerRuntime(LocalRuntime):
         which is faster and stricter than its container healthcheck) are started, not waited
         for. The returned watcher stays open so the caller still sees a crash; close it.
         """
+        self._await_precreation()
         current = self.containers()
         self._preflight_ports(image_ids, current)
         self.ensure_network_and_volumes()
+        if only is None and tls.PROXY in current and tls.PROXY not in self.project.services:
+            # tls.mode was turned off: the proxy would go on holding tls.port.
+            progress(tls.PROXY, "removing (tls.mode is off)")
+            self._remove(current.pop(tls.PROXY))
+        if only is not None:
+            # The services started later (after the migrations) that have no container yet get
+            # theirs created, not started, meanwhile: creating one takes tenths of a second.
+            later = [name for level in self.project.levels() for name in level
+                     if name not in only and name not in current]
+            if later:
+                self._precreation = threading.Thread(
+                    target=self._precreate, args=(later, image_ids, progress), daemon=True)
+                self._precreation.start()
         actions: dict[str, str] = {}
         watcher = EventWatcher(self.api, self.project.name)
         try:
@@ -581,6 +599,26 @@ class DockerRuntime(LocalRuntime):
             raise
         return ApplyResult(actions, current, watcher, self)
 
+    def _precreate(self, names: list[str], image_ids: dict[str, str], progress: Progress) -> None:
+        """Create (not start) these services' containers; any failure is left to converging,
+        which creates them itself and says what went wrong."""
+        for name in names:
+            service = self.project.services[name]
+            try:
+                progress(name, "creating")
+                created = self.api.create_container_from_config(
+                    self._create_body(service, image_ids[name]),
+                    name=container_name(self.project.name, name))
+            except Exception:  # noqa: BLE001 - converging retries and reports it
+                return
+            self._precreated.add(str(created["Id"]))
+
+    def _await_precreation(self) -> None:
+        thread = self._precreation
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+            self._precreation = None
+
     def _converge(self, service: ServiceSpec, image_id: str, existing: ContainerState | None,
                   progress: Progress) -> tuple[str, ContainerState]:
         body = self._create_body(service, image_id)
@@ -588,9 +626,10 @@ class DockerRuntime(LocalRuntime):
         if existing is not None and existing.config_hash == wanted:
             if existing.status == "running":
                 return "unchanged", existing
+            made_now = existing.id in self._precreated  # by _precreate, for this very start
             progress(service.name, "starting")
             self._start(service, existing.id)
-            return "started", self._state(existing.id, service.name)
+            return "created" if made_now else "started", self._state(existing.id, service.name)
         action = "created"
         if existing is not None:
             progress(service.name, "recreating (config changed)")
