@@ -194,6 +194,9 @@ def resolve_workers(config: HostConfig, python: str = "python") -> list[Worker]:
         if declaration.type in _NOT_WORKERS or declaration.id == "main-api":
             raise HostError(f"backend.workers names {entry!r}, a {declaration.type or 'core'} service "
                             "that a host does not run as a worker; remove it from backend.workers")
+        if declaration.type == "backend":
+            raise HostError(f"backend.workers names {entry!r}, an HTTP service (it listens on a port); "
+                            "move it to backend.services")
         workers.append(Worker(entry, tuple(declaration.argv(python)), str(declaration.path)))
     return workers
 

@@ -185,3 +185,10 @@ def test_a_new_backend_image_keeps_its_services_as_commands() -> None:
     (before,), (after,) = resolve_http_services(old), resolve_http_services(new)
     assert after.argv("0.0.0.0", after.listen_port) == before.argv("0.0.0.0", before.listen_port)
     assert after.environment(after.port) == {"GENERATION_API_PORT": "8011"}
+
+
+def test_an_http_service_is_not_taken_as_a_worker(tmp_path: Path) -> None:
+    from pixsim_host.services import resolve_workers
+
+    with pytest.raises(HostError, match="an HTTP service .*; move it to backend.services"):
+        resolve_workers(host_with(source=str(pixsim7_like(tmp_path)), workers=["generation-api"]))
