@@ -131,6 +131,22 @@ def test_backend_is_published_on_loopback_only(docker_client: docker.DockerClien
         assert tls_support.connects(outside, port), f"the proxy does not answer on {outside}"
 
 
+@pytest.mark.engine
+def test_turning_tls_off_removes_the_proxy(docker_client: docker.DockerClient,
+                                           tls_host: tuple[Host, int, dict[str, Any]]) -> None:
+    # Last in this module: it changes the shared host.
+    host, port, _ = tls_host
+    assert_ok(host.run("config", "set", "tls.mode", "off"))
+    report = host.up_ok()
+    assert "proxy" not in report["services"] and "tls" not in report
+    assert report["backend_url"] == f"http://127.0.0.1:{host.port}"
+    running = containers(docker_client, host)
+    assert "proxy" not in running
+    published = running["backend"].attrs["HostConfig"]["PortBindings"]["8000/tcp"]
+    assert published == [{"HostIp": "0.0.0.0", "HostPort": str(host.port)}]  # backend.bind again
+    assert not tls_support.connects("127.0.0.1", port)
+
+
 def host_cli(*args: str | Path, home: Path) -> Any:
     from e2e_helpers import cli
 

@@ -114,6 +114,14 @@ def test_native_proxy_restart_crash_and_down(tls_host: tuple[Host, int]) -> None
     else:
         pytest.fail("the supervisor did not bring the killed proxy back within 30 s")
     assert tls_support.get_https(f"https://127.0.0.1:{port}", "/health", ca_file).status_code == 200
+    # Turning TLS off stops the proxy; the backend is on backend.bind again.
+    assert_ok(host.run("config", "set", "tls.mode", "off"))
+    report = host.up()
+    assert "proxy" not in report["services"] and not tls_support.connects("127.0.0.1", port)
+    assert listening_addresses(host.port) == {"0.0.0.0"}
+    assert_ok(host.run("config", "set", "tls.mode", "internal"))
+    host.up()
+    assert tls_support.wss_exchange(port, ca_file)["host_id"] == host.host_id  # the same CA
     assert_ok(host.run("down"))
     assert not tls_support.connects("127.0.0.1", port)
     assert not host.pid_file("proxy").exists()

@@ -1090,6 +1090,10 @@ class NativeRuntime(LocalRuntime):
                 progress("host", "started the supervisor (it restarts what crashes, until `down`)")
         elif only is None and supervisor.stop(self.host):
             progress("host", "stopped the supervisor (native.restart is no)")
+        if only is None and PROXY not in self.services and self.pid_file(PROXY).exists():
+            # tls.mode was turned off: the proxy would go on holding tls.port.
+            progress(PROXY, "stopping (tls.mode is off)")
+            self._stop(PROXY, procs.read_record(self.pid_file(PROXY)))
         for name in self.http_services:
             # Their ports are checked before anything starts (db and redis come first).
             record = procs.read_record(self.pid_file(name))
