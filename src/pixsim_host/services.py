@@ -48,6 +48,13 @@ class Declaration:
     port_env: str = ""
     default_port: int | None = None
     health_endpoint: str = DEFAULT_HEALTH_ENDPOINT
+    category: str = ""
+
+    @property
+    def runs_in_a_host(self) -> bool:
+        """Not the launcher, its platform, the database it would start or a frontend (by type
+        or by category: PixSim7's launcher API is a ``backend`` of category ``launcher``)."""
+        return self.type not in _NOT_WORKERS and self.category not in _NOT_WORKERS
 
     @property
     def asgi(self) -> bool:
@@ -103,6 +110,7 @@ def _read_declaration(path: Path) -> Declaration | None:
     return Declaration(id=sid, type=str(data.get("type", "")), module=module, args=tuple(args),
                        enabled=data.get("enabled", True) is not False, path=path,
                        port_env=port_env, default_port=default_port,
+                       category=str(data.get("category", "")),
                        health_endpoint=health if isinstance(health, str) and health.startswith("/")
                        else DEFAULT_HEALTH_ENDPOINT)
 
@@ -183,7 +191,7 @@ def resolve_workers(config: HostConfig, python: str = "python") -> list[Worker]:
             declared = read_declarations(where) if where is not None else {}
         declaration = declared.get(entry)
         if declaration is None:
-            known = sorted(d.id for d in declared.values() if d.type not in _NOT_WORKERS)
+            known = sorted(d.id for d in declared.values() if d.runs_in_a_host)
             source = "the checkout (backend.source)" if config.backend.source else "the backend"
             listing = f"; it declares: {', '.join(known)}" if known else ""
             raise HostError(
@@ -191,7 +199,7 @@ def resolve_workers(config: HostConfig, python: str = "python") -> list[Worker]:
                 "fix the list (`pixsim-host config set backend.workers \"[ID, ...]\"`), or give a "
                 "command: {name: NAME, command: 'CMD ...'}"
             )
-        if declaration.type in _NOT_WORKERS or declaration.id == "main-api":
+        if not declaration.runs_in_a_host or declaration.id == "main-api":
             raise HostError(f"backend.workers names {entry!r}, a {declaration.type or 'core'} service "
                             "that a host does not run as a worker; remove it from backend.workers")
         if declaration.type == "backend":
@@ -276,7 +284,7 @@ def _http_declaration(config: HostConfig, declared: dict[str, Declaration], name
     declaration = declared.get(name)
     if declaration is None:
         known = sorted(d.id for d in declared.values()
-                       if d.type not in _NOT_WORKERS and d.id != "main-api" and d.default_port)
+                       if d.runs_in_a_host and d.id != "main-api" and d.default_port)
         source = "the checkout (backend.source)" if config.backend.source else "the backend"
         listing = f"; it declares: {', '.join(known)}" if known else ""
         raise HostError(
@@ -284,7 +292,7 @@ def _http_declaration(config: HostConfig, declared: dict[str, Declaration], name
             "list (`pixsim-host config set backend.services \"[ID, ...]\"`), or give a command: "
             "{name: NAME, command: 'CMD ...', port: PORT}"
         )
-    if declaration.type in _NOT_WORKERS or declaration.id == "main-api":
+    if not declaration.runs_in_a_host or declaration.id == "main-api":
         raise HostError(f"backend.services names {name!r}, a {declaration.type or 'core'} service that "
                         "a host does not run beside its backend; remove it from backend.services")
     return declaration

@@ -36,6 +36,8 @@ def pixsim7_like(tmp_path: Path) -> Path:
             ports=[{"env": "EMBEDDING_PORT", "default_port": 8010}], health_endpoint="/healthz")
     declare(root, "worker", type="worker", module="arq", args=["x.WorkerSettings"])
     declare(root, "launcher-ui", type="frontend", module="launcher.ui")
+    declare(root, "launcher-api", category="launcher", type="backend", module="launcher.api.main:app",
+            port_env="LAUNCHER_PORT", default_port=8100)
     return root
 
 
@@ -85,7 +87,7 @@ def test_unknown_unfit_and_clashing_services_are_clear_errors(tmp_path: Path) ->
     root = str(pixsim7_like(tmp_path))
     with pytest.raises(HostError, match="does not declare; it declares: embedder, generation-api"):
         resolve_http_services(host_with(source=root, services=["media-api"]))
-    for unfit in ("main-api", "launcher-ui"):
+    for unfit in ("main-api", "launcher-ui", "launcher-api"):
         with pytest.raises(HostError, match="does not run beside its backend"):
             resolve_http_services(host_with(source=root, services=[unfit]))
     with pytest.raises(HostError, match="gives no port"):
