@@ -71,3 +71,26 @@ def test_up_killed_between_remove_and_create_is_finished_by_the_next_up(
     assert not (host.dir / ".pixsim-host" / "up-replace-in-progress.json").exists()
     assert project_resources(docker_client, host.project)["volumes"] == volumes
     assert assert_ok(host.run("status", "--json")).json()["backend"]["verified"] is True
+
+
+@pytest.mark.engine
+def test_sigterm_during_a_recreate_lets_the_new_container_be_made_first(
+        make_host: Callable[[], Host], docker_client: docker.DockerClient) -> None:
+    host = make_host()
+    host.up_ok()
+    volumes = project_resources(docker_client, host.project)["volumes"]
+    assert_ok(host.run("plugins", "disable", "game_stealth", "--no-restart"))
+    old = containers(docker_client, host)["backend"].id
+    stopped = host.run("up", env={**os.environ, FAULT: "docker.removed.backend:TERM"})
+    assert stopped.code == 130, str(stopped)
+    assert [line for line in stopped.stderr.splitlines() if line.startswith("Error")] == [
+        "Error: interrupted before the host was verified; run `pixsim-host up` again to finish"]
+    # The replacement under way was finished before the process ended: a new container runs.
+    backend = containers(docker_client, host)["backend"]
+    assert backend.id != old and backend.status == "running"
+    assert project_resources(docker_client, host.project)["volumes"] == volumes
+    status = host.run("status", "--json")
+    assert status.code == 4 and status.json()["backend"]["verified"] is False, str(status)
+    report = host.up_ok()
+    assert report["actions"]["backend"] == "unchanged"
+    assert assert_ok(host.run("status", "--json")).json()["backend"]["verified"] is True
