@@ -35,19 +35,26 @@ def make_host(docker_client: docker.DockerClient, require_images: Callable[..., 
     yield from host_maker(docker_client, require_images, tmp_path, Host)
 
 
-@pytest.mark.engine
-def test_up_killed_between_remove_and_create_is_finished_by_the_next_up(
-        make_host: Callable[[], Host], docker_client: docker.DockerClient) -> None:
+def up_with_a_change_to_apply(make_host: Callable[[], Host],
+                              docker_client: docker.DockerClient) -> tuple[Host, list[str]]:
+    """A running host, its volumes, and a change its backend's container is recreated for
+    (recorded, not applied yet): the next `up` replaces the backend."""
     host = make_host()
     host.up_ok()
     volumes = project_resources(docker_client, host.project)["volumes"]
     assert volumes
+    assert_ok(host.run("plugins", "disable", "game_stealth", "--no-restart"))
+    return host, volumes
+
+
+@pytest.mark.engine
+def test_up_killed_between_remove_and_create_is_finished_by_the_next_up(
+        make_host: Callable[[], Host], docker_client: docker.DockerClient) -> None:
+    host, volumes = up_with_a_change_to_apply(make_host, docker_client)
     # The data services are not touched (the worker, with the backend's environment, is
     # replaced in the same step).
     others = {name: c.id for name, c in containers(docker_client, host).items()
               if name in ("db", "redis")}
-    # A change the backend's container is recreated for, then an `up` killed halfway.
-    assert_ok(host.run("plugins", "disable", "game_stealth", "--no-restart"))
     killed = host.run("up", env={**os.environ, FAULT: "docker.removed.backend"})
     assert killed.code == -signal.SIGKILL, str(killed)
     left = containers(docker_client, host)
@@ -76,10 +83,7 @@ def test_up_killed_between_remove_and_create_is_finished_by_the_next_up(
 @pytest.mark.engine
 def test_sigterm_during_a_recreate_lets_the_new_container_be_made_first(
         make_host: Callable[[], Host], docker_client: docker.DockerClient) -> None:
-    host = make_host()
-    host.up_ok()
-    volumes = project_resources(docker_client, host.project)["volumes"]
-    assert_ok(host.run("plugins", "disable", "game_stealth", "--no-restart"))
+    host, volumes = up_with_a_change_to_apply(make_host, docker_client)
     old = containers(docker_client, host)["backend"].id
     stopped = host.run("up", env={**os.environ, FAULT: "docker.removed.backend:TERM"})
     assert stopped.code == 130, str(stopped)
