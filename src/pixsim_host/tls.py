@@ -194,15 +194,6 @@ def local_proxy_url(config: HostConfig) -> str:
     return f"https://127.0.0.1:{config.tls.port}"
 
 
-def ssl_context(ca_file: Path) -> ssl.SSLContext:
-    """Trust only ``ca_file`` (the host's own CA)."""
-    try:
-        return ssl.create_default_context(cafile=str(ca_file))
-    except (OSError, ssl.SSLError) as exc:
-        raise HostError(f"cannot read the exported CA {ca_file} ({exc}); run `pixsim-host up` "
-                        "again to export it anew") from None
-
-
 def https_get(port: int, path: str, context: ssl.SSLContext, *, server_name: str = "localhost",
               timeout: float = 3.0, limit: int = 1_000_000) -> tuple[int, dict[str, str], bytes]:
     """GET ``path`` from the proxy on 127.0.0.1:``port``, asking for ``server_name``'s
@@ -243,30 +234,39 @@ def verify_proxy(host: HostDir, config: HostConfig, runtime: object, deadline: f
     if not isinstance(runtime, ProxyRuntime):
         raise HostError("this runtime does not run the TLS proxy; set tls.mode off")
     target = ca_file(host)
-    runtime.export_proxy_ca(target, deadline)
     url = local_proxy_url(config)
     progress(PROXY, f"checking the backend through {url}")
-    from pixsim_host.health import check_identity
-
-    context = ssl_context(target)
-    while True:
-        try:
-            status, _, body = https_get(config.tls.port, "/api/v1/server/info", context)
-            if status != 200:
-                raise ValueError(f"HTTP {status}")
-            info = json.loads(body)
-            if not isinstance(info, dict):
-                raise ValueError("not a JSON object")
-            check_identity(info, url, config.host_id)
-            break
-        except (OSError, ValueError) as exc:
-            last = " ".join(str(exc).split()) or type(exc).__name__
-        if time.monotonic() > deadline:
-            raise runtime.failure(PROXY, f"the backend did not answer through the proxy at {url} "
-                                         f"before the timeout: {last}")
-        time.sleep(0.15)
+    # The CA exported before still verifies a proxy that kept its data (the usual `up`):
+    # it is exported again only when it does not.
+    if not (target.is_file() and _answers_through_proxy(config, target, url) is None):
+        runtime.export_proxy_ca(target, deadline)
+        while (last := _answers_through_proxy(config, target, url)) is not None:
+            if time.monotonic() > deadline:
+                raise runtime.failure(PROXY, f"the backend did not answer through the proxy at "
+                                             f"{url} before the timeout: {last}")
+            time.sleep(0.15)
     progress(PROXY, "healthy, identity verified over HTTPS")
     return []
+
+
+def _answers_through_proxy(config: HostConfig, ca: Path, url: str) -> str | None:
+    """None when this host's backend answers through the proxy over HTTPS trusting only
+    ``ca``; else why not. Another host answering is an error at once."""
+    from pixsim_host.health import check_identity
+
+    try:
+        # A damaged file reads as a failed check (SSLError is an OSError): exported anew.
+        context = ssl.create_default_context(cafile=str(ca))
+        status, _, body = https_get(config.tls.port, "/api/v1/server/info", context)
+        if status != 200:
+            return f"HTTP {status}"
+        info = json.loads(body)
+        if not isinstance(info, dict):
+            return "not a JSON object"
+    except (OSError, ValueError) as exc:
+        return " ".join(str(exc).split()) or type(exc).__name__
+    check_identity(info, url, config.host_id)
+    return None
 
 
 def tls_document(host: HostDir, config: HostConfig) -> dict[str, Any] | None:

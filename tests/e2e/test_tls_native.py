@@ -120,7 +120,10 @@ def test_native_proxy_restart_crash_and_down(tls_host: tuple[Host, int]) -> None
     assert "proxy" not in report["services"] and not tls_support.connects("127.0.0.1", port)
     assert listening_addresses(host.port) == {"0.0.0.0"}
     assert_ok(host.run("config", "set", "tls.mode", "internal"))
+    exported = ca_file.read_bytes()
+    ca_file.write_text("damaged\n")  # up exports the CA again when the file does not verify
     host.up()
+    assert ca_file.read_bytes() == exported
     assert tls_support.wss_exchange(port, ca_file)["host_id"] == host.host_id  # the same CA
     assert_ok(host.run("down"))
     assert not tls_support.connects("127.0.0.1", port)
