@@ -1305,6 +1305,12 @@ class NativeRuntime(LocalRuntime):
         return "healthy" if self._healthy(state.service) else "starting"
 
     def failure(self, service: str, reason: str, tail: int = 30) -> NativeFailure:
+        if not procs.alive(procs.read_record(self.pid_file(service))):
+            # Its last words may still be in the pipe to its log relay, which ends once it
+            # has written them (the service is gone): give it a moment to.
+            relay = procs.read_record(self.relay_file(service))
+            if relay is not None and procs.alive(relay):
+                procs.wait_gone(relay, 2.0)
         return NativeFailure(service, reason, self.log_tail(service, tail), self.log_file(service))
 
     def log_tail(self, service: str, tail: int = 30) -> str:
