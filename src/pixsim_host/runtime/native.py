@@ -809,9 +809,11 @@ class NativeRuntime(LocalRuntime):
 
     def _proxy_account(self) -> tuple[int, int] | None:
         """As root, Caddy runs as the host's own account (like its PostgreSQL), unless it
-        must bind a port below 1024 (ACME's 80, or 443), which only root may."""
+        must bind a port below 1024 (ACME's 80, or 443), which only root may, or cannot
+        enter the host directory (one made by mktemp -d, or under /root)."""
         account = _host_account(self.host, self.config.host_id)
-        if account is None or min(self.config.tls_ports) < 1024:
+        if account is None or min(self.config.tls_ports) < 1024 \
+                or _blocked_ancestor(self.host.root, account) is not None:
             return None
         return account[0], account[1]
 
