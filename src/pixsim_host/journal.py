@@ -116,9 +116,11 @@ class Deferred:
 
 @contextlib.contextmanager
 def deferred_interrupts() -> Iterator[Deferred]:
-    """Ctrl-C and SIGTERM wait until the steps inside are all done, then interrupt (a
-    KeyboardInterrupt raised on leaving), so those steps are never cut halfway. Only for
-    short steps: a process that must stop now can still be killed."""
+    """Ctrl-C and SIGTERM wait until the steps inside are all done, so those steps are never
+    cut halfway; then each goes to the handler it would have met (Ctrl-C's KeyboardInterrupt,
+    a supervisor's own), a SIGTERM that would have ended the process becoming an interrupt
+    (KeyboardInterrupt). Only for short steps: a process that must stop now can still be
+    killed."""
     seen = Deferred()
     if threading.current_thread() is not threading.main_thread():
         yield seen
@@ -133,8 +135,12 @@ def deferred_interrupts() -> Iterator[Deferred]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    if seen.received:
-        raise KeyboardInterrupt
+    for arrived in dict.fromkeys(seen.received):  # each signal once: a second Ctrl-C adds nothing
+        handler = previous[signal.Signals(arrived)]
+        if callable(handler):
+            handler(arrived, None)
+        elif handler != signal.SIG_IGN:
+            raise KeyboardInterrupt
 
 
 # ---- the test seam ---------------------------------------------------------------------

@@ -61,3 +61,16 @@ def test_a_named_fault_point_signals_this_process(monkeypatch: pytest.MonkeyPatc
     finally:
         monkeypatch.delenv(journal.FAULT_POINT_ENV)
         journal._fault_points.cache_clear()
+
+
+def test_a_deferred_signal_goes_to_the_handler_it_would_have_met() -> None:
+    called: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, _frame: called.append(signum))
+    try:
+        with journal.deferred_interrupts():
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert called == []  # not during the steps
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert called == [signal.SIGTERM]  # once, after them (a supervisor's own "stop")
