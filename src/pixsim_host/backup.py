@@ -559,6 +559,9 @@ def restore(bundle_path: Path, target: Path, *, port: int | None, name: str | No
         elif clone:
             claimed = set(load_registry().port_claims())
             data["backend"]["port"] = pick_port(bind, claimed, start=config.backend.port + 1)
+            if config.tls.mode != "off":  # the origin keeps its TLS proxy's port too
+                data["tls"]["port"] = pick_port(bind, claimed | {data["backend"]["port"]},
+                                                start=config.tls.port + 1)
         config = parse_config(data, source="the restored config")
         config = stack.runtime_type(config).settle_config(
             config, set(load_registry().port_claims(config.host_id)))
