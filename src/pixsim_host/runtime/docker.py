@@ -748,14 +748,15 @@ class DockerRuntime(LocalRuntime):
                 raise self.failure(service, "did not become healthy before the timeout (--timeout)")
             time.sleep(0.1 if ready_now is not None else 0.2)
 
-    def _readiness_probe(self, service: str, container_id: str) -> Callable[[], bool] | None:
+    def _readiness_probe(self, service: str, container_id: str,
+                         inspected: dict[str, Any] | None = None) -> Callable[[], bool] | None:
         """A direct readiness check of db or redis at its container's address, if it has one."""
         from pixsim_host.runtime import readiness
 
         if service not in ("db", "redis"):
             return None
-        networks = (self.api.inspect_container(container_id).get("NetworkSettings") or {}) \
-            .get("Networks") or {}
+        data = inspected if inspected is not None else self.api.inspect_container(container_id)
+        networks = (data.get("NetworkSettings") or {}).get("Networks") or {}
         address = next((str(net["IPAddress"]) for net in networks.values() if net.get("IPAddress")),
                        None)
         if address is None:
@@ -1453,7 +1454,8 @@ def _pull_error(image: str, reason: str) -> str:
 #   container carries the config hash that converging would give it now, image id included
 #   (so a re-tagged image, an edited compose.yaml or plugins folder means converging);
 # * every container runs, and every service with a healthcheck (the backend aside, which the
-#   caller verifies over HTTP) reports healthy.
+#   caller verifies over HTTP) reports healthy; db and redis, while the engine's first check
+#   is still pending (a whole interval before Docker 25), answer their own protocol instead.
 #
 # Anything else, a failed read included, returns None and `up` converges as always. Nothing
 # here writes to the engine. The caller still verifies the backend's health, identity and
@@ -1550,9 +1552,15 @@ def _matching_states(runtime: DockerRuntime, reader: SocketEngine) -> dict[str, 
             return None
         state = state_of(data, name)
         checked = service.healthcheck is not None and service.healthcheck.test != ["NONE"]
-        if state.config_hash != wanted or state.status != "running" or (
-                checked and name != BACKEND and state.health != "healthy"):
+        if state.config_hash != wanted or state.status != "running":
             return None
+        if checked and name != BACKEND and state.health != "healthy":
+            # Before Docker 25 the engine's first check waits a whole interval: db and redis
+            # are asked directly instead, as converging's wait does.
+            ready_now = runtime._readiness_probe(name, state.id, data) \
+                if state.health == "starting" else None
+            if ready_now is None or not ready_now():
+                return None
         states[name] = state
     runtime._image_ids = {name: image_ids[service.image] for name, service in services.items()}
     return states
