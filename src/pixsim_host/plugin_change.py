@@ -176,6 +176,8 @@ def _inside(path: Any, parent: Path, *, depth: int = 1) -> Path | None:
 
 def _undo_files(host: HostDir, record: dict[str, Any]) -> None:
     """Put the config and plugins/ back as the journal says they were (each step idempotent)."""
+    before = record.get("config_before")
+    previous = _previous_config(host, before) if isinstance(before, str) and before.strip() else None
     installed = _inside(record.get("installed"), host.plugins_dir)
     if installed is not None and (installed.exists() or installed.is_symlink()):
         host.state_dir.mkdir(parents=True, exist_ok=True)
@@ -185,14 +187,29 @@ def _undo_files(host: HostDir, record: dict[str, Any]) -> None:
     parked = _inside(record.get("parked"), host.state_dir, depth=2)
     if removed is not None and parked is not None and parked.exists() and not removed.exists():
         parked.rename(removed)
-    before = record.get("config_before")
-    if isinstance(before, str) and before.strip():
+    if previous is not None and isinstance(before, str):
         current = host.config_file.read_text(encoding="utf-8") if host.config_file.is_file() else None
         if current != before:
             atomic_write(host.config_file, before, mode=0o644)
         # Rendered again even when the config is back already: a kill may have come between
         # the config and its rendered files.
-        apply_config(host, load_config(host.config_file))
+        apply_config(host, previous)
+
+
+def _previous_config(host: HostDir, text: str) -> HostConfig:
+    """The journal's config from before the change, validated before anything is put back
+    (the journal is a file anyone could have edited)."""
+    check = host.state_dir / ".config-before.yaml"
+    atomic_write(check, text, mode=0o600)
+    try:
+        return load_config(check)
+    except HostError as exc:
+        raise HostError(
+            f"{journal.journal_path(host, JOURNAL)} holds a config from before the change that is "
+            f"not valid ({exc.message}); nothing was rolled back: delete that file and check "
+            "`pixsim-host config show` and `pixsim-host plugins list`") from None
+    finally:
+        check.unlink(missing_ok=True)
 
 
 def _sweep(host: HostDir) -> None:

@@ -9,6 +9,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from unit_helpers import MakeHost, run_cli
 
 from pixsim_host import journal
 from pixsim_host.hostdir import HostDir
@@ -74,3 +75,51 @@ def test_a_deferred_signal_goes_to_the_handler_it_would_have_met() -> None:
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert called == [signal.SIGTERM]  # once, after them (a supervisor's own "stop")
+
+
+# ---- journals as hostile input ---------------------------------------------------------------
+
+# Each journal, and a command that reads it: `up` refuses a half-restored host, `config set`
+# first rolls back a plugin change, `status` names a replacement that did not finish.
+JOURNAL_READERS = {
+    "restore": ("up",),
+    "plugins-change": ("config", "set", "backend.port", "18999"),
+    "up-replace": ("status",),
+}
+
+
+@pytest.mark.parametrize("name", sorted(JOURNAL_READERS))
+def test_a_damaged_journal_is_one_error_line_never_a_traceback(make_host: MakeHost, name: str) -> None:
+    from hypothesis import given
+    from test_input_properties import EXAMPLES, mutations
+
+    from pixsim_host.config import load_config
+    from pixsim_host.plugin_change import PluginChangeRun
+
+    host = make_host()
+    hostdir = HostDir(host)
+    if name == "plugins-change":
+        PluginChangeRun(hostdir, load_config(host / "pixsim-host.yaml"), "plugins disable romance").begin()
+    else:
+        journal.write(hostdir, name, {"kind": "over-existing", "replacing": ["backend"],
+                                      "safety_backup": str(host / "backups" / "safety.tar.gz")})
+    journal.release(hostdir, name)
+    path = journal.journal_path(hostdir, name)
+    base = path.read_bytes()
+    config = (host / "pixsim-host.yaml").read_bytes()
+
+    @EXAMPLES
+    @given(content=mutations(base))
+    def run(content: bytes) -> None:
+        path.write_bytes(content)
+        try:
+            result = run_cli(*JOURNAL_READERS[name], "--dir", str(host))
+        finally:
+            path.unlink(missing_ok=True)
+            (host / "pixsim-host.yaml").write_bytes(config)
+        assert "Traceback" not in result.output, result.output[:3000]
+        errors = [line for line in result.stderr.splitlines() if line.startswith("Error")]
+        assert len(errors) == (0 if result.returncode in (0, 4) else 1), result.output[:3000]
+        assert not errors or result.stderr.count("\n") <= 2, result.output[:3000]  # + a warning
+
+    run()
