@@ -260,5 +260,6 @@ def pending(host: HostDir) -> str | None:
     record = journal.read(host, JOURNAL, _WHAT, _FIX)
     if record is None:
         return None
-    return (f"`pixsim-host {record.get('command') or 'plugin change'}` (started "
-            f"{record.get('started_at') or 'earlier'}) has not finished")
+    command = record.get("command") or "plugin change"
+    return (f"`pixsim-host {command}` (started {record.get('started_at') or 'earlier'}) has not "
+            "finished")
