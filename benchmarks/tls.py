@@ -5,8 +5,8 @@
 
 One throw-away host (temp dir, throw-away registry) of the reference backend is brought up
 through the real CLI: cold without TLS, then `config set tls.mode internal` and `up` (the
-proxy started, its CA made and exported, the identity checked over HTTPS), then `up` again
-with nothing changed. Then GET /api/v1/server/info is timed on one keep-alive connection,
+proxy started, its CA made and exported, the identity checked over HTTPS), each followed by
+an `up` with nothing changed. Then GET /api/v1/server/info is timed on one keep-alive connection,
 straight to the backend (plain HTTP on loopback) and through the proxy (HTTPS trusting the
 exported CA), and the first request of a new connection through the proxy (TLS handshake
 included). Figures are medians (p95 for the requests).
@@ -93,6 +93,7 @@ def main() -> int:
         cli(env, "init", str(host), "--yes", "--name", f"bench-tls-{os.getpid()}", "--port", str(port),
             "--runtime", options.runtime)
         figures["up_cold_without_tls_seconds"], _ = cli(env, "up", "--dir", str(host))
+        figures["up_unchanged_without_tls_seconds"], _ = cli(env, "up", "--dir", str(host))
         cli(env, "config", "set", "tls.port", str(tls_port), "--dir", str(host))
         cli(env, "config", "set", "tls.mode", "internal", "--dir", str(host))
         figures["up_turning_tls_on_seconds"], _ = cli(env, "up", "--dir", str(host))
