@@ -2,13 +2,16 @@
 
 ``tls.mode`` internal or acme puts Caddy on ``backend.bind:tls.port``; the backend then
 listens on loopback only (Docker: published on 127.0.0.1, reached by the proxy on the
-host's network). What is here is pure (no runtime, no network): the rendered Caddyfile's
-values, where Caddy keeps its data, which binary runs it, where the local CA's root is.
+host's network). Here: the rendered Caddyfile's values, where Caddy keeps its data, which
+binary runs it and how (``caddy validate`` too), where the local CA's root is; and, after
+``up`` started the proxy, the CA exported and the backend checked through it over HTTPS.
+It imports no runtime: a runtime that runs the proxy is told apart by :class:`ProxyRuntime`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import shutil
@@ -55,8 +58,6 @@ def site_names(config: HostConfig) -> list[str]:
 def _default_sni(config: HostConfig) -> str:
     """ACME: its one name. Internal: the address friends dial when tls.domain is one, else
     127.0.0.1 (a DNS name is always sent by clients, an address never)."""
-    import ipaddress
-
     domain = config.tls.domain
     if domain and config.tls.mode == "acme":
         return domain
