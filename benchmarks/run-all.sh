@@ -48,3 +48,7 @@ DOCKER_HOST="$first" "$PY" benchmarks/native_up.py "${rounds[@]}"
 echo
 echo "## scale.py on the ${ENGINES[0]} engine"
 DOCKER_HOST="$first" "$PY" benchmarks/scale.py
+echo
+echo "## tls.py (native, and Docker on the ${ENGINES[0]} engine)"
+"$PY" benchmarks/tls.py --runtime native
+DOCKER_HOST="$first" "$PY" benchmarks/tls.py --runtime docker
