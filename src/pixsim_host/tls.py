@@ -291,7 +291,11 @@ def tls_lines(host: HostDir, config: HostConfig) -> list[str]:
         return []
     if config.tls.mode == "acme":
         return [f"HTTPS ({config.tls.domain}) with a certificate from the ACME CA"]
-    if document["connect"] is None:
-        return ["HTTPS with this host's own CA: `pixsim-host up` exports it to " + CA_FILE]
-    return [f"HTTPS with this host's own CA ({document['ca_cert']}); a friend pins it with:",
-            f"  {document['connect']}"]
+    lines = ["HTTPS with this host's own CA: `pixsim-host up` exports it to " + CA_FILE] \
+        if document["connect"] is None else \
+        [f"HTTPS with this host's own CA ({document['ca_cert']}); a friend pins it with:",
+         f"  {document['connect']}"]
+    if not config.tls.domain and not ipaddress.ip_address(config.backend.bind).is_loopback:
+        lines.append("its certificate names only localhost and 127.0.0.1: for friends, run "
+                     "`pixsim-host config set tls.domain ADDRESS` with the address or name they use")
+    return lines

@@ -31,3 +31,12 @@ def test_info_documents_the_proxy_and_the_pin_line(tmp_path: Path) -> None:
     assert info["tls"]["connect"] == line
     said = invoke("info", "--dir", str(host))
     assert said.code == 0 and line in said.stdout, said.stdout
+    # Friends dial another address than 127.0.0.1: the certificate must name it.
+    assert "config set tls.domain ADDRESS" in said.stdout
+    one_document(invoke("config", "set", "tls.domain", "192.0.2.20", "--dir", str(host), "--json"),
+                 "config-set")
+    info = one_document(invoke("info", "--dir", str(host), "--json"), "info")
+    assert info["backend_url"] == "https://192.0.2.20:18961"
+    said = invoke("info", "--dir", str(host))
+    assert "config set tls.domain" not in said.stdout
+    assert "https://192.0.2.20:18961" in said.stdout
