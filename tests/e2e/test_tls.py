@@ -132,6 +132,24 @@ def test_backend_is_published_on_loopback_only(docker_client: docker.DockerClien
 
 
 @pytest.mark.engine
+def test_a_friend_dials_the_address_in_tls_domain(tls_host: tuple[Host, int, dict[str, Any]],
+                                                  tmp_path: Path) -> None:
+    # A URL with an address sends no server name: behind Docker's port publishing the proxy
+    # cannot see which address was dialled, and answers with tls.domain's certificate.
+    host, port, _ = tls_host
+    address = tls_support.outside_address() or "127.0.0.2"  # any address that reaches 0.0.0.0
+    assert_ok(host.run("config", "set", "tls.domain", address))
+    report = host.up_ok()
+    url = f"https://{address}:{port}"
+    assert report["backend_url"] == url
+    pinned = assert_ok(host_cli("connect", url, "--ca-cert", host.dir / "tls-ca.crt", "--json",
+                                home=tmp_path)).json()
+    assert pinned["host_id"] == host.host_id
+    # 127.0.0.1 keeps its own certificate (asked for by name, as up's own check does).
+    assert tls_support.wss_exchange(port, host.dir / "tls-ca.crt")["host_id"] == host.host_id
+
+
+@pytest.mark.engine
 def test_turning_tls_off_removes_the_proxy(docker_client: docker.DockerClient,
                                            tls_host: tuple[Host, int, dict[str, Any]]) -> None:
     # Last in this module: it changes the shared host.
