@@ -199,10 +199,9 @@ def fetch_remote(url: str, *, ca_cert: Path | None = None, timeout: float = TIME
         description = _text(info, "server_description", where, required=False)
         api_version = _text(info, "api_version", where)
         version_data = fetch_json(client, url, "/api/v1/version", max_bytes=max_bytes)
-    version_api = _text(version_data, "api_version", f"{url}/api/v1/version")
-    if version_api != api_version:
-        raise HostError(f"{url} reports API {printable(api_version)!r} in server info but "
-                        f"{printable(version_api)!r} in /api/v1/version; the host is misconfigured")
+    # /api/v1/version's "api_version" is the application's version in PixSim7 ("0.1.0"),
+    # not the API generation: server info's api_version ("v1") is the one that decides.
+    _text(version_data, "api_version", f"{url}/api/v1/version")
     if api_version not in SUPPORTED_API:
         raise HostError(f"{url} speaks API {printable(api_version)!r}; this pixsim-host and client "
                         f"speak {', '.join(SUPPORTED_API)}: update the one that is older")

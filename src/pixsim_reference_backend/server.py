@@ -15,6 +15,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -54,6 +55,8 @@ from .startup import (
 )
 
 MAX_BODY = 1024 * 1024
+# How long a stop waits for requests in progress (within the 10 s pixsim-host gives a stop).
+STOP_GRACE = 8.0
 KV_PREFIX = "pixsim:kv:"
 ADMIN_PLUGINS = "admin_plugins"  # the plugin that provides the list and details endpoints
 
@@ -195,7 +198,9 @@ class App:
 
     def version(self) -> tuple[int, Any]:
         now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-        return 200, {"api_version": API_VERSION, "build_sha": self.settings.build_sha,
+        # As upstream's: "api_version" here is the application's version (upstream's
+        # settings.api_version, "0.1.0"), not the API generation server info names ("v1").
+        return 200, {"api_version": __version__, "build_sha": self.settings.build_sha,
                      "build_time": self.settings.build_time, "server_time": now}
 
     def server_info(self) -> tuple[int, Any]:
@@ -471,6 +476,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(payload)))
         for key, value in all_headers.items():
             self.send_header(key, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         if method != "HEAD" and payload:
             self.wfile.write(payload)
@@ -556,6 +563,18 @@ class Handler(BaseHTTPRequestHandler):
         return 404, {"detail": "Not Found"}
 
     def _dispatch(self, method: str) -> None:
+        server = self.server
+        if not isinstance(server, Server):
+            self._answer(method)
+            return
+        with server.answering():
+            if server.stopping:
+                # Stopping: this answer is the connection's last (the client opens its next
+                # one elsewhere, to the backend that replaces this one).
+                self.close_connection = True
+            self._answer(method)
+
+    def _answer(self, method: str) -> None:
         started = time.monotonic()
         parts = urlsplit(self.path)
         path = parts.path or "/"
@@ -601,6 +620,33 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Requests being answered: a stop lets them finish (a rolling upgrade stops the old
+        # backend only once the proxy sends new requests elsewhere, but some are still in it).
+        self.in_flight = 0
+        self.idle = threading.Condition()
+        self.stopping = False
+
+    @contextlib.contextmanager
+    def answering(self) -> Iterator[None]:
+        with self.idle:
+            self.in_flight += 1
+        try:
+            yield
+        finally:
+            with self.idle:
+                self.in_flight -= 1
+                self.idle.notify_all()
+
+    def drain(self, grace: float) -> int:
+        """Wait up to ``grace`` seconds for the requests in progress; how many were left."""
+        deadline = time.monotonic() + grace
+        with self.idle:
+            while self.in_flight and time.monotonic() < deadline:
+                self.idle.wait(max(0.0, deadline - time.monotonic()))
+            return self.in_flight
 
 
 def make_server(app: App, host: str, port: int) -> Server:
@@ -690,7 +736,11 @@ def run() -> int:
         if server is not None:
             if serving:
                 server.shutdown()
-            server.server_close()
+            server.server_close()  # no new connections; those in progress are answered
+            server.stopping = True
+            left = server.drain(STOP_GRACE) if serving else 0
+            if left:
+                log(f"{left} request(s) still in progress after {STOP_GRACE:.0f} s; stopping anyway")
         if redis is not None:
             redis.close()
         if db is not None:

@@ -268,7 +268,7 @@ def test_backup_manifest_records_origin_versions_plugins_and_checksums(moved: Mo
     # The backend's own /api/v1/version answer (server_time is the moment it was asked).
     assert {k: v for k, v in manifest["backend_version"].items() if k != "server_time"} == {
         k: v for k, v in moved.version.items() if k != "server_time"}
-    assert manifest["backend_version"]["api_version"] == "v1"
+    assert manifest["backend_version"]["api_version"] == "0.1.0"  # the application's version
     assert manifest["server_info"]["server_id"] == origin.host_id
     enabled = sorted({p["id"] for p in [*moved.plugins["feature_plugins"], *moved.plugins["route_plugins"]]
                       if p["enabled"]})

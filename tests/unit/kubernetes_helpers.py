@@ -224,7 +224,7 @@ class StubBackend:
                         "providers": []},
             "/ready": {"status": "ready", "database": "connected", "redis": "connected",
                        "plugins_loaded": len(self.plugins)},
-            "/api/v1/version": {"api_version": "v1", "build_sha": "stub", "build_time": "",
+            "/api/v1/version": {"api_version": "0.1.0", "build_sha": "stub", "build_time": "",
                                 "server_time": ""},
             "/api/v1/admin/plugins/list": {"feature_plugins": self.plugins, "route_plugins": [],
                                            "total": len(self.plugins)},

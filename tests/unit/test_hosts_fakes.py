@@ -132,7 +132,8 @@ class FakeBackend:
             body = {"server_id": self.server_id, "server_name": self.name, "server_description": "",
                     "version": "0.1.0", "api_version": self.api_version}
         elif path == "/api/v1/version":
-            body = {"api_version": self.api_version, "build_sha": "abc123", "build_time": None,
+            # PixSim7's shape: the application's version here, the API generation in server info.
+            body = {"api_version": "0.1.0", "build_sha": "abc123", "build_time": None,
                     "server_time": "2026-01-01T00:00:00Z"}
         else:
             self._send(h, 404, b'{"detail":"Not Found"}')
