@@ -652,7 +652,8 @@ class HostConfig(_Section):
 
     @property
     def backend_listen_address(self) -> str:
-        """Where the backend itself listens: behind the TLS proxy, on loopback only."""
+        """Where the backend itself (and each of backend.services) listens: with the TLS
+        proxy on, loopback only, so nothing of the host answers in clear text off this machine."""
         return "127.0.0.1" if self.tls.mode != "off" else self.backend.bind
 
     @property

@@ -194,3 +194,36 @@ def test_an_http_service_is_not_taken_as_a_worker(tmp_path: Path) -> None:
 
     with pytest.raises(HostError, match="an HTTP service .*; move it to backend.services"):
         resolve_workers(host_with(source=str(pixsim7_like(tmp_path)), workers=["generation-api"]))
+
+
+@pytest.mark.parametrize("runtime", ["docker", "native"])
+def test_behind_the_tls_proxy_a_service_listens_on_loopback_only(tmp_path: Path, runtime: str) -> None:
+    """A friend host (bind 0.0.0.0) with TLS on: the proxy is what friends reach; the backend's
+    sibling services must not answer in clear text on every interface."""
+    data = new_host_config(name="svc", runtime=runtime).model_dump(mode="json")
+    data["model"] = "friend"
+    data["backend"].update(bind="0.0.0.0", services=[
+        {"name": "generation-api", "port": 8011},
+        # Told where to listen on its command line, as uvicorn is for a declared app.
+        {"name": "media-api", "command": "python -m media_api --listen {bind}:{port}", "port": 8012}])
+    if runtime == "native":
+        data["native"].update(postgres_port=15501, redis_port=16501)
+    data["tls"] = {"mode": "internal", "domain": "pixsim.example.test"}
+    config = parse_config(data, source="test")
+    assert config.backend_listen_address == "127.0.0.1"
+    if runtime == "docker":
+        host = HostDir(tmp_path / "h")
+        host.root.mkdir()
+        services = yaml.safe_load(render_host(host, config).files["compose.yaml"])["services"]
+        assert services["generation-api"]["ports"][0]["host_ip"] == "127.0.0.1"
+        assert services["media-api"]["ports"][0]["host_ip"] == "127.0.0.1"
+        return
+    from pixsim_host.runtime.native import NativeRuntime
+
+    host = HostDir(tmp_path / "n")
+    host.root.mkdir()
+    secrets = {"POSTGRES_PASSWORD": "p" * 24, "REDIS_PASSWORD": "r" * 24, "SECRET_KEY": "s" * 40}
+    runtime_ = NativeRuntime(host, config, secrets)
+    assert runtime_._http_service_launch("generation-api").env["HOST"] == "127.0.0.1"
+    argv = runtime_._http_service_launch("media-api").argv
+    assert argv[-1] == "127.0.0.1:8012", argv

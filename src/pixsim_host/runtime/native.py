@@ -961,7 +961,7 @@ class NativeRuntime(LocalRuntime):
 
     def _http_service_launch(self, service: str) -> Launch:
         http = self.http_services[service]
-        argv = http.argv(self.config.backend.bind, http.port)
+        argv = http.argv(self.config.backend_listen_address, http.port)
         env = {**self.process_environment(), **http.environment(http.port)}
         config_hash = self._keyed_digest([argv, str(self.workdir()), self.backend_environment(),
                                           http.environment(http.port), self.backend_code()])
@@ -1060,7 +1060,7 @@ class NativeRuntime(LocalRuntime):
         elif service == PROXY:
             bind, port, key = self.config.backend.bind, self.config.tls.port, "tls.port"
         elif service in self.http_services:
-            bind, port = self.config.backend.bind, self.http_services[service].port
+            bind, port = self.config.backend_listen_address, self.http_services[service].port
             if _port_free(bind, port) or (own is not None and _holds_port(own.pid, port) is not False):
                 return
             raise HostError(
@@ -1271,7 +1271,7 @@ class NativeRuntime(LocalRuntime):
             elif service == BACKEND:
                 ports = [f"{self.config.backend_listen_address}:{self.config.backend.port}"]
             elif service in self.http_services:
-                ports = [f"{self.config.backend.bind}:{self.http_services[service].port}"]
+                ports = [f"{self.config.backend_listen_address}:{self.http_services[service].port}"]
             else:
                 ports = []  # a worker listens nowhere
             if procs.alive(record):
