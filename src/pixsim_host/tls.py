@@ -89,6 +89,9 @@ def caddyfile_context(config: HostConfig) -> dict[str, Any]:
         "default_sni": _default_sni(config),
         "acme_email": config.tls.acme_email if config.tls.mode == "acme" else None,
         "acme_ca": config.tls.acme_ca if config.tls.mode == "acme" else None,
+        # The native proxy's admin endpoint (a zero-downtime upgrade switches the backend
+        # through it): a unix socket only, never TCP; None is `admin off` (Docker).
+        "admin": None if config.proxy_in_container else ADMIN_SOCKET_ADDRESS,
     }
 
 
@@ -103,6 +106,38 @@ def storage_dir(host: HostDir) -> Path:
 def config_dir(host: HostDir) -> Path:
     """XDG_CONFIG_HOME of the native runtime's Caddy (it writes its autosave there)."""
     return host.state_dir / "caddy-config"
+
+
+# The native Caddy's admin socket, relative to its working directory, config_dir (0700, in
+# the private state directory): a unix socket's path may not exceed 107 bytes, which an
+# absolute one inside a deep host directory would. Mode 0600: only the account Caddy runs
+# as (and root) may connect, so no other local user can reconfigure the proxy.
+ADMIN_SOCKET = "admin.sock"
+ADMIN_SOCKET_ADDRESS = f"unix/{ADMIN_SOCKET}|0600"
+
+
+def admin_socket(host: HostDir) -> Path:
+    return config_dir(host) / ADMIN_SOCKET
+
+
+def reload_proxy(config: HostConfig, host: HostDir, caddyfile: Path) -> None:
+    """Load ``caddyfile`` into the running native proxy through its admin socket: a graceful
+    switch (the listeners stay open; requests in progress finish on the config they began
+    with, for up to grace_period)."""
+    import subprocess
+
+    argv = [str(caddy_binary(config)), "reload", "--config", str(caddyfile),
+            "--adapter", "caddyfile", "--address", f"unix/{ADMIN_SOCKET}"]
+    try:
+        done = subprocess.run(argv, cwd=config_dir(host), env=caddy_environment(host),
+                              capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise HostError(f"the proxy could not be reconfigured: {exc}; check `pixsim-host logs "
+                        "proxy`") from None
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise HostError(f"the proxy refused the new configuration ({last[:300]}); check "
+                        "`pixsim-host logs proxy`")
 
 
 def native_root_certificate(host: HostDir) -> Path:

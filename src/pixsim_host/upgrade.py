@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from pixsim_host import tls
 from pixsim_host.config import HostConfig, parse_config
 from pixsim_host.errors import HostError
 from pixsim_host.fsutil import atomic_write
@@ -370,11 +371,15 @@ class Outcome:
 
 def _change(host: HostDir, old: HostConfig, new: HostConfig, entry: dict[str, Any], *,
             restore_first: tuple[Path, str | None] | None, timeout: float,
-            progress: Progress) -> Outcome:
+            progress: Progress, rolling: bool = False) -> Outcome:
     """Safety backup, ``new`` saved, (the database restored), ``up``; on any failure the old
-    config, the old database if it changed, and a verified ``up`` of the old host."""
+    config, the old database if it changed, and a verified ``up`` of the old host.
+
+    ``rolling``: the backend is replaced without downtime (``rolling.rolling_up``); a failure
+    before traffic went to the new code leaves the old backend serving."""
     from pixsim_host import stack
     from pixsim_host.render import apply_config
+    from pixsim_host.rolling import RollingFailed, rolling_up
 
     started = time.monotonic()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -391,10 +396,20 @@ def _change(host: HostDir, old: HostConfig, new: HostConfig, entry: dict[str, An
             if restore_first is not None:
                 database_changed = True
                 _put_data_back(host, new, restore_first[0], restore_first[1], progress, timeout)
-            report = stack.up(host, new, timeout=timeout, progress=progress)
+            if rolling:
+                rolled = rolling_up(host, new, timeout=timeout, progress=progress)
+                report = rolled.report
+                entry.update(switch_seconds=round(rolled.switch_seconds, 2))
+            else:
+                report = stack.up(host, new, timeout=timeout, progress=progress)
     except BaseException as failure:
         database_changed = database_changed or isinstance(failure, MigrationFailed) or \
             _read_migrations_state(host) != migrations_before
+        if isinstance(failure, RollingFailed) and not failure.switched and (
+                not database_changed or _schema_unchanged(host, new, entry)):
+            # The migrations, if they ran, applied nothing: only their record moved.
+            _write_migrations_state(host, migrations_before)
+            _kept_serving(host, old, safety, failure.cause, entry, timeout, progress)
         message = failure.message if isinstance(failure, HostError) else (
             "interrupted" if not isinstance(failure, Exception) else f"{type(failure).__name__}: {failure}")
         if isinstance(failure, MigrationFailed):
@@ -410,6 +425,48 @@ def _change(host: HostDir, old: HostConfig, new: HostConfig, entry: dict[str, An
                  elapsed_seconds=round(time.monotonic() - started, 1))
     _finished(host, new, entry)
     return Outcome(entry, report, time.monotonic() - started)
+
+
+def _schema_unchanged(host: HostDir, config: HostConfig, entry: dict[str, Any]) -> bool:
+    """Whether every migration chain is at the revision it was before the upgrade."""
+    before = (entry.get("before") or {}).get("schema_revisions")
+    with contextlib.suppress(HostError):
+        return before is not None and versions(host, config).get("schema_revisions") == before
+    return False
+
+
+def _kept_serving(host: HostDir, old: HostConfig, safety: Path, failure: HostError,
+                  entry: dict[str, Any], timeout: float, progress: Progress) -> NoReturn:
+    """A rolling upgrade that failed before the switch, the database untouched: the old
+    backend never stopped serving; the old config goes back and the old backend is checked."""
+    from pixsim_host.health import ProbeError, wait_for_backend
+    from pixsim_host.render import apply_config
+
+    entry.update(outcome="failed", failure=failure.message, migrated=False, finished_at=_now())
+    _record(host, entry)
+    apply_config(host, old)
+    try:
+        wait_for_backend(old.local_url, old.host_id, time.monotonic() + min(timeout, 60.0),
+                         lambda: None, progress)
+    except ProbeError as exc:
+        entry.update(rolled_back=False, rollback_failure=f"the old backend does not answer: {exc}")
+        _record(host, entry)
+        raise HostError(f"{failure.message}; the old backend, which was never stopped, does not "
+                        f"pass its checks either ({exc}); the data from before is in the safety "
+                        f"backup {safety}: `pixsim-host rollback --dir {host.root} --yes`",
+                        details=failure.details) from None
+    entry.update(rolled_back=True)
+    _record(host, entry)
+    later = ""
+    if checkout_code_changed(host, old):
+        before = (entry.get("before") or {}).get("code_revision")
+        revision = f"`git -C {old.backend.source} checkout {before}`" if before else \
+            f"put the checkout {old.backend.source} back as it was"
+        later = (f"; it still runs the code it started with, and the next `up` would start the "
+                 f"checkout's: {revision} first")
+    raise HostError(f"{failure.message}; nothing was switched: the old backend kept serving "
+                    f"throughout and is verified{later}; the database was not changed (safety "
+                    f"backup {safety})", details=failure.details) from None
 
 
 def _put_old_back(host: HostDir, old: HostConfig, safety: Path, migrations_before: str | None,
@@ -490,18 +547,27 @@ def _pinned(old: HostConfig, new: HostConfig) -> dict[str, dict[str, Any]]:
 
 
 def upgrade(host: HostDir, config: HostConfig, changes: dict[str, str], *, timeout: float,
-            progress: Progress) -> tuple[Plan, Outcome]:
+            progress: Progress, with_downtime: bool = False) -> tuple[Plan, Outcome]:
+    from pixsim_host import rolling
+
     plan, new = plan_upgrade(host, config, changes)
     for note in plan.notes:
         progress("host", note)
+    why_not = "--with-downtime was given" if with_downtime else rolling.available(host, config)
+    if why_not is None:
+        progress("host", "upgrading without downtime: the new backend starts beside the old one "
+                         "and takes traffic once it passes every check")
+    elif tls.enabled(config):
+        progress("host", f"upgrading with a short downtime ({why_not})")
     entry: dict[str, Any] = {
         "id": datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ"), "kind": "upgrade",
         "changes": plan.as_json()["changes"], "before": plan.before,
         "postgres_major": plan.postgres.as_json() if plan.postgres else None,
         "pinned": _pinned(config, new),
+        "zero_downtime": why_not is None,
     }
     return plan, _change(host, config, new, entry, restore_first=None, timeout=timeout,
-                         progress=progress)
+                         progress=progress, rolling=why_not is None)
 
 
 @dataclass

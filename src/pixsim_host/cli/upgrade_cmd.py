@@ -59,6 +59,10 @@ def upgrade(
         help="The new database.image (same PostgreSQL major version).")] = None,
     redis_image: Annotated[str | None, typer.Option(
         "--redis-image", metavar="IMAGE", show_default=False, help="The new redis.image.")] = None,
+    with_downtime: Annotated[bool, typer.Option(
+        "--with-downtime", help="Stop the backend, migrate, start the new one (the way without a "
+                                "proxy), instead of starting the new backend beside the old one "
+                                "behind the proxy: for migrations the old code cannot run with.")] = False,
     dry_run: DryRunOption = False,
     yes: YesOption = False,
     timeout: TimeoutOption = 300.0,
@@ -66,6 +70,10 @@ def upgrade(
     as_json: JsonOption = False,
 ) -> None:
     """Upgrade the host: safety backup, new images or build, migrations, every `up` check.
+
+    On a native host with the TLS proxy in front of its backend, the upgrade has no downtime:
+    the migrations run while the old backend serves, the new one starts beside it and takes
+    traffic once it passes every check (--with-downtime: the stop-migrate-start way).
 
     Any failure puts the previous version back (and the database from the safety backup
     when migrations had run) and verifies the old host again. Without an image option it
@@ -96,7 +104,8 @@ def upgrade(
             _plan_lines(plan)
             confirm("Upgrade now?", "nothing was changed")
         with Progress(f"Upgrading {config.name}") as progress:
-            _, outcome = upgrades.upgrade(host, config, changes, timeout=timeout, progress=progress)
+            _, outcome = upgrades.upgrade(host, config, changes, timeout=timeout, progress=progress,
+                                          with_downtime=with_downtime)
     _done(host, config, outcome, "upgraded")
 
 
@@ -153,7 +162,9 @@ def _done(host: Any, config: Any, outcome: Any, verb: str) -> None:
     document = {**host_identity(host, config), "outcome": entry["outcome"],
                 "safety_backup": entry["safety_backup"],
                 "safety_backup_has_secrets": entry["safety_backup_has_secrets"],
-                "migrated": entry.get("migrated"), "before": entry.get("before"),
+                "migrated": entry.get("migrated"), "zero_downtime": entry.get("zero_downtime", False),
+                "switch_seconds": entry.get("switch_seconds"),
+                "before": entry.get("before"),
                 "after": entry.get("after"), "elapsed_seconds": round(outcome.elapsed, 1),
                 "up": outcome.report.as_json()}
     if emit(document):
@@ -168,6 +179,10 @@ def _done(host: Any, config: Any, outcome: Any, verb: str) -> None:
         "; the database was restored from the upgrade's safety backup" if verb == "rolled back"
         else "; migrations ran")
     info(f"Host {config.name!r} {verb} and verified in {outcome.elapsed:.1f} s: {running}{database}.")
+    if entry.get("zero_downtime"):
+        info(f"Without downtime: the proxy switched to the new backend once it passed every check "
+             f"and back to backend.port once it ran there too ({entry.get('switch_seconds')} s "
+             "from the first switch to the last).")
     info(f"Safety backup: {entry['safety_backup']}"
          + (" (holds the host's secrets: the database does)" if entry["safety_backup_has_secrets"]
             else "") + ("; `pixsim-host rollback` returns to the previous version."

@@ -822,10 +822,11 @@ class NativeRuntime(LocalRuntime):
         if not caddyfile.is_file():
             raise HostError(f"{caddyfile} is missing; run `pixsim-host render`")
         argv = tls.caddy_argv(tls.caddy_binary(self.config), caddyfile)
-        storage = tls.storage_dir(self.host)
+        # Its working directory holds the admin socket (tls.ADMIN_SOCKET, a relative path).
+        workdir = tls.config_dir(self.host)
         # The Caddyfile's content is part of the config: a change restarts the proxy.
         digest = _digest([argv, caddyfile.read_text(encoding="utf-8"), self._proxy_account()])
-        return Launch(argv, tls.caddy_environment(self.host), storage, digest, self._proxy_account())
+        return Launch(argv, tls.caddy_environment(self.host), workdir, digest, self._proxy_account())
 
     def _prepare_proxy(self) -> None:
         """Caddy's binary found, its storage (keys of the local CA) private to it."""
