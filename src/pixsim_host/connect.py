@@ -144,6 +144,11 @@ def fetch_json(client: WebClient, base: str, path: str, *,
             raise HostError(f"{url} accepted the connection but did not answer in time; the host "
                             "may be overloaded or not a PixSim7 backend") from None
         except web.TLSFailure as exc:
+            if "hostname mismatch" in exc.reason.lower() or "not valid for" in exc.reason:
+                # Trusted or not, the certificate names another host: a CA would not help.
+                raise HostError(f"cannot connect securely to {url}: {exc.reason}; use the name or "
+                                "address the host's certificate is for (its tls.domain, which its "
+                                "operator sets)") from None
             raise HostError(f"cannot connect securely to {url}: {exc.reason}; if the host uses its "
                             "own certificate, pass its CA with --ca-cert FILE") from None
         except (web.Refused, web.Unreachable) as exc:

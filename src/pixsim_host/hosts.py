@@ -581,12 +581,27 @@ def friend_urls(config: HostConfig) -> list[str]:
         urls.append(config.backend.public_url)
     if config.tls_url and config.tls.domain and config.tls_url not in urls:
         urls.append(config.tls_url)  # behind the TLS proxy: the name its certificate holds
-    scheme, port = ("https", config.tls.port) if config.tls_url else ("http", config.backend.port)
+    if config.tls_url:
+        # The proxy's certificate names tls.domain (and localhost, 127.0.0.1): an https:// URL
+        # on any other of this machine's addresses would not verify.
+        return urls
     for address in reachable_addresses(config.backend.bind):
-        url = f"{scheme}://{url_host(address)}:{port}"
+        url = f"http://{url_host(address)}:{config.backend.port}"
         if url not in urls:
             urls.append(url)
     return urls
+
+
+def friends_cannot_reach(config: HostConfig) -> str | None:
+    """Why no machine but this one can use the host (None when some can), with the fix."""
+    if friend_urls(config):
+        return None
+    if config.tls_url:
+        return ("friends cannot use this host over HTTPS yet: its certificate names only localhost "
+                "and 127.0.0.1; set tls.domain to the name or address they dial (`pixsim-host "
+                "config set tls.domain 192.168.1.20`), then run `pixsim-host up`")
+    return (f"friends cannot reach this host: it listens on {config.backend.bind} only; run "
+            "`pixsim-host config set backend.bind 0.0.0.0` (or your LAN/VPN address)")
 
 
 def client_line(url: str) -> str:

@@ -145,6 +145,14 @@ def test_a_friend_dials_the_address_in_tls_domain(tls_host: tuple[Host, int, dic
     pinned = assert_ok(host_cli("connect", url, "--ca-cert", host.dir / "tls-ca.crt", "--json",
                                 home=tmp_path)).json()
     assert pinned["host_id"] == host.host_id
+    assert report["friend_urls"] == [url]  # the certificate's name only
+    if address != "127.0.0.2":
+        # Dialled by another address (no server name), the proxy answers with tls.domain's
+        # certificate: the CA would not help, the error names what would.
+        other = host_cli("connect", f"https://127.0.0.1:{port}", "--ca-cert", host.dir / "tls-ca.crt",
+                         home=tmp_path)
+        assert other.code != 0 and "use the name or address the host's certificate is for" in \
+            other.stderr and "--ca-cert" not in other.stderr.split("certificate is for", 1)[1], str(other)
     # 127.0.0.1 keeps its own certificate (asked for by name, as up's own check does).
     assert tls_support.wss_exchange(port, host.dir / "tls-ca.crt")["host_id"] == host.host_id
 

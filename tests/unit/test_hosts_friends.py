@@ -97,6 +97,14 @@ def test_friend_urls_public_url_first_then_addresses(monkeypatch: pytest.MonkeyP
     assert friend_urls(public) == ["https://pixsim.example.org"]
     alone = new_host_config(name="f", model="friend", backend={"bind": "127.0.0.1", "port": 8123})
     assert friend_urls(alone) == []
+    # Behind the TLS proxy only names its certificate holds are given: tls.domain, none else
+    # (an https:// URL on a LAN address would not verify).
+    unnamed = new_host_config(name="f", model="friend", backend={"bind": "0.0.0.0", "port": 8123},
+                              tls={"mode": "internal", "port": 8443})
+    assert friend_urls(unnamed) == []
+    named = new_host_config(name="f", model="friend", backend={"bind": "0.0.0.0", "port": 8123},
+                            tls={"mode": "internal", "port": 8443, "domain": "192.168.1.20"})
+    assert friend_urls(named) == ["https://192.168.1.20:8443"]
     assert client_line("http://192.168.1.20:8123") == "VITE_BACKEND_URL=http://192.168.1.20:8123"
 
 
@@ -129,6 +137,12 @@ def test_info_prints_friend_urls_and_the_client_line(tmp_path: Path) -> None:
             "--bind", "127.0.0.1")
     result = run_cli("info", "--dir", str(lonely))
     assert "friends cannot reach this host" in result.stderr and "backend.bind 0.0.0.0" in result.stderr
+    for key, value in (("backend.bind", "0.0.0.0"), ("tls.mode", "internal"), ("tls.port", "18994")):
+        assert run_cli("config", "set", key, value, "--dir", str(lonely)).returncode == 0
+    result = run_cli("info", "--dir", str(lonely))
+    assert "its certificate names only localhost and 127.0.0.1; set tls.domain" in result.stderr, \
+        result.stderr
+    assert json.loads(run_cli("info", "--dir", str(lonely), "--json").stdout)["friend_urls"] == []
     selfish = tmp_path / "s"
     run_cli("init", str(selfish), "--yes", "--name", "selfish", "--port", "18993")
     result = run_cli("info", "--dir", str(selfish))

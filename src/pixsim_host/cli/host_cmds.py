@@ -239,7 +239,7 @@ def host_info(directory: DirOption = None, as_json: JsonOption = False) -> None:
         "description": config.description,
         "project": config.project,
     }
-    from pixsim_host.hosts import client_line, friend_urls
+    from pixsim_host.hosts import client_line, friend_urls, friends_cannot_reach
 
     friends = friend_urls(config)
     data["friend_urls"] = friends
@@ -257,9 +257,9 @@ def host_info(directory: DirOption = None, as_json: JsonOption = False) -> None:
     for name, url in http_service_urls(config).items():
         info(f"{name:12} {url}")
     if config.model == "friend":
-        if not friends:
-            warn(f"friends cannot reach this host: it listens on {config.backend.bind} only; run "
-                 "`pixsim-host config set backend.bind 0.0.0.0` (or your LAN/VPN address)")
+        reason = friends_cannot_reach(config)
+        if reason:
+            warn(reason)
         for index, url in enumerate(friends):
             info(f"{'friends' if index == 0 else '':12} {url}")
         if friends:

@@ -121,11 +121,12 @@ def up(
         except KeyboardInterrupt:
             raise HostError("interrupted before the host was verified; run `pixsim-host up` again "
                             "to finish", exit_code=130) from None
-    from pixsim_host.hosts import client_line, friend_urls
+    from pixsim_host.hosts import client_line, friend_urls, friends_cannot_reach
 
     # Friends and players of a shared host connect from other machines: show those URLs.
     others = friend_urls(config) if config.model != "self" else []
-    for note in report.notes:
+    unreachable = friends_cannot_reach(config) if config.model != "self" else None
+    for note in [*report.notes, *([unreachable] if unreachable else [])]:
         warn(note)
     if emit({
         **host_identity(host, config),
