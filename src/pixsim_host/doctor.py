@@ -253,6 +253,8 @@ def _check_service_ports(ctx: Context) -> Check | None:
             continue
         if _answers_as(urls[service.name], config.host_id, ctx.probe_timeout) == config.host_id:
             continue
+        if not holder and _runs_as_this_host(ctx, service.name):
+            continue  # its runtime holds it (a pid file whose process listens there)
         if holder:
             return Check("port", FAIL, f"port {port} on {bind} ({service.name}) is in use by {holder}",
                          f"stop it, or {hint}")
@@ -261,6 +263,21 @@ def _check_service_ports(ctx: Context) -> Check | None:
                      f"see `ss -ltnp 'sport = :{port}'` and `pixsim-host status`; if it is not this "
                      f"host's, {hint}")
     return None
+
+
+def _runs_as_this_host(ctx: Context, service: str) -> bool:
+    """Whether the host's runtime has ``service`` running (a service that has no identity
+    endpoint, like PixSim7's generation API, cannot say so itself)."""
+    from pixsim_host import stack
+
+    assert ctx.host is not None and ctx.config is not None
+    if "engine" in stack.runtime_type(ctx.config).doctor_checks:
+        return False  # a container on the port was looked for already
+    try:
+        state = stack.open_runtime(ctx.host, ctx.config, refresh=False).states().get(service)
+    except HostError:
+        return False
+    return state is not None and state.status == "running" and state.health != "unhealthy"
 
 
 def _check_backend_port(ctx: Context) -> Check:

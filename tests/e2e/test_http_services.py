@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import tarfile
 import time
 from collections.abc import Callable, Iterator
@@ -213,3 +214,24 @@ def test_native_a_service_that_never_answers_health_fails_up_with_its_log(hosts:
     assert SERVICE in failed.stderr and "healthy" in failed.stderr, str(failed)
     # Its own log tail, which shows the probes it refused.
     assert "/not-its-health 404" in failed.output, str(failed)
+
+
+@pytest.mark.native
+def test_native_doctor_knows_its_own_service_on_its_port_without_an_identity_endpoint(
+        hosts: Hosts) -> None:
+    # Like PixSim7's generation API, this one cannot say which host it is: doctor goes by
+    # what the runtime runs, not by warning that "another program" holds the port.
+    host: NativeHost = hosts.init()
+    port = free_port()
+    command = f"{sys.executable} -m http.server {{port}} --bind {{bind}}"
+    assert_ok(host.run("config", "set", "backend.services",
+                       f"[{{name: static, command: '{command}', port: {port}, health_endpoint: /}}]"))
+    host.up()
+    checks = {c["name"]: c for c in assert_ok(host.run("doctor", "--json")).json()["checks"]}
+    assert checks["port"]["status"] == "pass", checks["port"]
+    # Held by another program, the same port is reported.
+    assert_ok(host.run("down"))
+    with listening(port):
+        held = host.run("doctor", "--json")
+    checks = {c["name"]: c for c in held.json()["checks"]}
+    assert checks["port"]["status"] == "warn" and "static" in checks["port"]["message"], checks["port"]
