@@ -297,7 +297,8 @@ def _where(entry: HostEntry) -> str:
 
 
 def _check_claims(registry: Registry, *, host_id: str | None, directory: str | None,
-                  name: str | None, project: str | None, port: int | None) -> None:
+                  name: str | None, project: str | None, port: int | None,
+                  port_fix: str = "choose another port, or leave it out to get a free one") -> None:
     """Refuse a name, project or port another registered host claims."""
     for entry in registry.entries:
         if entry.host_id == host_id:
@@ -319,8 +320,8 @@ def _check_claims(registry: Registry, *, host_id: str | None, directory: str | N
             )
         if port is not None and port in entry.all_ports:
             raise HostError(
-                f"port {port} is claimed by host {entry.name!r} (in {_where(entry)}); choose "
-                f"another port, or leave it out to get a free one{gone}"
+                f"port {port} is claimed by host {entry.name!r} (in {_where(entry)}); "
+                f"{port_fix}{gone}"
             )
 
 
@@ -332,6 +333,12 @@ def check_port_claim(port: int, host_id: str | None = None) -> None:
     _check_claims(load_registry(), host_id=host_id, directory=None, name=None, project=None, port=port)
 
 
+# An extra port (a service's, the TLS proxy's, the native PostgreSQL's or Redis's) is a setting
+# of its own: leaving the backend's port out would not move it.
+_EXTRA_PORT_FIX = ("move that one to a free port (its key in pixsim-host.yaml: backend.services, "
+                   "tls.port, native.postgres_port or native.redis_port)")
+
+
 def check_claims(config: HostConfig) -> None:
     """Refuse a changed config whose name, project or port another registered host claims."""
     registry = load_registry()
@@ -339,7 +346,7 @@ def check_claims(config: HostConfig) -> None:
                   project=config.project, port=config.backend.port)
     for port in _extra_ports(config):
         _check_claims(registry, host_id=config.host_id, directory=None, name=None, project=None,
-                      port=port)
+                      port=port, port_fix=_EXTRA_PORT_FIX)
 
 
 def record(host: HostDir, config: HostConfig) -> list[str]:
@@ -361,7 +368,7 @@ def _upsert(registry: Registry, entry: HostEntry) -> list[str]:
                   name=entry.name, project=entry.project, port=entry.port)
     for port in entry.extra_ports:
         _check_claims(registry, host_id=entry.host_id, directory=entry.directory, name=None,
-                      project=None, port=port)
+                      project=None, port=port, port_fix=_EXTRA_PORT_FIX)
     warnings: list[str] = []
     kept: list[HostEntry] = []
     for other in registry.entries:
