@@ -476,6 +476,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(payload)))
         for key, value in all_headers.items():
             self.send_header(key, value)
+        if getattr(self.server, "stopping", False):
+            self.close_connection = True  # a request that began before the stop: the last one
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
