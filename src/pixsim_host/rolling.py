@@ -34,6 +34,7 @@ from pixsim_host.config import HostConfig
 from pixsim_host.errors import HostError
 from pixsim_host.fsutil import atomic_write
 from pixsim_host.hostdir import HostDir
+from pixsim_host.journal import fault_point
 from pixsim_host.progress import Progress
 
 if TYPE_CHECKING:
@@ -129,6 +130,7 @@ def rolling_up(host: HostDir, config: HostConfig, *, timeout: float, progress: P
         progress(candidates.CANDIDATE, f"starting the new backend beside the old one, on "
                                        f"{LOCALHOST}:{port}")
         record = candidates.start_candidate(runtime, port)
+        fault_point("rolling.candidate-started")
         _verify(f"http://{LOCALHOST}:{port}", host, config, runtime, candidates.CANDIDATE, record,
                 deadline, progress)
         progress(candidates.CANDIDATE, "passed every check; switching the proxy to it")
@@ -153,6 +155,9 @@ def rolling_up(host: HostDir, config: HostConfig, *, timeout: float, progress: P
         _clean_up(runtime, config, host, host_caddyfile, switch_file, switched)
         if isinstance(failure, HostError):
             raise RollingFailed(failure, switched=switched) from None
+        if not switched and not isinstance(failure, Exception):
+            # Ctrl-C or SIGTERM before the switch: the old backend never stopped serving.
+            raise RollingFailed(HostError("interrupted", exit_code=130), switched=False) from None
         raise
     report = stack.up(host, config, timeout=max(30.0, deadline - time.monotonic()), progress=progress)
     return Rolled(report, switch_seconds)

@@ -466,7 +466,7 @@ def _kept_serving(host: HostDir, old: HostConfig, safety: Path, failure: HostErr
                  f"checkout's: {revision} first")
     raise HostError(f"{failure.message}; nothing was switched: the old backend kept serving "
                     f"throughout and is verified{later}; the database was not changed (safety "
-                    f"backup {safety})", details=failure.details) from None
+                    f"backup {safety})", details=failure.details, exit_code=failure.exit_code) from None
 
 
 def _put_old_back(host: HostDir, old: HostConfig, safety: Path, migrations_before: str | None,
