@@ -8,6 +8,7 @@ does the HTTP probes.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -190,7 +191,14 @@ def up(host: HostDir, config: HostConfig, *, pull: str = "missing", timeout: flo
         # extensions check and the migrations, and only then the backend and its workers.
         from pixsim_host.schema import prepare_database
 
-        data_actions = prepare_database(jobs, host, config, deadline, progress).actions
+        try:
+            data_actions = prepare_database(jobs, host, config, deadline, progress).actions
+        except BaseException:
+            # The backend's container made ahead of a start that will not come; what failed
+            # is what the caller must hear, not a failure to tidy up.
+            with contextlib.suppress(Exception):
+                jobs.discard_unstarted()
+            raise
     if jobs is not None and not migrate_lines(config):
         note = (f"backend.migrate is empty: no schema migrations run for {config.backend.image}; "
                 "set it to the image's own (PixSim7: `python scripts/migrate_all.py --scope all`)")

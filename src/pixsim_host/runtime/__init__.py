@@ -223,6 +223,10 @@ class JobRuntime(Runtime, Protocol):
     def exec_service(self, service: str, argv: list[str], interactive: bool) -> int:
         """Run ``argv`` in a service's environment (interactive on a terminal); its exit code."""
 
+    def discard_unstarted(self) -> None:
+        """Remove what was made ahead for services that were never started, because the
+        migrations before them failed: the host is left as it was."""
+
 
 def job_runtime(runtime: Runtime) -> JobRuntime | None:
     """``runtime`` as one that runs the backend's jobs itself, or None."""
@@ -306,6 +310,9 @@ class LocalRuntime:
     def unchanged(self, pull: str) -> Started | None:
         del pull
         return None
+
+    def discard_unstarted(self) -> None:
+        return None  # nothing is made ahead of its start
 
     def service_report(self, started: Started) -> dict[str, dict[str, Any]]:
         del started

@@ -613,6 +613,19 @@ class DockerRuntime(LocalRuntime):
                 return
             self._precreated.add(str(created["Id"]))
 
+    def discard_unstarted(self) -> None:
+        """The containers _precreate made for a start that will not come (the migrations
+        failed): removed while still never started, so the host is left as it was."""
+        self._await_precreation()
+        for container_id in sorted(self._precreated):
+            try:
+                state = self.api.inspect_container(container_id)["State"]["Status"]
+            except Exception:  # noqa: BLE001 - gone already, or the engine: nothing to undo
+                continue
+            if state == "created":
+                self.remove_container(container_id)
+        self._precreated.clear()
+
     def _await_precreation(self) -> None:
         thread = self._precreation
         if thread is not None and thread is not threading.current_thread():
