@@ -8,27 +8,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from checkout_support import make_checkout
-from native_support import Host, Hosts, assert_ok, cli, require_native
+from native_support import Host, Hosts, assert_ok, cli
 
 pytestmark = pytest.mark.native
 
 MIGRATION = "pixsim_reference_backend/migrations/main/0099_next.sql"
-
-
-@pytest.fixture
-def hosts() -> Iterator[Hosts]:
-    require_native()
-    made = Hosts()
-    try:
-        yield made
-    finally:
-        leftovers = made.cleanup()
-    assert not leftovers, f"processes outlived `down`: {leftovers}"
 
 
 def git(checkout: Path, *args: str) -> str:
