@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 from pixsim_host.errors import HostError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pixsim_host.config import HostConfig
 
 SERVICES_DIR = "services"
@@ -189,19 +191,9 @@ def resolve_workers(config: HostConfig, python: str = "python") -> list[Worker]:
         if declared is None:
             where = declarations_dir(config)
             declared = read_declarations(where) if where is not None else {}
-        declaration = declared.get(entry)
-        if declaration is None:
-            known = sorted(d.id for d in declared.values() if d.runs_in_a_host)
-            source = "the checkout (backend.source)" if config.backend.source else "the backend"
-            listing = f"; it declares: {', '.join(known)}" if known else ""
-            raise HostError(
-                f"backend.workers names {entry!r}, which {source} does not declare{listing}; "
-                "fix the list (`pixsim-host config set backend.workers \"[ID, ...]\"`), or give a "
-                "command: {name: NAME, command: 'CMD ...'}"
-            )
-        if not declaration.runs_in_a_host or declaration.id == "main-api":
-            raise HostError(f"backend.workers names {entry!r}, a {declaration.type or 'core'} service "
-                            "that a host does not run as a worker; remove it from backend.workers")
+        declaration = _declared(config, declared, "backend.workers", entry, "as a worker",
+                                "{name: NAME, command: 'CMD ...'}",
+                                lambda d: d.runs_in_a_host)
         if declaration.type == "backend":
             raise HostError(f"backend.workers names {entry!r}, an HTTP service (it listens on a port); "
                             "move it to backend.services")
@@ -281,20 +273,27 @@ def resolve_http_services(config: HostConfig, python: str = "python") -> list[Ht
 
 
 def _http_declaration(config: HostConfig, declared: dict[str, Declaration], name: str) -> Declaration:
+    return _declared(config, declared, "backend.services", name, "beside its backend",
+                     "{name: NAME, command: 'CMD ...', port: PORT}",
+                     lambda d: d.runs_in_a_host and d.id != "main-api" and bool(d.default_port))
+
+
+def _declared(config: HostConfig, declared: dict[str, Declaration], key: str, name: str, role: str,
+              command_form: str, listed: Callable[[Declaration], bool]) -> Declaration:
+    """The declaration ``key`` names by id; a clear error when there is none, or when it is
+    one a host does not run (``role``: how it would run); ``listed``: the ids to suggest."""
     declaration = declared.get(name)
     if declaration is None:
-        known = sorted(d.id for d in declared.values()
-                       if d.runs_in_a_host and d.id != "main-api" and d.default_port)
+        known = sorted(d.id for d in declared.values() if listed(d))
         source = "the checkout (backend.source)" if config.backend.source else "the backend"
         listing = f"; it declares: {', '.join(known)}" if known else ""
         raise HostError(
-            f"backend.services names {name!r}, which {source} does not declare{listing}; fix the "
-            "list (`pixsim-host config set backend.services \"[ID, ...]\"`), or give a command: "
-            "{name: NAME, command: 'CMD ...', port: PORT}"
+            f"{key} names {name!r}, which {source} does not declare{listing}; fix the list "
+            f"(`pixsim-host config set {key} \"[ID, ...]\"`), or give a command: {command_form}"
         )
     if not declaration.runs_in_a_host or declaration.id == "main-api":
-        raise HostError(f"backend.services names {name!r}, a {declaration.type or 'core'} service that "
-                        "a host does not run beside its backend; remove it from backend.services")
+        raise HostError(f"{key} names {name!r}, a {declaration.type or 'core'} service that a host "
+                        f"does not run {role}; remove it from {key}")
     return declaration
 
 
